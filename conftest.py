@@ -1,0 +1,3 @@
+"""The repository's root conftest: the test suite drives pytest sessions with pytester."""
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,69 @@
+"""Task files as pytest collectors and tasks as pytest items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_roadmap.errors import RoadmapError, TaskFileError
+from pytest_roadmap.retry import TaskFailure
+from pytest_roadmap.tasks import Task, load_task_file
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+
+# Claimed ids per session, so a duplicate in a later file is that file's collection error.
+SEEN_IDS = pytest.StashKey[dict[str, str]]()
+
+
+class TaskFile(pytest.File):
+    """One TOML task file; its items come out in a stable roadmap order."""
+
+    def collect(self) -> Iterator[TaskItem]:
+        display = self.nodeid or self.path.name
+        tasks = load_task_file(self.path, display)
+        seen = self.session.stash.setdefault(SEEN_IDS, {})
+        for task in tasks:
+            if task.id in seen and seen[task.id] != display:
+                raise TaskFileError(
+                    f"{display}: duplicate task id {task.id!r}, also in {seen[task.id]}; "
+                    "task ids must be unique across all task files"
+                )
+            seen[task.id] = display
+        for task in sorted(tasks, key=lambda t: (t.month, t.week, t.priority, t.id)):
+            yield TaskItem.from_parent(self, name=task.id, task=task)
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, RoadmapError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class TaskItem(pytest.Item):
+    """One roadmap task: passes when the API did the work."""
+
+    def __init__(self, *, task: Task, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.task = task
+        self.extra_keyword_matches.update(task.keywords)
+        self.add_marker("roadmap")
+        self.answer: dict[str, Any] | None = None
+
+    def runtest(self) -> None:
+        from pytest_roadmap.plugin import run_task  # the plugin owns the per-process runtime
+
+        self.answer = run_task(self)
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, TaskFailure):
+            return f"roadmap task {self.task.id!r} failed: {excinfo.value.reason}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"roadmap task {self.task.id}: {self.task.title}"

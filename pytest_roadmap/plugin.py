@@ -1,0 +1,597 @@
+"""The pytest layer: options, ini keys, markers, the fixture, and the hooks that wire the core.
+
+Everything here is thin on purpose; the work happens in the core modules. The controller
+(the process without `workerinput`) owns the store, the embedded sandbox, the monitor and
+the reports; workers only run tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_roadmap import settings as setting_specs
+from pytest_roadmap.collect import TaskFile, TaskItem
+from pytest_roadmap.errors import RoadmapError
+from pytest_roadmap.gate import AdaptiveLimit, Slot
+from pytest_roadmap.health import PROBES_KEY
+from pytest_roadmap.monitor import Monitor
+from pytest_roadmap.recorder import RunRecorder, task_to_wire
+from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, RunRecord
+from pytest_roadmap.retry import TaskFailure, is_retryable
+from pytest_roadmap.safeguards import GATE_KEY, Safeguards
+from pytest_roadmap.settings import Settings, Sources, concurrency_from_env, resolve_settings
+from pytest_roadmap.store import open_store
+from pytest_roadmap.store.base import Store
+from pytest_roadmap.terminal import header_line, summary_lines
+
+# Extra seconds pytest-timeout allows beyond the HTTP read timeout, so a slow API is
+# reported by the client's clear words; pytest-timeout catches whatever else hangs.
+TIMEOUT_GRACE = 2.0
+CLIENT_FIXTURE = "roadmap_client"
+
+
+@dataclass
+class AttemptState:
+    """Per-item state across one attempt's setup, call and teardown."""
+
+    unhealthy: str | None = None
+    slot: Slot | None = None
+    last_error: BaseException | None = None
+
+
+@dataclass
+class Runtime:
+    """One process's part of a run."""
+
+    settings: Settings
+    api_url: str
+    store_url: str
+    run_id: str
+    worker: str
+    workers: int
+    store: Store | None = None
+    safeguards_: Safeguards | None = None
+    # controller only
+    run_dir: Path | None = None
+    sandbox: Any = None
+    recorder: RunRecorder | None = None
+    monitor: Monitor | None = None
+    expected: int = 0
+    states: dict[str, AttemptState] = field(default_factory=dict)
+
+    def safeguards(self) -> Safeguards:
+        if self.safeguards_ is None:
+            if self.store is None:
+                self.store = open_store(self.store_url)
+            self.safeguards_ = Safeguards(
+                self.settings, self.api_url, self.store, self.worker, self.run_id
+            )
+        return self.safeguards_
+
+    def state(self, item: pytest.Item) -> AttemptState:
+        return self.states.setdefault(item.nodeid, AttemptState())
+
+    def redact(self, text: str) -> str:
+        token = self.settings.token
+        return text.replace(token, "***") if token else text
+
+
+RUNTIME = pytest.StashKey[Runtime]()
+
+
+def runtime_of(config: pytest.Config) -> Runtime | None:
+    return config.stash.get(RUNTIME, None)
+
+
+def is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+# --- options -------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("roadmap", "pytest-roadmap: roadmap tasks against a code API")
+    group.addoption(
+        "--roadmap",
+        action="store_true",
+        default=False,
+        help="Collect and run the roadmap tasks (without it no task is collected or sent).",
+    )
+    for spec in setting_specs.SPECS:
+        group.addoption(spec.option, dest=spec.dest, default=None, help=spec.help)
+        if spec.ini:
+            parser.addini(spec.ini, spec.help, default=None)
+    group.addoption(
+        "--no-roadmap-adaptive",
+        action="store_true",
+        default=False,
+        dest="no_roadmap_adaptive",
+        help="Keep the concurrency limit fixed at the worker count.",
+    )
+    parser.addini("roadmap_adaptive", setting_specs.ADAPTIVE.help, default=None)
+
+
+class _IniView(Mapping[str, Any]):
+    """Lazy ini lookups for the settings resolver."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._config.getini(key)
+        except ValueError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _sources(config: pytest.Config) -> Sources:
+    return Sources(
+        vars(config.option),
+        os.environ,
+        _IniView(config),
+        config.invocation_params.dir,
+        config.rootpath,
+    )
+
+
+def _tasks_dir(config: pytest.Config) -> Path:
+    sources = _sources(config)
+    raw, origin = setting_specs.resolve(setting_specs.TASKS_DIR, sources)
+    return setting_specs._place(raw, origin, sources)
+
+
+# --- start-up --------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Runs before xdist reads -n, so MAX_CONCURRENCY (default 3) can stand in for it.
+    if not config.option.roadmap or not is_controller(config):
+        return
+    if getattr(config.option, "numprocesses", "absent") is None and not config.option.collectonly:
+        try:
+            config.option.numprocesses = concurrency_from_env(os.environ)
+        except RoadmapError as exc:
+            raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
+
+
+def _worker_count(config: pytest.Config) -> int:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return 1
+    count = getattr(config.option, "numprocesses", None)
+    return count if isinstance(count, int) and count > 0 else 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "roadmap: a roadmap task collected by pytest-roadmap")
+    if not config.option.roadmap:
+        return
+    try:
+        settings = resolve_settings(_sources(config), _worker_count(config))
+    except RoadmapError as exc:
+        raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        if not settings.tasks_dir.is_dir():
+            raise pytest.UsageError(
+                f"pytest-roadmap: tasks folder {settings.tasks_dir} does not exist "
+                "(set --roadmap-tasks or the ini key roadmap_tasks)"
+            )
+        config.args = [str(settings.tasks_dir)]
+    if not is_controller(config):
+        info = config.workerinput  # type: ignore[attr-defined]
+        config.stash[RUNTIME] = Runtime(
+            settings=settings,
+            api_url=info["roadmap_api"],
+            store_url=info["roadmap_store"],
+            run_id=info["roadmap_run"],
+            worker=info["workerid"],
+            workers=settings.workers,
+        )
+        return
+    if config.option.collectonly:
+        return
+    _start_controller(config, settings)
+
+
+def _start_controller(config: pytest.Config, settings: Settings) -> None:
+    run_dir = Path(tempfile.mkdtemp(prefix="pytest-roadmap-"))
+    # The controller creates the store before any worker opens it: concurrent first opens
+    # of a WAL database fail with "database is locked".
+    store = open_store(f"sqlite://{(run_dir / 'store.db').as_posix()}", create=True)
+    store.gate_set_limit(GATE_KEY, settings.workers)
+    sandbox = None
+    api_url = settings.api
+    if settings.sandbox:
+        from pytest_roadmap.sandbox import SandboxServer
+
+        sandbox = SandboxServer().start()
+        api_url = sandbox.url
+    runtime = Runtime(
+        settings=settings,
+        api_url=api_url,
+        store_url=store.url,
+        run_id=uuid.uuid4().hex[:12],
+        worker="main",
+        workers=settings.workers,
+        store=store,
+        run_dir=run_dir,
+        sandbox=sandbox,
+    )
+    runtime.recorder = RunRecorder(
+        RunRecord(
+            api=api_url,
+            sandbox=settings.sandbox,
+            model=settings.model,
+            workers=settings.workers,
+            rate_limit=settings.rate_limit,
+            started=time.time(),
+            run_id=runtime.run_id,
+        )
+    )
+    config.stash[RUNTIME] = runtime
+    config.pluginmanager.register(ControllerPlugin(runtime), "roadmap-recorder")
+    if config.pluginmanager.hasplugin("xdist"):
+        from pytest_roadmap.distributed import ControllerHooks
+
+        config.pluginmanager.register(ControllerHooks(runtime), "roadmap-controller")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runtime = runtime_of(config)
+    if runtime is None:
+        return
+    if runtime.monitor is not None:
+        runtime.monitor.stop()
+    if runtime.safeguards_ is not None:
+        runtime.safeguards_.close()
+    if runtime.store is not None:
+        runtime.store.close()
+    if runtime.sandbox is not None:
+        runtime.sandbox.stop()
+    if runtime.run_dir is not None:
+        shutil.rmtree(runtime.run_dir, ignore_errors=True)
+    del config.stash[RUNTIME]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    runtime = runtime_of(config)
+    if runtime is None or not is_controller(config):
+        return None
+    return header_line(runtime.settings, runtime.api_url, runtime.workers)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    runtime = runtime_of(session.config)
+    if runtime is None or runtime.recorder is None or runtime.store is None:
+        return
+    settings = runtime.settings
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    runtime.monitor = Monitor(
+        store=runtime.store,
+        recorder=runtime.recorder,
+        interval=settings.health_interval,
+        adaptive=(
+            AdaptiveLimit(runtime.workers, interval=settings.health_interval)
+            if settings.adaptive
+            else None
+        ),
+        expected=lambda: runtime.expected,
+        write=(lambda line: terminal.write_line(line)) if terminal else (lambda line: None),
+    )
+    runtime.monitor.start()
+
+
+# --- collection ------------------------------------------------------------------------
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # Without --roadmap the tasks folder does not exist for pytest: no task, no API call.
+    if config.option.roadmap:
+        return None
+    try:
+        tasks_dir = _tasks_dir(config)
+    except RoadmapError:
+        return None
+    return True if collection_path == tasks_dir else None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> TaskFile | None:
+    config = parent.config
+    if file_path.suffix != ".toml" or not config.option.roadmap:
+        return None
+    runtime = runtime_of(config)
+    tasks_dir = runtime.settings.tasks_dir if runtime else _tasks_dir(config)
+    explicit = config.args_source == pytest.Config.ArgsSource.ARGS and any(
+        file_path == Path(arg.split("::")[0]).resolve()
+        or (
+            Path(arg.split("::")[0]).resolve().is_dir()
+            and file_path.is_relative_to(Path(arg.split("::")[0]).resolve())
+            and not config.rootpath.is_relative_to(Path(arg.split("::")[0]).resolve())
+        )
+        for arg in config.args
+    )
+    if file_path.is_relative_to(tasks_dir) or explicit:
+        return TaskFile.from_parent(parent, path=file_path)
+    return None
+
+
+def is_roadmap_item(item: pytest.Item) -> bool:
+    return isinstance(item, TaskItem) or CLIENT_FIXTURE in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    runtime = runtime_of(config)
+    if runtime is None:
+        return
+    settings = runtime.settings
+    queued = 0
+    for item in items:
+        if not is_roadmap_item(item):
+            continue
+        task = item.task if isinstance(item, TaskItem) else None
+        if item.get_closest_marker("flaky") is None:
+            reruns = task.retries if task and task.retries is not None else settings.reruns
+            item.add_marker(pytest.mark.flaky(reruns=reruns, condition=is_retryable))
+        if item.get_closest_marker("timeout") is None:
+            seconds = task.timeout if task and task.timeout else settings.timeout
+            grace = TIMEOUT_GRACE if task else 0.0
+            item.add_marker(pytest.mark.timeout(seconds + grace, func_only=True))
+        queued += 1
+        if settings.max_queue and queued > settings.max_queue:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"queue full (max {settings.max_queue}): raise --roadmap-max-queue "
+                    "or select fewer tasks with -k"
+                )
+            )
+    if is_controller(config):
+        runtime.expected = sum(1 for item in items if is_roadmap_item(item))
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    runtime = runtime_of(item.config)
+    if runtime is None or not is_roadmap_item(item) or item.get_closest_marker("skip"):
+        return
+    state = runtime.state(item)
+    guards = runtime.safeguards()
+    failed_before = max(0, int(getattr(item, "execution_count", 1)) - 1)
+    state.unhealthy = guards.before_attempt(failed_before, state.last_error)
+    if state.unhealthy is None:
+        state.slot = guards.acquire_slot()
+    elif not isinstance(item, TaskItem):
+        raise TaskFailure(state.unhealthy, transient=False)
+
+
+def run_task(item: TaskItem) -> dict[str, Any]:
+    """The call phase of a task file's item: one chat request under the safeguards."""
+    runtime = runtime_of(item.config)
+    if runtime is None:  # pragma: no cover - items exist only with --roadmap
+        raise pytest.UsageError("roadmap tasks run only with --roadmap")
+    state = runtime.state(item)
+    if state.unhealthy is not None:
+        # Health already had its full wait; another attempt would only wait again.
+        raise TaskFailure(state.unhealthy, transient=False)
+    try:
+        return runtime.safeguards().chat(item.task, int(getattr(item, "execution_count", 1)))
+    finally:
+        _release(state)
+
+
+def _release(state: AttemptState) -> None:
+    if state.slot is not None:
+        state.slot.release()
+        state.slot = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    runtime = runtime_of(item.config)
+    if runtime is not None and item.nodeid in runtime.states:
+        _release(runtime.states[item.nodeid])
+
+
+def _error_line(runtime: Runtime, excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    error = excinfo.value
+    if isinstance(error, TaskFailure):
+        text = error.reason
+    elif type(error).__name__ == "Failed" and "Timeout" in str(error):
+        text = f"attempt timed out ({str(error).splitlines()[0].strip()})"
+    else:
+        first = str(error).strip().splitlines()
+        text = f"{type(error).__name__}: {first[0]}" if first else type(error).__name__
+    return runtime.redact(" ".join(text.split()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report: pytest.TestReport = yield  # type: ignore[misc]
+    runtime = runtime_of(item.config)
+    if runtime is None or not is_roadmap_item(item):
+        return report
+    if call.when == "teardown" or (call.when == "setup" and report.passed):
+        if call.when == "setup":  # tell the controller about the task before it runs
+            report.roadmap = {"task": _task_wire(item), "phase": "setup"}  # type: ignore[attr-defined]
+        return report
+    state = runtime.state(item)
+    attempt = int(getattr(item, "execution_count", 1))
+    info: dict[str, Any] = {
+        "task": _task_wire(item),
+        "phase": call.when,
+        "attempt": attempt,
+        "worker": runtime.worker,
+        "started": call.start,
+        "finished": call.stop,
+        "error": None,
+        "overload": False,
+    }
+    if report.skipped and isinstance(report.longrepr, tuple):
+        info["error"] = runtime.redact(str(report.longrepr[2]).removeprefix("Skipped: "))
+    elif call.excinfo is not None and report.failed:
+        state.last_error = call.excinfo.value
+        info["error"] = _error_line(runtime, call.excinfo)
+        failure = call.excinfo.value
+        info["overload"] = getattr(failure, "overload", False) or "Timeout" in str(failure)
+    if report.passed and isinstance(item, TaskItem):
+        info["answer"] = item.answer
+    report.roadmap = info  # type: ignore[attr-defined]
+    task = item.task if isinstance(item, TaskItem) else None
+    report.user_properties = [
+        *[(k, v) for k, v in report.user_properties if not k.startswith("roadmap_")],
+        ("roadmap_attempts", attempt),
+        ("roadmap_worker", runtime.worker),
+        ("roadmap_dogfooding", (task.dogfooding if task else None) or ""),
+        ("roadmap_month", task.month if task else ""),
+        ("roadmap_week", task.week if task else ""),
+        ("roadmap_batch", ""),
+    ]
+    return report
+
+
+def _task_wire(item: pytest.Item) -> dict[str, Any]:
+    if isinstance(item, TaskItem):
+        return task_to_wire(item.task)
+    # A Python task: described by its test function, with neutral roadmap fields.
+    return {
+        "id": item.name,
+        "title": item.name,
+        "prompt": "",
+        "month": 1,
+        "week": 1,
+        "priority": 3,
+        "dogfooding": None,
+        "depends_on": [],
+        "timeout": None,
+        "retries": None,
+        "source": str(item.path.name),
+    }
+
+
+class ControllerPlugin:
+    """Hooks only the controller has: it hears every report, from workers or in-process."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record_report(self.runtime, report)
+
+
+def record_report(runtime: Runtime | None, report: pytest.TestReport) -> None:
+    if runtime is None or runtime.recorder is None:
+        return
+    recorder = runtime.recorder
+    info = getattr(report, "roadmap", None)
+    if info is None:
+        if report.when not in ("setup", "call", "teardown") and report.outcome in (FAILED, RERUN):
+            # xdist's report for a task whose worker crashed mid-attempt.
+            node = getattr(report, "node", None)
+            worker = node.gateway.id if node is not None else "?"
+            recorder.crashed(report.nodeid, worker, f"worker {worker} crashed", time.time())
+        return
+    if info.get("phase") == "setup" and "attempt" not in info:
+        recorder.task_seen(report.nodeid, info["task"])
+        return
+    outcome = report.outcome
+    if report.when == "setup" and outcome == "failed":
+        outcome = FAILED
+    if outcome in (PASSED, FAILED, RERUN, SKIPPED):
+        recorder.attempt(report.nodeid, info, outcome)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    runtime = runtime_of(session.config)
+    if runtime is None or runtime.recorder is None:
+        return
+    if runtime.monitor is not None:
+        runtime.monitor.stop()
+        runtime.monitor = None
+    record = runtime.recorder.record
+    record.finished = time.time()
+    if runtime.store is not None:
+        record.health_probes = runtime.store.incr(PROBES_KEY, 0)
+
+
+def pytest_terminal_summary(
+    terminalreporter: Any, exitstatus: int, config: pytest.Config
+) -> None:
+    runtime = runtime_of(config)
+    if runtime is None or runtime.recorder is None:
+        return
+    record = runtime.recorder.record
+    if not record.results:
+        return
+    terminalreporter.write_sep("=", "roadmap summary")
+    for line in summary_lines(record):
+        terminalreporter.write_line(runtime.redact(line))
+    for line in _write_outputs(runtime, record):
+        terminalreporter.write_line(runtime.redact(line))
+
+
+def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
+    """Write the report folder and (never on the sandbox) the tracker; say what happened."""
+    lines: list[str] = []
+    try:
+        from pytest_roadmap.report import write_reports
+
+        paths = write_reports(record, runtime.settings.report_dir)
+        lines.append("report: " + ", ".join(str(p) for p in paths[:3]))
+    except ImportError:
+        pass
+    except (RoadmapError, OSError) as exc:
+        lines.append(f"roadmap: report not written: {exc}")
+    if record.sandbox:
+        lines.append("tracker: not updated (results came from the sandbox)")
+        return lines
+    try:
+        from pytest_roadmap.tracker import ProgressTracker
+
+        ProgressTracker(runtime.settings.tracker).record_run(record)
+        lines.append(f"tracker: updated {runtime.settings.tracker}")
+    except ImportError:
+        pass
+    except (RoadmapError, OSError) as exc:
+        lines.append(f"roadmap: tracker not updated: {exc}")
+    return lines
+
+
+# --- the fixture -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def roadmap_client(request: pytest.FixtureRequest) -> Any:
+    """The API client for Python tasks: every request passes the run's safeguards."""
+    runtime = runtime_of(request.config)
+    if runtime is None:
+        pytest.fail("the roadmap_client fixture needs a roadmap run: pytest --roadmap", False)
+    return runtime.safeguards().client

@@ -1,0 +1,128 @@
+"""report.json: the machine-readable record of a run.
+
+Each section is one table of (field name, function); adding a field is one line
+there and one row in docs/report-schema.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pytest_roadmap.results import (
+    DOGFOODING_COUNTERS,
+    FAILED,
+    PASSED,
+    SKIPPED,
+    ConcurrencyChange,
+    RunRecord,
+    TaskResult,
+    iso_utc,
+)
+
+# Bump when a field is renamed, removed or changes meaning; adding one is compatible.
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+Fields = Sequence[tuple[str, Callable[[T], Any]]]
+
+
+def one_line(text: str | None) -> str | None:
+    """Collapse newlines and runs of blanks so a reason fits one line."""
+    return None if text is None else " ".join(text.split())
+
+
+def _number(value: float, digits: int = 3) -> float | None:
+    # JSON has no NaN or infinity; null is the honest "no value".
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def _iso(epoch: float | None) -> str | None:
+    # 0.0 is the RunRecord default for "not finished yet", never a real moment.
+    return iso_utc(epoch) if epoch else None
+
+
+def _generated(counter: str) -> Callable[[RunRecord], int]:
+    return lambda r: r.dogfooding_generated[counter]
+
+
+def section(fields: Fields[T], source: T) -> dict[str, Any]:
+    """One JSON object from one table of fields."""
+    return {name: get(source) for name, get in fields}
+
+
+CHANGE_FIELDS: Fields[ConcurrencyChange] = (
+    ("at", lambda c: _iso(c.at)),
+    ("from", lambda c: c.old),
+    ("to", lambda c: c.new),
+    ("reason", lambda c: one_line(c.reason)),
+)
+
+HEALTH_FIELDS: Fields[RunRecord] = (
+    ("probes", lambda r: r.health_probes),
+    ("unhealthy_s", lambda r: _number(r.unhealthy_s)),
+)
+
+RUN_FIELDS: Fields[RunRecord] = (
+    ("api", lambda r: r.api),
+    ("sandbox", lambda r: r.sandbox),
+    ("model", lambda r: r.model),
+    ("run_id", lambda r: r.run_id),
+    ("started", lambda r: _iso(r.started)),
+    ("finished", lambda r: _iso(r.finished)),
+    ("duration_s", lambda r: _number(r.duration_s)),
+    ("workers", lambda r: r.workers),
+    ("rate_limit", lambda r: _number(r.rate_limit)),
+    ("concurrency_changes", lambda r: [section(CHANGE_FIELDS, c) for c in r.concurrency_changes]),
+    ("health", lambda r: section(HEALTH_FIELDS, r)),
+)
+
+TOTALS_FIELDS: Fields[RunRecord] = (
+    ("total", lambda r: len(r.results)),
+    ("passed", lambda r: r.count(PASSED)),
+    ("failed", lambda r: r.count(FAILED)),
+    ("skipped", lambda r: r.count(SKIPPED)),
+    ("rerun", lambda r: r.reruns),
+    ("success_rate", lambda r: _number(r.success_rate, 4)),
+)
+
+TASK_FIELDS: Fields[TaskResult] = (
+    ("id", lambda t: t.task.id),
+    ("title", lambda t: t.task.title),
+    ("month", lambda t: t.task.month),
+    ("week", lambda t: t.task.week),
+    ("priority", lambda t: t.task.priority),
+    ("dogfooding", lambda t: t.task.dogfooding),
+    ("batch", lambda t: t.batch),
+    ("outcome", lambda t: t.outcome),
+    ("attempts", lambda t: len(t.attempts)),
+    ("duration_s", lambda t: _number(t.duration_s)),
+    ("started", lambda t: _iso(t.started)),
+    ("finished", lambda t: _iso(t.finished)),
+    ("worker", lambda t: t.worker),
+    ("error", lambda t: one_line(t.error)),
+    ("output", lambda t: t.output),
+)
+
+# Counted from passed tasks only, under the original tracker's counter names.
+DOGFOODING_FIELDS: Fields[RunRecord] = tuple(
+    (counter, _generated(counter)) for counter in DOGFOODING_COUNTERS.values()
+)
+
+
+def build_json(record: RunRecord) -> dict[str, Any]:
+    """The whole report.json document."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": section(RUN_FIELDS, record),
+        "totals": section(TOTALS_FIELDS, record),
+        "tasks": [section(TASK_FIELDS, t) for t in record.results],
+        "dogfooding": section(DOGFOODING_FIELDS, record),
+    }
+
+
+def render_json(record: RunRecord) -> str:
+    """report.json as text; a value JSON cannot hold raises instead of writing bad JSON."""
+    return json.dumps(build_json(record), indent=2, ensure_ascii=False, allow_nan=False) + "\n"

@@ -1,0 +1,221 @@
+"""report.md: the run for people, also appended to the GitHub Actions step summary."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from pytest_roadmap.errors import ReportError
+from pytest_roadmap.results import (
+    DOGFOODING_COUNTERS,
+    FAILED,
+    PASSED,
+    SKIPPED,
+    RunRecord,
+    TaskResult,
+    iso_utc,
+)
+
+# GitHub refuses a step summary above 1 MiB; keep a margin for the truncation note.
+STEP_SUMMARY_LIMIT = 1024 * 1024 - 1024
+
+# Backslash escapes stop Markdown syntax (GFM needs `\|` even inside table code
+# spans); entities stop raw HTML and entity references.
+_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_SPECIAL = re.compile(r"[\\`*_\[\]|~&<>]")
+
+
+def md_text(value: object) -> str:
+    """Any text as inert inline Markdown on one line, safe in a table cell."""
+    text = " ".join(str(value).split())
+    return _SPECIAL.sub(lambda m: _ESCAPES.get(m.group(), "\\" + m.group()), text)
+
+
+def md_code(value: object) -> str:
+    """Text as an inline code span on one line, safe in a table cell."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    if not text:
+        return ""
+    ticks = "`" * (longest_backtick_run(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def longest_backtick_run(text: str) -> int:
+    """Length of the longest run of backticks in `text`."""
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+
+
+def fenced(text: str, info: str = "") -> str:
+    """A fenced code block that no backtick run inside `text` can close early."""
+    fence = "`" * max(3, longest_backtick_run(text) + 1)
+    body = text if text.endswith("\n") else text + "\n"
+    return f"{fence}{info}\n{body}{fence}\n"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]], align: str = "") -> list[str]:
+    head = list(header)
+    marks = [":---:" if a == "c" else "---:" if a == "r" else "---" for a in align.ljust(len(head))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(marks) + "|"]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return [*lines, ""]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f} %" if whole else "-"
+
+
+def _bar(part: int, whole: int, width: int = 10) -> str:
+    filled = round(width * part / whole) if whole else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def _summary(record: RunRecord) -> list[str]:
+    passed, failed, skipped = (record.count(o) for o in (PASSED, FAILED, SKIPPED))
+    ran = passed + failed
+    rows = [
+        ("API", md_text(record.api) + (" (sandbox)" if record.sandbox else "")),
+        ("Model", md_text(record.model)),
+        ("Run id", md_text(record.run_id) if record.run_id else "-"),
+        ("Started", iso_utc(record.started) if record.started else "-"),
+        ("Finished", iso_utc(record.finished) if record.finished else "-"),
+        ("Duration", _seconds(record.duration_s)),
+        ("Workers", str(record.workers)),
+        ("Rate limit", f"{record.rate_limit:g} requests/s"),
+        ("Tasks", str(len(record.results))),
+        ("Passed", str(passed)),
+        ("Failed", str(failed)),
+        ("Skipped", str(skipped)),
+        ("Reruns", str(record.reruns)),
+        ("Success rate", f"{_percent(passed, ran)} of {ran} that ran"),
+        ("Health probes", f"{record.health_probes}, unhealthy for {_seconds(record.unhealthy_s)}"),
+    ]
+    rows.append(("Dogfooding", dogfooding_text(record)))
+    return _table(("Run", ""), ([f"**{k}**", v] for k, v in rows))
+
+
+def dogfooding_text(record: RunRecord) -> str:
+    """Passed dogfooding tasks per category, e.g. "2 improvements, 0 tests, ..."."""
+    generated = record.dogfooding_generated
+    return ", ".join(f"{generated[c]} {k}s" for k, c in DOGFOODING_COUNTERS.items())
+
+
+def _failures(record: RunRecord) -> list[str]:
+    failed = [r for r in record.results if r.outcome == FAILED]
+    lines = ["## Failures", ""]
+    if not failed:
+        return [*lines, "No task failed.", ""]
+    rows = (
+        [md_code(r.task.id), md_text(r.task.title), str(len(r.attempts)), _reason(r)]
+        for r in failed
+    )
+    return lines + _table(("Task", "Title", "Attempts", "Reason"), rows, "llr")
+
+
+def _skipped(record: RunRecord) -> list[str]:
+    skipped = [r for r in record.results if r.outcome == SKIPPED]
+    if not skipped:
+        return []
+    rows = ([md_code(r.task.id), md_text(r.task.title), _reason(r)] for r in skipped)
+    return ["## Skipped", "", *_table(("Task", "Title", "Reason"), rows)]
+
+
+def _reason(result: TaskResult) -> str:
+    return md_text(result.error) if result.error else "-"
+
+
+def _retries(record: RunRecord) -> list[str]:
+    retried = [r for r in record.results if len(r.attempts) > 1]
+    lines = ["## Retries", ""]
+    if not retried:
+        return [*lines, "No task needed a retry.", ""]
+    rows = (
+        [
+            md_code(r.task.id),
+            str(len(r.attempts)),
+            " → ".join(a.outcome for a in r.attempts),
+            md_text(next((a.error for a in reversed(r.attempts) if a.error), "-")),
+        ]
+        for r in retried
+    )
+    return lines + _table(("Task", "Attempts", "Outcomes", "Last error"), rows, "lr")
+
+
+def _concurrency(record: RunRecord) -> list[str]:
+    lines = ["## Concurrency changes", ""]
+    if not record.concurrency_changes:
+        return [*lines, "The concurrency limit did not change.", ""]
+    rows = (
+        [f"+{_seconds(c.at - record.started)}", str(c.old), str(c.new), md_text(c.reason)]
+        for c in record.concurrency_changes
+    )
+    return lines + _table(("After start", "From", "To", "Reason"), rows, "rrr")
+
+
+def _progress(record: RunRecord) -> list[str]:
+    weeks: dict[int, dict[int, list[TaskResult]]] = defaultdict(lambda: defaultdict(list))
+    for r in record.results:
+        weeks[r.task.month][r.task.week].append(r)
+    rows: list[list[str]] = []
+    for month in sorted(weeks):
+        in_month = [r for week in weeks[month].values() for r in week]
+        done = sum(r.outcome == PASSED for r in in_month)
+        total = len(in_month)
+        rows.append(
+            [
+                f"**Month {month}**",
+                "",
+                f"**{done}/{total}**",
+                f"{_bar(done, total)} {_percent(done, total)}",
+            ]
+        )
+        for week in sorted(weeks[month]):
+            results = weeks[month][week]
+            done = sum(r.outcome == PASSED for r in results)
+            rows.append(
+                ["", f"Week {week}", f"{done}/{len(results)}", _percent(done, len(results))]
+            )
+    lines = ["## Roadmap progress", "", "Passed tasks of those selected for this run.", ""]
+    if not rows:
+        return [*lines, "No tasks were selected.", ""]
+    return lines + _table(("Month", "Week", "Passed", "Progress"), rows, "llrl")
+
+
+def render_markdown(record: RunRecord) -> str:
+    """report.md as text."""
+    lines = ["# Roadmap run report", ""]
+    for part in (_summary, _failures, _skipped, _retries, _concurrency, _progress):
+        lines.extend(part(record))
+    return "\n".join(lines)
+
+
+def append_step_summary(markdown: str) -> Path | None:
+    """Append `markdown` to the file named by GITHUB_STEP_SUMMARY, if that is set.
+
+    Returns the file appended to. Appending (not replacing) is what GitHub expects:
+    other steps' summaries may already be there.
+    """
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    data = markdown.encode("utf-8")
+    if len(data) > STEP_SUMMARY_LIMIT:
+        cut = data[:STEP_SUMMARY_LIMIT].decode("utf-8", "ignore")
+        cut = cut[: cut.rfind("\n") + 1]
+        markdown = cut + "\n\n*Truncated to fit the step summary; see report.md.*\n"
+    path = Path(target)
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    except OSError as exc:
+        raise ReportError(
+            f"cannot append to GITHUB_STEP_SUMMARY file {path}: {exc.strerror or exc}"
+        ) from None
+    return path

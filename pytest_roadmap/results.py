@@ -1,0 +1,138 @@
+"""What a run did, as plain data: filled by the controller, read by reports and the tracker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pytest_roadmap.tasks import Task
+
+# Outcomes of a whole task (its last attempt decides) and of one attempt.
+PASSED, FAILED, SKIPPED, RERUN = "passed", "failed", "skipped", "rerun"
+
+# Dogfooding category -> the counter name the original tracker (and report.json) uses.
+DOGFOODING_COUNTERS = {
+    "improvement": "improvementsGenerated",
+    "test": "testsGenerated",
+    "optimization": "optimizationsGenerated",
+    "doc": "docsGenerated",
+}
+
+
+def iso_utc(epoch: float) -> str:
+    """Epoch seconds as JavaScript's toISOString does it: UTC, milliseconds, `Z`."""
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Attempt:
+    """One try of one task, as its worker reported it."""
+
+    number: int  # 1 for the first attempt
+    outcome: str  # passed | failed | rerun | skipped
+    started: float  # epoch seconds
+    finished: float
+    worker: str  # "gw0", ... or "main" without xdist
+    error: str | None = None  # one-line reason, token-free
+    overload: bool = False  # 429, 503, timeout or connection error
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
+@dataclass
+class TaskResult:
+    """Everything the run knows about one selected task."""
+
+    task: Task
+    attempts: list[Attempt] = field(default_factory=list)
+    outcome: str = SKIPPED
+    error: str | None = None
+    answer: dict[str, Any] | None = None  # the API's JSON answer of a passed task
+    output: str | None = None  # path of the saved answer, relative to the report folder
+    batch: str | None = None
+
+    @property
+    def started(self) -> float | None:
+        return self.attempts[0].started if self.attempts else None
+
+    @property
+    def finished(self) -> float | None:
+        return self.attempts[-1].finished if self.attempts else None
+
+    @property
+    def duration_s(self) -> float:
+        return sum(a.duration_s for a in self.attempts)
+
+    @property
+    def worker(self) -> str | None:
+        return self.attempts[-1].worker if self.attempts else None
+
+
+@dataclass(frozen=True)
+class ConcurrencyChange:
+    """One adjustment of the shared concurrency limit."""
+
+    at: float
+    old: int
+    new: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One monitoring tick: the limit in force and the request rate over the interval."""
+
+    at: float
+    limit: int
+    requests_per_s: float
+    running: int
+    healthy: bool
+
+
+@dataclass
+class RunRecord:
+    """A whole run: settings in force, every task's result, and what the controller saw."""
+
+    api: str
+    sandbox: bool
+    model: str
+    workers: int
+    rate_limit: float
+    started: float
+    finished: float = 0.0
+    results: list[TaskResult] = field(default_factory=list)
+    concurrency_changes: list[ConcurrencyChange] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    health_probes: int = 0
+    unhealthy_s: float = 0.0
+    run_id: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def reruns(self) -> int:
+        return sum(max(0, len(r.attempts) - 1) for r in self.results)
+
+    @property
+    def dogfooding_generated(self) -> dict[str, int]:
+        """Passed tasks per dogfooding counter, every counter present."""
+        counts = dict.fromkeys(DOGFOODING_COUNTERS.values(), 0)
+        for r in self.results:
+            if r.outcome == PASSED and r.task.dogfooding in DOGFOODING_COUNTERS:
+                counts[DOGFOODING_COUNTERS[r.task.dogfooding]] += 1
+        return counts
+
+    @property
+    def success_rate(self) -> float:
+        """Passed over tasks that ran (passed + failed); 0.0 when none ran."""
+        ran = self.count(PASSED) + self.count(FAILED)
+        return self.count(PASSED) / ran if ran else 0.0

@@ -1,0 +1,86 @@
+"""What counts as a transient failure, and how long to wait before the next attempt.
+
+pytest-rerunfailures runs the attempts (the `flaky` marker, `--reruns`, the R in the
+terminal); the wait itself is computed here because its fixed `delay * factor**n` schedule
+cannot honour `Retry-After`, add jitter, or stop growing at a cap.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# Statuses that say "try again later" rather than "your request is wrong".
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+OVERLOAD_STATUSES = frozenset({429, 503})
+
+
+class TaskFailure(Exception):
+    """A task attempt that did not get a usable answer from the API.
+
+    `reason` is one token-free paragraph for the user. `transient` failures are retried;
+    `overload` ones (429, 503, timeouts, connection errors) also tell the adaptive
+    concurrency control to back off.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        transient: bool,
+        overload: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.overload = overload
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter and a cap: the wait after failed attempt n."""
+
+    delay: float  # seconds before the first retry
+    factor: float
+    max_delay: float
+    jitter: float = 0.1  # up to this share added at random, so workers do not retry in step
+
+    def wait(self, failed_attempts: int, retry_after: float | None = None,
+             rng: random.Random | None = None) -> float:
+        """Seconds to wait after `failed_attempts` attempts (1 after the first) have failed.
+
+        `delay * factor**(n-1)` as in the original system, plus jitter, capped at
+        `max_delay`; a `Retry-After` from the server is a floor that the cap does not lower.
+        """
+        base = self.delay * self.factor ** max(0, failed_attempts - 1)
+        spread = (rng or random).uniform(0.0, self.jitter) * base
+        wait = min(self.max_delay, base + spread)
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return wait
+
+
+def is_retryable(error: BaseException | None) -> bool:
+    """The rerun condition: transient API failures and attempt timeouts are retried."""
+    if isinstance(error, TaskFailure):
+        return error.transient
+    # pytest-timeout ends an overrunning attempt with pytest.fail("Timeout ...").
+    return error is not None and type(error).__name__ == "Failed" and "Timeout" in str(error)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header in its delta-seconds form; None if absent or odd."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if seconds < 0 or seconds != seconds:
+        return None
+    return min(seconds, 3600.0)

@@ -1,0 +1,987 @@
+"""The sandbox API: a local HTTP server that imitates the BEAST MODE code-generation API.
+
+It is the plugin's embedded default API, the peer of the project's own tests and the
+server for benchmarks. Its knobs (latency, capacity, rate limit, random failures,
+downtime, scripted rules) make it misbehave on purpose, and its request log lets a test
+judge a run from the server's side. The server itself uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import re
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+from pytest_roadmap.errors import SettingError
+
+CHAT_PATH = "/api/codebase/chat"
+HEALTH_PATH = "/api/health"
+API_PREFIX = "/api/"
+CONTROL_PREFIX = "/_sandbox/"
+DEFAULT_PORT = 3000
+# Request headers the plugin sends so a run can be traced from the server's side.
+TRACE_HEADERS = {
+    "worker": "X-Roadmap-Worker",
+    "task": "X-Roadmap-Task",
+    "attempt": "X-Roadmap-Attempt",
+    "run": "X-Roadmap-Run",
+}
+MESSAGE_PREVIEW = 80
+MAX_BODY = 1 << 20
+RATE_WINDOW = 1.0
+# How long stop() waits for requests to notice it (they all wait on the stop event).
+STOP_GRACE = 2.0
+REMOTE_TIMEOUT = 10.0
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_Number = TypeVar("_Number", int, float)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _check_number(
+    owner: str,
+    name: str,
+    value: object,
+    *,
+    what: str,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+) -> None:
+    """Raise SettingError unless `value` is a number in range (bool is not a number here)."""
+    if value is None and optional:
+        return
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    if ok:
+        number = float(cast(float, value))
+        above = number > low if low_open else number >= low
+        ok = math.isfinite(number) and above and number <= high
+    if not ok:
+        none = " or null" if optional else ""
+        raise SettingError(f"{owner} {name} must be {what}{none}, got {value!r}")
+
+
+def _check_bool(owner: str, name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise SettingError(f"{owner} {name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A scripted answer for chat requests whose message contains `match`.
+
+    The first rule that matches and still has `times` left answers instead of the
+    generator: with `status` (200 gives the normal answer unless `body` is set), an
+    optional `Retry-After`, after `delay` extra seconds; `hang` never answers until the
+    server stops, `close` cuts the connection mid-answer.
+    """
+
+    match: str = ""
+    status: int = 200
+    times: int | None = None
+    retry_after: int | None = None
+    body: str | None = None
+    delay: float = 0.0
+    hang: bool = False
+    close: bool = False
+
+    def __post_init__(self) -> None:
+        owner = "sandbox rule"
+        if not isinstance(self.match, str):
+            raise SettingError(f"{owner} match must be a string, got {self.match!r}")
+        _check_number(
+            owner,
+            "status",
+            self.status,
+            what="an HTTP status 200..599",
+            low=200,
+            high=599,
+            integer=True,
+        )
+        _check_number(
+            owner, "times", self.times, what="a whole number >= 0", integer=True, optional=True
+        )
+        _check_number(
+            owner,
+            "retry_after",
+            self.retry_after,
+            what="whole seconds >= 0",
+            integer=True,
+            optional=True,
+        )
+        if self.body is not None and not isinstance(self.body, str):
+            raise SettingError(f"{owner} body must be a string or null, got {self.body!r}")
+        _check_number(owner, "delay", self.delay, what="seconds >= 0")
+        _check_bool(owner, "hang", self.hang)
+        _check_bool(owner, "close", self.close)
+        if self.hang and self.close:
+            raise SettingError(f"{owner} cannot both hang and close (match {self.match!r})")
+
+    @classmethod
+    def from_value(cls, value: Rule | Mapping[str, Any]) -> Rule:
+        """A rule from itself or from a JSON object of its fields."""
+        if isinstance(value, Rule):
+            return value
+        if not isinstance(value, Mapping):
+            raise SettingError(f"sandbox rule must be an object of rule fields, got {value!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise SettingError(
+                f"unknown sandbox rule field {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How the sandbox misbehaves; every default means "off".
+
+    `latency` delays every admitted chat answer; `capacity` caps chat requests in flight
+    (503 beyond it); `rate_limit` caps /api/ requests in any 1 s window at
+    floor(rate_limit) (at least 1; 429 beyond it); `failure_rate` answers that share of
+    chat requests 500, drawn from `random.Random(seed)`; `down` answers 503 everywhere.
+    """
+
+    latency: float = 0.0
+    capacity: int | None = None
+    rate_limit: float | None = None
+    failure_rate: float = 0.0
+    seed: int = 0
+    down: bool = False
+    rules: Sequence[Rule] = ()
+
+    def __post_init__(self) -> None:
+        owner = "sandbox setting"
+        _check_number(owner, "latency", self.latency, what="seconds >= 0")
+        _check_number(
+            owner,
+            "capacity",
+            self.capacity,
+            what="a whole number >= 0",
+            integer=True,
+            optional=True,
+        )
+        _check_number(
+            owner,
+            "rate_limit",
+            self.rate_limit,
+            what="requests per second > 0",
+            low_open=True,
+            optional=True,
+        )
+        _check_number(
+            owner, "failure_rate", self.failure_rate, what="a share from 0 to 1", high=1.0
+        )
+        _check_number(owner, "seed", self.seed, what="a whole number", low=-math.inf, integer=True)
+        _check_bool(owner, "down", self.down)
+        if isinstance(self.rules, (str, bytes)) or not isinstance(self.rules, Iterable):
+            raise SettingError(f"{owner} rules must be a list of rules, got {self.rules!r}")
+        # A tuple, so a config can be shared between threads without copying.
+        object.__setattr__(self, "rules", tuple(Rule.from_value(r) for r in self.rules))
+
+    def with_changes(self, changes: Mapping[str, Any]) -> SandboxConfig:
+        """A copy with `changes` applied; rules may be Rule objects or JSON objects."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise SettingError(
+                f"unknown sandbox setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready data (rules as a list of objects)."""
+        data = dataclasses.asdict(self)
+        data["rules"] = [dataclasses.asdict(rule) for rule in self.rules]
+        return data
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _chat_answer(message: str, model: str) -> dict[str, str]:
+    """A deterministic answer: a small Python function named after the prompt's first words."""
+    words = _WORD.findall(message)[:4]
+    name = "_".join(word.lower() for word in words) or "task"
+    summary = " ".join(words) or "empty prompt"
+    code = f'def solve_{name}() -> str:\n    """{summary}."""\n    return {summary!r}\n'
+    return {"code": code, "message": f"Sketch for '{summary}' from {model}."}
+
+
+@dataclass
+class _Decision:
+    """What the API side decided for one request, before any waiting."""
+
+    entry: dict[str, Any]
+    status: int
+    payload: Any = None
+    raw: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    wait: float = 0.0
+    hang: bool = False
+    close: bool = False
+    admitted: bool = False  # counted in flight until answered
+
+
+class _SandboxState:
+    """Config, counters and the request log, shared by all handler threads."""
+
+    def __init__(self, config: SandboxConfig, log_path: Path | None) -> None:
+        self._lock = threading.Lock()
+        self._config = config
+        self._rng = random.Random(config.seed)
+        self._rule_uses = [0] * len(config.rules)
+        self._entries: list[dict[str, Any]] = []
+        self._seq = 0
+        self._in_flight = 0
+        self._accepted: deque[float] = deque()  # monotonic arrivals inside the rate window
+        self._busy = 0
+        self._idle = threading.Condition(self._lock)
+        self.stopping = threading.Event()
+        self._log_path = log_path
+        self._file_lock = threading.Lock()
+        self._file: IO[str] | None = None
+
+    # -- lifecycle
+
+    def open_log(self) -> None:
+        if self._log_path is not None:
+            self._file = self._log_path.open("a", encoding="utf-8")
+
+    def close_log(self) -> None:
+        with self._file_lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def begin(self) -> None:
+        with self._lock:
+            self._busy += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._busy > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._idle.wait(left)
+
+    # -- control
+
+    @property
+    def config(self) -> SandboxConfig:
+        with self._lock:
+            return self._config
+
+    def configure(self, changes: Mapping[str, Any]) -> SandboxConfig:
+        with self._lock:
+            new = self._config.with_changes(changes)
+            if "rules" in changes:
+                self._rule_uses = [0] * len(new.rules)
+            if "seed" in changes:
+                self._rng = random.Random(new.seed)
+            self._config = new
+            return new
+
+    def reset(self) -> None:
+        """Clear the log, rule counters and rate window; reseed, so a run can be replayed."""
+        with self._lock:
+            self._entries = []
+            self._seq = 0
+            self._rule_uses = [0] * len(self._config.rules)
+            self._rng = random.Random(self._config.seed)
+            self._accepted.clear()
+
+    def log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(entry) for entry in self._entries]
+
+    def health(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    # -- the API side
+
+    def decide(
+        self,
+        method: str,
+        path: str,
+        arrived: float,
+        headers: Mapping[str, str | None],
+        body: Any,
+    ) -> _Decision:
+        """Admit or reject one /api/ request and log its arrival, in one atomic step."""
+        is_chat = path == CHAT_PATH
+        message = body.get("message") if isinstance(body, dict) else None
+        model = body.get("model") if isinstance(body, dict) else None
+        auth = headers.get("Authorization")
+        entry: dict[str, Any] = {
+            "seq": 0,
+            "method": method,
+            "path": path,
+            "arrived": arrived,
+            "answered": None,
+            "status": None,
+            "in_flight": 0,
+            "message": message[:MESSAGE_PREVIEW] if isinstance(message, str) else None,
+            "model": model if isinstance(model, str) else None,
+            # Only a digest: the token must never reach the log or its file.
+            "auth": hashlib.sha256(auth.encode()).hexdigest() if auth is not None else None,
+        }
+        for key, header in TRACE_HEADERS.items():
+            entry[key] = headers.get(header)
+        with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
+            # For chat, the count includes this request even when it is turned away,
+            # so a 503 from capacity shows the number that tripped it.
+            entry["in_flight"] = self._in_flight + 1 if is_chat else self._in_flight
+            self._entries.append(entry)
+            decision = self._decide_locked(entry, method, path, message, model)
+            if decision.admitted:
+                self._in_flight += 1
+            return decision
+
+    def _decide_locked(
+        self, entry: dict[str, Any], method: str, path: str, message: object, model: object
+    ) -> _Decision:
+        config = self._config
+        if config.down:
+            return _Decision(entry, 503, {"status": "down"})
+        if config.rate_limit is not None:
+            now = time.monotonic()
+            while self._accepted and self._accepted[0] <= now - RATE_WINDOW:
+                self._accepted.popleft()
+            if len(self._accepted) >= max(1, math.floor(config.rate_limit)):
+                wait = max(1, math.ceil(self._accepted[0] + RATE_WINDOW - now))
+                return _Decision(
+                    entry, 429, {"error": "rate limit exceeded"}, headers={"Retry-After": str(wait)}
+                )
+            self._accepted.append(now)
+        if path == HEALTH_PATH:
+            if method != "GET":
+                return _method_not_allowed(entry, "GET")
+            return _Decision(entry, 200, {"status": "ok", "inFlight": self._in_flight})
+        if path != CHAT_PATH:
+            return _Decision(entry, 404, {"error": f"no such API path: {path}"})
+        if method != "POST":
+            return _method_not_allowed(entry, "POST")
+        if not isinstance(message, str):
+            return _Decision(
+                entry, 400, {"error": "body must be a JSON object with a string 'message'"}
+            )
+        if config.capacity is not None and self._in_flight + 1 > config.capacity:
+            return _Decision(entry, 503, {"error": "over capacity"}, headers={"Retry-After": "1"})
+        # Admitted: it takes `latency` whatever the answer, like a server that did the work.
+        decision = _Decision(entry, 200, admitted=True, wait=config.latency)
+        rule = self._take_rule(config, message)
+        if rule is not None:
+            decision.status = rule.status
+            decision.wait += rule.delay
+            decision.hang = rule.hang
+            decision.close = rule.close
+            if rule.retry_after is not None:
+                decision.headers["Retry-After"] = str(rule.retry_after)
+            if rule.body is not None:
+                decision.raw = rule.body
+            elif rule.status != 200:
+                decision.payload = {"error": f"sandbox rule answered {rule.status}"}
+        elif config.failure_rate > 0 and self._rng.random() < config.failure_rate:
+            decision.status = 500
+            decision.payload = {"error": "sandbox failure (failure_rate)"}
+        if decision.status == 200 and decision.raw is None and decision.payload is None:
+            decision.payload = _chat_answer(message, model if isinstance(model, str) else "default")
+        return decision
+
+    def _take_rule(self, config: SandboxConfig, message: str) -> Rule | None:
+        for index, rule in enumerate(config.rules):
+            if rule.match not in message:
+                continue
+            if rule.times is not None and self._rule_uses[index] >= rule.times:
+                continue
+            self._rule_uses[index] += 1
+            return rule
+        return None
+
+    def finish(self, decision: _Decision, status: int | None, answered: float | None) -> None:
+        """Record how a request ended and append it to the log file."""
+        with self._lock:
+            if decision.admitted:
+                self._in_flight -= 1
+            decision.entry["status"] = status
+            decision.entry["answered"] = answered
+            line = json.dumps(decision.entry)
+        with self._file_lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+
+
+def _method_not_allowed(entry: dict[str, Any], allow: str) -> _Decision:
+    return _Decision(
+        entry, 405, {"error": f"method not allowed; use {allow}"}, headers={"Allow": allow}
+    )
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """The listening server: many threads, a deep backlog, and a list of open connections."""
+
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: _SandboxState) -> None:
+        self.state = state
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can stall for seconds.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut every open connection, so idle keep-alive threads end with the server."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by its own thread
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away mid-answer is normal here (timeouts, close rules, stop).
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection: routes /api/ to the state, /_sandbox/ to control."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "roadmap-sandbox"
+    # Headers and body go out in two writes; without this, Nagle + delayed ACK add ~40 ms.
+    disable_nagle_algorithm = True
+
+    @property
+    def state(self) -> _SandboxState:
+        return cast(_HTTPServer, self.server).state
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the request log is the record, and stderr noise costs throughput."""
+
+    def do_GET(self) -> None:
+        self._route()
+
+    def do_POST(self) -> None:
+        self._route()
+
+    def do_PUT(self) -> None:
+        self._route()
+
+    def do_PATCH(self) -> None:
+        self._route()
+
+    def do_DELETE(self) -> None:
+        self._route()
+
+    def _route(self) -> None:
+        arrived = time.time()
+        state = self.state
+        state.begin()
+        try:
+            body = self._read_body()
+            if body is None:
+                return
+            path = urlsplit(self.path).path
+            if path.startswith(CONTROL_PREFIX):
+                self._control(path, body)
+            elif path.startswith(API_PREFIX):
+                self._api(path, arrived, body)
+            else:
+                self._send(404, {"error": f"no such path: {path}"})
+        finally:
+            state.end()
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering a body we will not read."""
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                self.close_connection = True
+                self._send(411, {"error": "send a Content-Length"})
+                return None
+            return b""
+        try:
+            length = int(length_text)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            # The rest of the stream cannot be trusted, so answer and hang up.
+            self.close_connection = True
+            self._send(400 if length < 0 else 413, {"error": "bad or oversized Content-Length"})
+            return None
+        return self.rfile.read(length)
+
+    # -- /api/
+
+    def _api(self, path: str, arrived: float, raw: bytes) -> None:
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        state = self.state
+        wanted = ("Authorization", *TRACE_HEADERS.values())
+        headers = {name: self.headers.get(name) for name in wanted}
+        decision = state.decide(self.command, path, arrived, headers, body)
+        status: int | None = None
+        answered: float | None = None
+        try:
+            if decision.wait > 0 and state.stopping.wait(decision.wait):
+                self.close_connection = True  # stopping: give up rather than answer late
+            elif decision.hang:
+                state.stopping.wait()
+                self.close_connection = True
+            elif decision.close:
+                self._send_cut(decision.status)
+                status = decision.status
+            else:
+                if decision.raw is not None:
+                    self._send(decision.status, decision.raw, decision.headers)
+                else:
+                    self._send(decision.status, decision.payload, decision.headers)
+                status = decision.status
+                answered = time.time()
+        except OSError:
+            self.close_connection = True  # the client went away mid-answer
+        finally:
+            state.finish(decision, status, answered)
+
+    def _send_cut(self, status: int) -> None:
+        """Promise a long body, send a few bytes of it, and hang up."""
+        phrase = HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\n"
+            "Content-Type: application/json\r\n"
+            "Content-Length: 4096\r\n"
+            "\r\n"
+        )
+        self.wfile.write(head.encode("ascii") + b'{"code": "def ')
+        self.wfile.flush()
+        self.close_connection = True
+
+    # -- /_sandbox/
+
+    def _control(self, path: str, raw: bytes) -> None:
+        state = self.state
+        if path == "/_sandbox/config":
+            if self.command == "GET":
+                self._send(200, state.config.to_dict())
+                return
+            if self.command != "POST":
+                self._send(405, {"error": "use GET or POST"}, {"Allow": "GET, POST"})
+                return
+            try:
+                changes = json.loads(raw) if raw else {}
+            except ValueError:
+                changes = None
+            if not isinstance(changes, dict):
+                self._send(400, {"error": "body must be a JSON object of settings to change"})
+                return
+            try:
+                config = state.configure(changes)
+            except SettingError as exc:
+                self._send(400, {"error": str(exc)})
+                return
+            self._send(200, config.to_dict())
+        elif path == "/_sandbox/log":
+            if self.command != "GET":
+                self._send(405, {"error": "use GET"}, {"Allow": "GET"})
+                return
+            self._send(200, state.log())
+        elif path == "/_sandbox/reset":
+            if self.command != "POST":
+                self._send(405, {"error": "use POST"}, {"Allow": "POST"})
+                return
+            state.reset()
+            self._send(200, {"status": "reset"})
+        else:
+            self._send(404, {"error": f"no such control path: {path}"})
+
+    def _send(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        """Answer with JSON, or with `payload` as is when it is a string."""
+        if isinstance(payload, str):
+            data = payload.encode("utf-8")
+            content_type = "text/plain; charset=utf-8"
+        else:
+            data = json.dumps(payload).encode("utf-8")
+            content_type = "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class SandboxServer:
+    """The sandbox API on a background thread: `with SandboxServer(config) as server: ...`."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_path: Path | None = None,
+    ) -> None:
+        self._state = _SandboxState(config or SandboxConfig(), log_path)
+        self._address = (host, port)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def start(self) -> SandboxServer:
+        """Bind and serve in a daemon thread; returns self. OSError if the port is taken."""
+        if self._httpd is not None or self._stopped:
+            raise RuntimeError("a SandboxServer can be started only once")
+        httpd = _HTTPServer(self._address, self._state)
+        try:
+            self._state.open_log()
+        except OSError:
+            httpd.server_close()
+            raise
+        self._httpd = httpd
+        # A short poll interval keeps stop() prompt.
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"roadmap-sandbox:{httpd.server_port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, release hanging and sleeping requests, close the log file."""
+        httpd = self._httpd
+        if httpd is None or self._stopped:
+            self._stopped = True
+            return
+        self._stopped = True
+        self._state.stopping.set()
+        httpd.shutdown()
+        httpd.close_connections()
+        self._state.wait_idle(STOP_GRACE)
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(STOP_GRACE)
+        self._state.close_log()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def host(self) -> str:
+        return self._bound()[0]
+
+    @property
+    def port(self) -> int:
+        return self._bound()[1]
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. http://127.0.0.1:54321 (known once started)."""
+        host, port = self._bound()
+        return f"http://{host}:{port}"
+
+    @property
+    def config(self) -> SandboxConfig:
+        return self._state.config
+
+    def log(self) -> list[dict[str, Any]]:
+        """A copy of the request log, one entry per /api/ request in arrival order.
+
+        Keys: seq, method, path, arrived, answered (null while open, or after hang/close),
+        status, in_flight, message (first 80 chars), model, auth (sha256 of the
+        Authorization value), worker, task, attempt, run (the X-Roadmap-* headers).
+        """
+        return self._state.log()
+
+    def configure(self, **changes: Any) -> SandboxConfig:
+        """Change settings while serving; SettingError for unknown or bad values."""
+        return self._state.configure(changes)
+
+    def reset(self) -> None:
+        """Clear the log, rule counters and rate window, and reseed the failure draw."""
+        self._state.reset()
+
+    def _bound(self) -> tuple[str, int]:
+        if self._httpd is None:
+            raise RuntimeError("the sandbox has no address until start()")
+        return self._httpd.server_name, self._httpd.server_port
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _select(entries: Iterable[Mapping[str, Any]], path: str | None) -> list[Mapping[str, Any]]:
+    return [entry for entry in entries if path is None or entry.get("path") == path]
+
+
+def max_in_window(
+    entries: Iterable[Mapping[str, Any]], window: float = 1.0, path: str | None = None
+) -> int:
+    """The most requests whose arrival falls in any half-open window [t, t + window)."""
+    times = sorted(float(entry["arrived"]) for entry in _select(entries, path))
+    best = 0
+    end = 0
+    # A busiest window can always start at an arrival, so slide one over the sorted list.
+    for start, first in enumerate(times):
+        end = max(end, start)
+        while end < len(times) and times[end] < first + window:
+            end += 1
+        best = max(best, end - start)
+    return best
+
+
+def max_in_flight(entries: Iterable[Mapping[str, Any]], path: str | None = CHAT_PATH) -> int:
+    """The most requests open at once, from [arrived, answered); unanswered ones never end."""
+    events: list[tuple[float, int]] = []
+    for entry in _select(entries, path):
+        events.append((float(entry["arrived"]), 1))
+        answered = entry.get("answered")
+        if answered is not None:
+            events.append((float(answered), -1))
+    # At equal times ends sort first: an answer and the next arrival are not concurrent.
+    events.sort()
+    best = current = 0
+    for _, delta in events:
+        current += delta
+        best = max(best, current)
+    return best
+
+
+def achieved_rate(entries: Iterable[Mapping[str, Any]], path: str | None = None) -> float:
+    """Requests per second between the first and last arrival: (n - 1) / span.
+
+    0.0 for fewer than two requests; infinity if they all arrived at the same instant.
+    """
+    times = sorted(float(entry["arrived"]) for entry in _select(entries, path))
+    if len(times) < 2:
+        return 0.0
+    span = times[-1] - times[0]
+    return (len(times) - 1) / span if span > 0 else math.inf
+
+
+# --------------------------------------------------------------------------- remote
+
+
+def fetch_log(url: str) -> list[dict[str, Any]]:
+    """The request log of a sandbox at `url` (in this or another process)."""
+    import requests  # only the helpers need it; the server stays stdlib-only
+
+    response = requests.get(url.rstrip("/") + "/_sandbox/log", timeout=REMOTE_TIMEOUT)
+    response.raise_for_status()
+    return cast(list[dict[str, Any]], response.json())
+
+
+def configure_remote(url: str, **changes: Any) -> dict[str, Any]:
+    """Change settings of a sandbox at `url`; returns its new config as JSON data."""
+    import requests
+
+    if "rules" in changes:
+        changes["rules"] = [
+            dataclasses.asdict(rule) if isinstance(rule, Rule) else rule
+            for rule in changes["rules"]
+        ]
+    response = requests.post(
+        url.rstrip("/") + "/_sandbox/config", json=changes, timeout=REMOTE_TIMEOUT
+    )
+    if response.status_code == 400:
+        raise SettingError(response.json().get("error", response.text))
+    response.raise_for_status()
+    return cast(dict[str, Any], response.json())
+
+
+def reset_remote(url: str) -> None:
+    """Clear the log and rule counters of a sandbox at `url`."""
+    import requests
+
+    response = requests.post(url.rstrip("/") + "/_sandbox/reset", timeout=REMOTE_TIMEOUT)
+    response.raise_for_status()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _argument(
+    convert: Callable[[str], _Number], what: str, check: Callable[[_Number], bool]
+) -> Callable[[str], _Number]:
+    """An argparse type: bad values become one usage line, never a traceback."""
+
+    def parse(text: str) -> _Number:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roadmap-sandbox",
+        description="Serve the sandbox imitation of the BEAST MODE code-generation API.",
+    )
+    finite = math.isfinite
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port",
+        type=_argument(int, "a port from 0 to 65535", lambda v: 0 <= v <= 65535),
+        default=DEFAULT_PORT,
+        help=f"port to listen on, 0 for any free one (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=_argument(float, "milliseconds >= 0", lambda v: finite(v) and v >= 0),
+        default=0.0,
+        help="delay before each chat answer",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=_argument(int, "a whole number >= 0", lambda v: v >= 0),
+        default=None,
+        help="most chat requests in flight; beyond it 503",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=_argument(float, "requests per second > 0", lambda v: finite(v) and v > 0),
+        default=None,
+        help="most /api/ requests per 1 s window; beyond it 429",
+    )
+    parser.add_argument(
+        "--failure-rate",
+        type=_argument(float, "a share from 0 to 1", lambda v: 0 <= v <= 1),
+        default=0.0,
+        help="share of chat requests that answer 500",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_argument(int, "a whole number", lambda v: True),
+        default=0,
+        help="seed for --failure-rate draws",
+    )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append the request log to FILE as JSON lines",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `roadmap-sandbox` command: serve until SIGINT or SIGTERM, then exit 0."""
+    args = _build_parser().parse_args(argv)
+    config = SandboxConfig(
+        latency=args.latency_ms / 1000.0,
+        capacity=args.capacity,
+        rate_limit=args.rate_limit,
+        failure_rate=args.failure_rate,
+        seed=args.seed,
+    )
+    server = SandboxServer(config, host=args.host, port=args.port, log_path=args.log)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before serving, so a signal right after the banner is never lost.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            server.start()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            where = f"open {exc.filename}" if exc.filename else f"serve on {args.host}:{args.port}"
+            print(f"roadmap-sandbox: cannot {where}: {reason}", file=sys.stderr)
+            return 1
+        print(f"roadmap-sandbox listening on {server.url}", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

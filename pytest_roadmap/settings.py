@@ -1,0 +1,346 @@
+"""One resolver for every setting: command line, then environment, then ini, then default.
+
+Each value remembers where it came from, so an error can say "from environment variable
+RATE_LIMIT" instead of leaving the user to guess. This module knows nothing of pytest: the
+plugin hands it the raw values through `Sources`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pytest_roadmap.errors import SettingError
+
+T = TypeVar("T")
+
+SANDBOX = "sandbox"
+
+
+@dataclass(frozen=True)
+class Spec(Generic[T]):
+    """How one setting is named in each source, parsed, and defaulted."""
+
+    name: str  # words for messages: "rate limit"
+    option: str | None  # "--roadmap-rate-limit"
+    env: str | None  # "RATE_LIMIT"
+    ini: str | None  # "roadmap_rate_limit"
+    default: T
+    parse: Callable[[str, str], T]  # (raw text, source kind) -> value
+    allowed: str  # "a number above 0"
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return (self.option or self.name).lstrip("-").replace("-", "_").replace(" ", "_")
+
+
+class Sources:
+    """The raw texts a setting can come from; the pytest layer fills it in."""
+
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        env: Mapping[str, str],
+        ini: Mapping[str, Any],
+        invocation_dir: Path,
+        rootdir: Path,
+    ) -> None:
+        self.options = options
+        self.env = env
+        self.ini = ini
+        self.invocation_dir = invocation_dir
+        self.rootdir = rootdir
+
+    def lookup(self, spec: Spec[Any]) -> tuple[str, str] | None:
+        """(raw value, where it came from), or None when no source sets it."""
+        if spec.option is not None:
+            value = self.options.get(spec.dest)
+            if value is not None:
+                return str(value), f"option {spec.option}"
+        if spec.env is not None:
+            value = self.env.get(spec.env)
+            if value is not None and value != "":
+                return value, f"environment variable {spec.env}"
+        if spec.ini is not None:
+            value = self.ini.get(spec.ini)
+            if value not in (None, "", []):
+                return str(value), f"ini key {spec.ini}"
+        return None
+
+
+def resolve(spec: Spec[T], sources: Sources) -> tuple[T, str]:
+    """The value of one setting and where it came from ("default" when from nowhere)."""
+    found = sources.lookup(spec)
+    if found is None:
+        return spec.default, "default"
+    raw, origin = found
+    try:
+        return spec.parse(raw.strip(), origin), origin
+    except (ValueError, OverflowError):
+        shown = raw if len(raw) <= 60 else raw[:57] + "..."
+        raise SettingError(
+            f"invalid {spec.name} {shown!r} from {origin}: must be {spec.allowed}"
+        ) from None
+
+
+# Parsers: each raises ValueError for a value that is not allowed.
+
+
+def _number(low: float, high: float, *, open_low: bool) -> Callable[[str, str], float]:
+    def parse(raw: str, origin: str) -> float:
+        value = float(raw)
+        if not math.isfinite(value) or value > high or (value <= low if open_low else value < low):
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(raw: str, origin: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _timeout(raw: str, origin: str) -> float:
+    # TASK_TIMEOUT keeps the original system's milliseconds; everywhere else it is seconds.
+    value = float(raw)
+    if origin.startswith("environment"):
+        value /= 1000.0
+    if not math.isfinite(value) or not 0 < value <= 86400:
+        raise ValueError(raw)
+    return value
+
+
+def _text(raw: str, origin: str) -> str:
+    if not raw:
+        raise ValueError(raw)
+    return raw
+
+
+def _api(raw: str, origin: str) -> str:
+    if raw == SANDBOX:
+        return raw
+    if not raw.startswith(("http://", "https://")) or len(raw) < 10 or any(c.isspace() for c in raw):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
+def _path_text(raw: str, origin: str) -> str:
+    if not raw or "\0" in raw:
+        raise ValueError(raw)
+    return raw
+
+
+def _health_path(raw: str, origin: str) -> str:
+    if not raw.startswith("/") or any(c.isspace() for c in raw):
+        raise ValueError(raw)
+    return raw
+
+
+def _flag(raw: str, origin: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+API = Spec[str](
+    "API URL", "--roadmap-api", "BEAST_MODE_API", "roadmap_api", SANDBOX, _api,
+    "an http:// or https:// URL, or 'sandbox'",
+    "Base URL of the code-generation API, or 'sandbox' for the embedded sandbox "
+    "(env BEAST_MODE_API; default: sandbox).",
+)
+MODEL = Spec[str](
+    "model", "--roadmap-model", "CUSTOM_MODEL", "roadmap_model", "custom:default", _text,
+    "a non-empty model name", "Model asked for in each request (env CUSTOM_MODEL).",
+)
+CONCURRENCY = Spec[int](
+    "concurrency", None, "MAX_CONCURRENCY", None, 3, _integer(1, 64),
+    "an integer from 1 to 64", "Workers when -n is not given.",
+)
+RATE_LIMIT = Spec[float](
+    "rate limit", "--roadmap-rate-limit", "RATE_LIMIT", "roadmap_rate_limit", 10.0,
+    _number(0, 1_000_000, open_low=True), "a number of requests per second above 0",
+    "Requests per second across all workers, health probes included (env RATE_LIMIT; "
+    "default 10).",
+)
+BURST = Spec[int](
+    "burst", "--roadmap-burst", None, "roadmap_burst", 1, _integer(1, 10_000),
+    "an integer from 1 to 10000", "Requests that may go out back to back (default 1).",
+)
+TIMEOUT = Spec[float](
+    "task timeout", "--roadmap-timeout", "TASK_TIMEOUT", "roadmap_timeout", 30.0, _timeout,
+    "a number above 0 and at most 86400 seconds (TASK_TIMEOUT: milliseconds)",
+    "Seconds per attempt (env TASK_TIMEOUT in milliseconds; default 30).",
+)
+TASKS_DIR = Spec[str](
+    "tasks folder", "--roadmap-tasks", None, "roadmap_tasks", "roadmap_tasks", _path_text,
+    "a folder path", "Folder of task files (default roadmap_tasks under the rootdir).",
+)
+REPORT_DIR = Spec[str](
+    "report folder", "--roadmap-report", None, "roadmap_report", "roadmap-report", _path_text,
+    "a folder path", "Folder for report.json, report.md and report.html.",
+)
+TRACKER = Spec[str](
+    "progress tracker", "--roadmap-tracker", None, "roadmap_tracker", "ROADMAP_PROGRESS.json",
+    _path_text, "a file path", "Roadmap progress file to update (never on the sandbox).",
+)
+HEALTH_PATH = Spec[str](
+    "health path", "--roadmap-health-path", None, "roadmap_health_path", "/api/health",
+    _health_path, "a path starting with /", "Path probed before each task (any 2xx is healthy).",
+)
+HEALTH_INTERVAL = Spec[float](
+    "health interval", "--roadmap-health-interval", None, "roadmap_health_interval", 5.0,
+    _number(0, 3600, open_low=True), "a number of seconds above 0 and at most 3600",
+    "Seconds between monitoring ticks and concurrency adjustments (default 5).",
+)
+HEALTH_WAIT = Spec[float](
+    "health wait", "--roadmap-health-wait", None, "roadmap_health_wait", 60.0,
+    _number(0, 86400, open_low=False), "a number of seconds from 0 to 86400",
+    "Seconds a task waits for an unhealthy API before it fails (default 60).",
+)
+RETRY_DELAY = Spec[float](
+    "retry delay", "--roadmap-retry-delay", None, "roadmap_retry_delay", 2000.0,
+    _number(0, 3_600_000, open_low=False), "a number of milliseconds from 0 to 3600000",
+    "Milliseconds before the first retry (default 2000).",
+)
+BACKOFF = Spec[float](
+    "backoff factor", "--roadmap-backoff", None, "roadmap_backoff", 1.5,
+    _number(1, 100, open_low=False), "a number from 1 to 100",
+    "Factor the retry delay grows by after each attempt (default 1.5).",
+)
+MAX_DELAY = Spec[float](
+    "maximum retry delay", "--roadmap-max-delay", None, "roadmap_max_delay", 30000.0,
+    _number(0, 3_600_000, open_low=False), "a number of milliseconds from 0 to 3600000",
+    "Cap on one retry delay, in milliseconds (default 30000).",
+)
+MAX_QUEUE = Spec[int](
+    "queue limit", "--roadmap-max-queue", None, "roadmap_max_queue", 100, _integer(0, 10_000_000),
+    "an integer >= 0 (0: no limit)", "Most tasks one run takes; the rest are skipped (0: no limit).",
+)
+ADAPTIVE = Spec[bool](
+    "adaptive concurrency", None, None, "roadmap_adaptive", True, _flag,
+    "true or false", "Adjust the concurrency limit to the failure rate (default true).",
+)
+RERUNS = Spec[int](
+    "reruns", "--reruns", None, "reruns", 2, _integer(0, 100),
+    "an integer from 0 to 100", "Retries after the first attempt (default 2: 3 attempts).",
+)
+CA_BUNDLE = Spec[str](
+    "CA bundle", "--roadmap-ca-bundle", None, "roadmap_ca_bundle", "", _path_text,
+    "a path to a PEM file", "CA bundle for TLS verification (verification is always on).",
+)
+
+# The specs the plugin registers as `--option` / ini key.
+SPECS: tuple[Spec[Any], ...] = (
+    API, MODEL, RATE_LIMIT, BURST, TIMEOUT, TASKS_DIR, REPORT_DIR, TRACKER, HEALTH_PATH,
+    HEALTH_INTERVAL, HEALTH_WAIT, RETRY_DELAY, BACKOFF, MAX_DELAY, MAX_QUEUE, CA_BUNDLE,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, resolved once, immutable."""
+
+    api: str  # a base URL, or "sandbox" until the controller starts it
+    model: str
+    token: str | None = field(repr=False)
+    workers: int
+    rate_limit: float
+    burst: int
+    timeout: float
+    tasks_dir: Path
+    report_dir: Path
+    tracker: Path
+    health_path: str
+    health_interval: float
+    health_wait: float
+    retry_delay: float  # seconds
+    backoff: float
+    max_delay: float  # seconds
+    max_queue: int
+    adaptive: bool
+    reruns: int
+    ca_bundle: Path | None
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def sandbox(self) -> bool:
+        return self.api == SANDBOX
+
+
+def _place(raw: str, origin: str, sources: Sources) -> Path:
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        return path
+    # Like pytest: paths from the command line or environment are relative to where pytest
+    # was started; ini values and defaults are relative to the rootdir.
+    base = sources.invocation_dir if origin.startswith(("option", "env")) else sources.rootdir
+    return base / path
+
+
+def resolve_settings(sources: Sources, workers: int | None) -> Settings:
+    """Resolve every setting; raises SettingError naming the first bad one."""
+    origins: dict[str, str] = {}
+
+    def get(spec: Spec[T]) -> T:
+        value, origin = resolve(spec, sources)
+        origins[spec.name] = origin
+        return value
+
+    if workers is None:
+        workers = get(CONCURRENCY)
+    token = sources.env.get("BEAST_MODE_TOKEN") or None
+    if token is not None and any(c.isspace() for c in token):
+        raise SettingError(
+            "invalid token from environment variable BEAST_MODE_TOKEN: must not contain "
+            "spaces or line breaks"
+        )
+    ca = get(CA_BUNDLE)
+    ca_path = _place(ca, origins[CA_BUNDLE.name], sources) if ca else None
+    if ca_path is not None and not ca_path.is_file():
+        raise SettingError(
+            f"invalid CA bundle {ca!r} from {origins[CA_BUNDLE.name]}: must be a path to a "
+            "PEM file"
+        )
+    adaptive = get(ADAPTIVE) and not sources.options.get("no_roadmap_adaptive")
+    return Settings(
+        api=get(API),
+        model=get(MODEL),
+        token=token,
+        workers=max(1, workers),
+        rate_limit=get(RATE_LIMIT),
+        burst=get(BURST),
+        timeout=get(TIMEOUT),
+        tasks_dir=_place(get(TASKS_DIR), origins[TASKS_DIR.name], sources),
+        report_dir=_place(get(REPORT_DIR), origins[REPORT_DIR.name], sources),
+        tracker=_place(get(TRACKER), origins[TRACKER.name], sources),
+        health_path=get(HEALTH_PATH),
+        health_interval=get(HEALTH_INTERVAL),
+        health_wait=get(HEALTH_WAIT),
+        retry_delay=get(RETRY_DELAY) / 1000.0,
+        backoff=get(BACKOFF),
+        max_delay=get(MAX_DELAY) / 1000.0,
+        max_queue=get(MAX_QUEUE),
+        adaptive=adaptive,
+        reruns=get(RERUNS),
+        ca_bundle=ca_path,
+        origins=origins,
+    )
+
+
+def concurrency_from_env(env: Mapping[str, str]) -> int:
+    """Workers for `-n` when it was not given: MAX_CONCURRENCY or 3."""
+    sources = Sources({}, env, {}, Path("."), Path("."))
+    return resolve(CONCURRENCY, sources)[0]

@@ -1,0 +1,47 @@
+"""What the roadmap prints: the header line and the closing summary."""
+
+from __future__ import annotations
+
+from pytest_roadmap.results import FAILED, PASSED, SKIPPED, RunRecord
+from pytest_roadmap.settings import Settings
+
+
+def header_line(settings: Settings, api_url: str, workers: int) -> str:
+    where = f"{api_url} (sandbox)" if settings.sandbox else api_url
+    return (
+        f"roadmap: api={where} model={settings.model} workers={workers} "
+        f"rate={settings.rate_limit:g}/s timeout={settings.timeout:g}s"
+    )
+
+
+def summary_lines(record: RunRecord) -> list[str]:
+    """The roadmap summary: totals, timing, failures with reasons, changes, progress."""
+    total = len(record.results)
+    passed, failed, skipped = record.count(PASSED), record.count(FAILED), record.count(SKIPPED)
+    ran = [r for r in record.results if r.attempts]
+    average = sum(r.duration_s for r in ran) / len(ran) if ran else 0.0
+    label = " (sandbox)" if record.sandbox else ""
+    lines = [
+        f"roadmap{label}: {total} tasks: {passed} completed, {failed} failed, {skipped} skipped; "
+        f"success rate {100.0 * record.success_rate:.0f}%",
+        f"duration {record.duration_s:.1f} s, average {average:.2f} s per task, "
+        f"{record.reruns} retries",
+    ]
+    for result in record.results:
+        if result.outcome == FAILED:
+            lines.append(f"FAILED {result.task.id}: {result.error or 'no reason recorded'}")
+    skipped_reasons: dict[str, int] = {}
+    for result in record.results:
+        if result.outcome == SKIPPED and result.error:
+            skipped_reasons[result.error] = skipped_reasons.get(result.error, 0) + 1
+    for reason, count in skipped_reasons.items():
+        lines.append(f"SKIPPED {count}: {reason}")
+    for change in record.concurrency_changes:
+        lines.append(f"concurrency {change.old} -> {change.new}: {change.reason}")
+    months: dict[int, list[bool]] = {}
+    for result in record.results:
+        months.setdefault(result.task.month, []).append(result.outcome == PASSED)
+    for month in sorted(months):
+        done = months[month]
+        lines.append(f"Month {month}: {sum(done)}/{len(done)} tasks complete")
+    return lines

@@ -1,0 +1,133 @@
+"""The shared rate limiter, alone and saturated by several processes at once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+
+import pytest
+
+# The store fixture comes from test_store, so these run against every backend too.
+from test_store import PATIENCE, spawn, store_fixture  # noqa: F401
+
+from pytest_roadmap.ratelimit import RateLimiter
+from pytest_roadmap.store import Store, open_store
+
+RATE = 20.0
+PROCS = 4
+BUSY = 3.5
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "margin", "message"),
+    [
+        (0, 1, 0.01, "rate"),
+        (-5, 1, 0.01, "rate"),
+        (float("inf"), 1, 0.01, "rate"),
+        (float("nan"), 1, 0.01, "rate"),
+        (10, 0, 0.01, "burst"),
+        (10, 1, -0.1, "margin"),
+        (10, 1, 1.0, "margin"),
+    ],
+)
+def test_rejects_bad_settings(
+    store: Store,
+    rate: float,
+    burst: int,
+    margin: float,
+    message: str,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        RateLimiter(store, rate, burst, margin=margin)
+
+
+def test_interval_carries_the_safety_margin(store: Store) -> None:
+    assert RateLimiter(store, 20).interval == pytest.approx(1.01 / 20)
+    assert RateLimiter(store, 20, margin=0).interval == pytest.approx(1 / 20)
+
+
+def test_acquire_sleeps_for_the_reserved_delay(store: Store) -> None:
+    slept: list[float] = []
+    limiter = RateLimiter(store, 10, sleep=slept.append)
+    assert limiter.acquire() == 0.0
+    assert slept == []
+    waited = limiter.acquire()
+    assert waited == pytest.approx(0.101, abs=0.01)
+    assert slept == [waited]
+
+
+def test_burst_lets_the_first_requests_straight_through(store: Store) -> None:
+    slept: list[float] = []
+    limiter = RateLimiter(store, 10, burst=3, sleep=slept.append)
+    assert [limiter.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire() > 0.09
+    assert len(slept) == 1
+
+
+def test_limiters_on_different_keys_do_not_share(store: Store) -> None:
+    slept: list[float] = []
+    one = RateLimiter(store, 1, key="one", sleep=slept.append)
+    two = RateLimiter(store, 1, key="two", sleep=slept.append)
+    assert one.acquire() == 0.0
+    assert two.acquire() == 0.0
+    assert slept == []
+
+
+def _saturate(url: str, ready: Queue[str], go: Event, admits: Queue[list[float]]) -> None:
+    """Acquire as fast as the limiter allows for BUSY seconds; report the admit times."""
+    with open_store(url) as shared:
+        limiter = RateLimiter(shared, RATE)
+        ready.put("ready")
+        go.wait(PATIENCE)
+        times: list[float] = []
+        end = time.time() + BUSY
+        while time.time() < end:
+            limiter.acquire()
+            times.append(time.time())
+    admits.put(times)
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most admits in any closed window of `window` seconds."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] > window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def test_max_in_window() -> None:
+    assert max_in_window([], 1.0) == 0
+    assert max_in_window([0.0, 0.5, 1.0, 1.5], 1.0) == 3
+    assert max_in_window([0.0, 0.5, 1.01, 2.5], 1.0) == 2
+
+
+def test_processes_share_one_rate(store: Store) -> None:
+    ready: Queue[str] = spawn.Queue()
+    admits: Queue[list[float]] = spawn.Queue()
+    go = spawn.Event()
+    procs = [
+        spawn.Process(target=_saturate, args=(store.url, ready, go, admits)) for _ in range(PROCS)
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.get(timeout=PATIENCE)
+    go.set()
+    per_process = [admits.get(timeout=PATIENCE) for _ in procs]
+    for proc in procs:
+        proc.join(PATIENCE)
+        assert proc.exitcode == 0
+
+    times = sorted(moment for share in per_process for moment in share)
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert max_in_window(times, 1.0) <= RATE
+    assert achieved >= 0.97 * RATE
+    mean = len(times) / PROCS
+    counts = Counter({index: len(share) for index, share in enumerate(per_process)})
+    for count in counts.values():
+        assert abs(count - mean) <= 0.2 * mean, counts
