@@ -117,6 +117,16 @@ class RoadmapClient:
                 transient=True,
                 overload=True,
             ) from None
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ):
+            raise TaskFailure(
+                f"connection closed before the whole answer arrived for {method} "
+                f"{self.redact(url)}",
+                transient=True,
+                overload=True,
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise TaskFailure(
                 f"{method} {self.redact(url)} failed: {self.redact(_root_cause(exc))}",

@@ -1,0 +1,161 @@
+"""Tasks run against the sandbox: what passes, every failure kind, the token, xdist."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+
+import pytest
+
+from tests.conftest import Roadmap, task_toml
+
+TOKEN = "tok-SECRET-4f9a1c"
+
+
+def test_tasks_pass_and_the_server_saw_each_prompt(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("monitoring", prompt="track failures"), task_toml("cache"))
+    result = roadmap.run("--roadmap-model", "custom:test-model")
+    result.assert_outcomes(passed=2)
+    chats = roadmap.chats()
+    assert sorted(e["task"] for e in chats) == ["cache", "monitoring"]
+    assert {e["model"] for e in chats} == {"custom:test-model"}
+    assert [e["message"] for e in roadmap.chats("monitoring")] == ["track failures"]
+    assert all(e["status"] == 200 for e in chats)
+    result.stdout.fnmatch_lines(
+        [
+            "roadmap: api=http://127.0.0.1:* model=custom:test-model workers=1 rate=500/s "
+            "timeout=30s",
+            "*roadmap summary*",
+            "roadmap: 2 tasks: 2 completed, 0 failed, 0 skipped; success rate 100%",
+            "Month 1: 2/2 tasks complete",
+        ]
+    )
+
+
+def test_parallel_run_spreads_tasks_over_workers(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(8)))
+    roadmap.sandbox.configure(latency=0.2)
+    result = roadmap.run("-n", "2")
+    result.assert_outcomes(passed=8)
+    chats = roadmap.chats()
+    assert len(chats) == 8
+    assert {e["worker"] for e in chats} == {"gw0", "gw1"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        ({"status": 400}, "*answered 400 Bad Request: *"),
+        ({"status": 404, "body": "nope"}, "*answered 404 Not Found: nope*"),
+        ({"status": 200, "body": "<html>not json</html>"}, "*with a body that is not JSON*"),
+        ({"status": 200, "body": '{"other": 1}'}, "*neither 'code' nor 'message'*"),
+    ],
+    ids=["400", "404", "not-json", "no-code"],
+)
+def test_permanent_failures_fail_at_once_with_their_reason(
+    roadmap: Roadmap, rule: dict[str, object], words: str
+) -> None:
+    roadmap.tasks("month1", task_toml("broken"), task_toml("fine"))
+    roadmap.sandbox.configure(rules=[{"match": "do broken", **rule}])
+    result = roadmap.run()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"FAILED broken: POST http://127.0.0.1:*/api/codebase/chat{words}"])
+    # not transient: the server saw exactly one attempt
+    assert len(roadmap.chats("broken")) == 1
+
+
+def test_server_error_is_retried_then_reported(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("flaky"))
+    roadmap.sandbox.configure(rules=[{"match": "do flaky", "status": 500}])
+    result = roadmap.run()
+    assert result.parseoutcomes() == {"failed": 1, "rerun": 2}
+    assert [e["attempt"] for e in roadmap.chats("flaky")] == ["1", "2", "3"]
+    result.stdout.fnmatch_lines(["FAILED flaky: *answered 500 Internal Server Error*"])
+
+
+def test_timeout_has_its_own_words(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("slow"))
+    roadmap.sandbox.configure(rules=[{"match": "do slow", "delay": 3.0}])
+    result = roadmap.run("--roadmap-timeout", "0.5", "--reruns", "0")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["FAILED slow: no answer within 0.5 s from POST *"])
+
+
+def test_connection_closed_mid_answer(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("cut"))
+    roadmap.sandbox.configure(rules=[{"match": "do cut", "close": True}])
+    result = roadmap.run("--reruns", "0")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["FAILED cut: connection closed before the whole answer arrived*"])
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_connection_refused_never_simulates_success(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("a"))
+    api = f"http://127.0.0.1:{_closed_port()}"
+    result = roadmap.run(f"--roadmap-api={api}", "--roadmap-health-wait", "0")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["FAILED a: API unhealthy for 0 s: connection refused: is the API running*"]
+    )
+
+
+def test_unresolvable_host(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("a"))
+    result = roadmap.run(
+        "--roadmap-api=http://no-such-host.invalid", "--roadmap-health-wait", "0"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["FAILED a: API unhealthy for 0 s: cannot resolve the API's host*"])
+
+
+def test_token_is_sent_and_never_shown(roadmap: Roadmap, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEAST_MODE_TOKEN", TOKEN)
+    roadmap.tasks("month1", task_toml("ok"), task_toml("bad"))
+    roadmap.sandbox.configure(rules=[{"match": "do bad", "status": 401, "body": TOKEN}])
+    result = roadmap.run("-rA", "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    expected = hashlib.sha256(f"Bearer {TOKEN}".encode()).hexdigest()
+    assert {e["auth"] for e in roadmap.sandbox.log()} == {expected}
+    output = result.stdout.str() + result.stderr.str()
+    assert "***" in output  # the echoed token was scrubbed from the reason
+    assert TOKEN not in output
+    for path in roadmap.pytester.path.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_python_task_uses_the_client_fixture(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("filetask"))
+    (roadmap.pytester.path / "roadmap_tasks" / "test_custom.py").write_text(
+        "def test_custom(roadmap_client):\n"
+        "    answer = roadmap_client.chat('custom python prompt')\n"
+        "    assert 'code' in answer\n"
+        "    assert roadmap_client.get('/api/health').status_code == 200\n"
+    )
+    result = roadmap.run()
+    result.assert_outcomes(passed=2)
+    assert any(e["message"] == "custom python prompt" for e in roadmap.chats())
+
+
+def test_plain_run_without_n_uses_max_concurrency(
+    roadmap: Roadmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_CONCURRENCY", "2")
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(4)))
+    result = roadmap.run("-p", "xdist")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["roadmap: * workers=2 *"])
+    assert {e["worker"] for e in roadmap.chats()} <= {"gw0", "gw1"}
+
+
+def test_n0_and_no_xdist_run_one_at_a_time(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(3)))
+    result = roadmap.run("-p", "no:xdist")
+    result.assert_outcomes(passed=3)
+    assert {e["worker"] for e in roadmap.chats()} == {"main"}

@@ -1,0 +1,121 @@
+"""Settings: command line over environment over ini over default, and every bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Roadmap, task_toml
+
+
+@pytest.fixture
+def one_task(roadmap: Roadmap) -> Roadmap:
+    roadmap.tasks("month1", task_toml("a"))
+    return roadmap
+
+
+def _header(roadmap: Roadmap, *args: str) -> str:
+    result = roadmap.run("--co", *args) if "--co" in args else roadmap.run(*args)
+    lines = [line for line in result.outlines if line.startswith("roadmap: api=")]
+    assert lines, result.stdout.str()
+    return lines[0]
+
+
+def test_defaults_of_the_original_system(one_task: Roadmap) -> None:
+    result = one_task.pytester.runpytest(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--roadmap", "-n", "0"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["roadmap: api=http://127.0.0.1:* (sandbox) model=custom:default workers=1 rate=10/s "
+         "timeout=30s"]
+    )
+    result.stdout.fnmatch_lines(["roadmap (sandbox): 1 tasks: 1 completed*"])
+    result.stdout.fnmatch_lines(["tracker: not updated (results came from the sandbox)"])
+    assert not (one_task.pytester.path / "ROADMAP_PROGRESS.json").exists()
+
+
+def test_precedence_cli_env_ini(one_task: Roadmap, monkeypatch: pytest.MonkeyPatch) -> None:
+    one_task.pytester.makeini(
+        "[pytest]\nroadmap_rate_limit = 7\nroadmap_model = from-ini\nroadmap_timeout = 12\n"
+    )
+    # ini only (the test helper passes --roadmap-rate-limit 500, which beats the ini's 7)
+    header = _header(one_task)
+    assert "model=from-ini" in header and "rate=500/s" in header and "timeout=12s" in header
+    result = one_task.pytester.runpytest(
+        "-p", "no:cacheprovider", "--roadmap", "-n", "0", "--roadmap-api", one_task.sandbox.url
+    )
+    assert "rate=7/s" in result.stdout.str()
+    # environment beats ini; TASK_TIMEOUT keeps milliseconds
+    monkeypatch.setenv("CUSTOM_MODEL", "from-env")
+    monkeypatch.setenv("TASK_TIMEOUT", "1500")
+    monkeypatch.setenv("RATE_LIMIT", "9")
+    header = one_task.pytester.runpytest(
+        "-p", "no:cacheprovider", "--roadmap", "-n", "0", "--roadmap-api", one_task.sandbox.url
+    ).stdout.str()
+    assert "model=from-env workers=1 rate=9/s timeout=1.5s" in header
+    # command line beats environment
+    header = _header(one_task, "--roadmap-model", "from-cli", "--roadmap-timeout", "4")
+    assert "model=from-cli" in header and "timeout=4s" in header
+
+
+def test_env_api_is_used(one_task: Roadmap, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEAST_MODE_API", one_task.sandbox.url)
+    result = one_task.pytester.runpytest("-p", "no:cacheprovider", "--roadmap", "-n", "0")
+    result.assert_outcomes(passed=1)
+    assert len(one_task.chats()) == 1
+    assert "(sandbox)" not in result.stdout.str()
+
+
+BAD = [
+    (["--roadmap-rate-limit", "abc"], {}, "invalid rate limit 'abc' from option --roadmap-rate-limit:"
+     " must be a number of requests per second above 0"),
+    (["--roadmap-rate-limit", "0"], {}, "invalid rate limit '0' from option --roadmap-rate-limit*"),
+    ([], {"RATE_LIMIT": "-5"}, "invalid rate limit '-5' from environment variable RATE_LIMIT*"),
+    ([], {"TASK_TIMEOUT": "soon"}, "invalid task timeout 'soon' from environment variable "
+     "TASK_TIMEOUT: must be a number above 0 and at most 86400 seconds (TASK_TIMEOUT: "
+     "milliseconds)"),
+    ([], {"MAX_CONCURRENCY": "0"}, "invalid concurrency '0' from environment variable "
+     "MAX_CONCURRENCY: must be an integer from 1 to 64"),
+    ([], {"BEAST_MODE_API": "localhost:3000"}, "invalid API URL 'localhost:3000' from "
+     "environment variable BEAST_MODE_API: must be an http:// or https:// URL, or 'sandbox'"),
+    (["--roadmap-burst", "0"], {}, "invalid burst '0' from option --roadmap-burst*"),
+    (["--roadmap-health-path", "health"], {}, "invalid health path 'health'*starting with /"),
+    (["--roadmap-health-interval", "-1"], {}, "invalid health interval '-1'*"),
+    (["--roadmap-health-wait", "x"], {}, "invalid health wait 'x'*"),
+    (["--roadmap-retry-delay", "-3"], {}, "invalid retry delay '-3'*milliseconds*"),
+    (["--roadmap-backoff", "0.5"], {}, "invalid backoff factor '0.5'*from 1 to 100"),
+    (["--roadmap-max-delay", "nan"], {}, "invalid maximum retry delay 'nan'*"),
+    (["--roadmap-max-queue", "-1"], {}, "invalid queue limit '-1'*"),
+    (["--roadmap-model", " "], {}, "invalid model ' '*"),
+    (["--roadmap-ca-bundle", "missing.pem"], {}, "invalid CA bundle 'missing.pem'*PEM file"),
+    ([], {"BEAST_MODE_TOKEN": "two words"}, "invalid token from environment variable "
+     "BEAST_MODE_TOKEN*"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "line"), BAD, ids=[b[2].split("'")[0] + str(i)
+                                                           for i, b in enumerate(BAD)])
+def test_bad_setting_is_one_usage_error_line(
+    one_task: Roadmap,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    line: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    extra = [] if "BEAST_MODE_API" in env else ["--roadmap-api", one_task.sandbox.url]
+    result = one_task.pytester.runpytest(
+        "-p", "no:cacheprovider", "--roadmap", "-p", "xdist", *extra, *args
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: pytest-roadmap: {line}"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    assert one_task.sandbox.log() == []
+
+
+def test_bad_ini_value_names_the_ini_key(one_task: Roadmap) -> None:
+    one_task.pytester.makeini("[pytest]\nroadmap_backoff = fast\n")
+    result = one_task.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid backoff factor 'fast' from ini key roadmap_backoff*"])
