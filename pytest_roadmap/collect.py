@@ -66,4 +66,4 @@ class TaskItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"roadmap task {self.task.id}: {self.task.title}"
+        return self.path, 0, f"roadmap task {self.task.id}: {self.task.title}"

@@ -299,9 +299,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             else None
         ),
         expected=lambda: runtime.expected,
-        write=(lambda line: terminal.write_line(line)) if terminal else (lambda line: None),
+        write=(lambda line: _status(terminal, line)) if terminal else (lambda line: None),
     )
     runtime.monitor.start()
+
+
+def _status(terminal: Any, line: str) -> None:
+    # xdist's progress letters leave the cursor mid-line; a status line gets its own line.
+    writer = getattr(terminal, "_tw", None)
+    if writer is not None and getattr(writer, "width_of_current_line", 0):
+        terminal.write("\n")
+    terminal.write_line(line)
 
 
 # --- collection ------------------------------------------------------------------------
