@@ -10,7 +10,12 @@ from typing import Any, Protocol
 
 import requests
 
-from pytest_roadmap.retry import OVERLOAD_STATUSES, TRANSIENT_STATUSES, TaskFailure, parse_retry_after
+from pytest_roadmap.retry import (
+    OVERLOAD_STATUSES,
+    TRANSIENT_STATUSES,
+    TaskFailure,
+    parse_retry_after,
+)
 
 CHAT_PATH = "/api/codebase/chat"
 BODY_PREVIEW = 200
@@ -179,8 +184,7 @@ class RoadmapClient:
             ) from None
         if not isinstance(answer, dict) or not ("code" in answer or "message" in answer):
             raise TaskFailure(
-                f"{where} answered {status} but its JSON has neither 'code' nor 'message': "
-                f"{start}",
+                f"{where} answered {status} but its JSON has neither 'code' nor 'message': {start}",
                 transient=False,
             )
         return answer
@@ -197,13 +201,22 @@ class RoadmapClient:
     def _connection_words(self, exc: requests.exceptions.ConnectionError) -> str:
         cause = _root_cause(exc)
         lowered = cause.lower()
-        if isinstance(_innermost(exc), socket.gaierror) or "name or service not known" in lowered \
-                or "failed to resolve" in lowered or "nodename nor servname" in lowered:
+        if (
+            isinstance(_innermost(exc), socket.gaierror)
+            or "name or service not known" in lowered
+            or "failed to resolve" in lowered
+            or "nodename nor servname" in lowered
+        ):
             return "cannot resolve the API's host name (check BEAST_MODE_API / --roadmap-api)"
         if "refused" in lowered:
             return "connection refused: is the API running at this address?"
-        if "remotedisconnected" in lowered or "aborted" in lowered or "reset" in lowered \
-                or "incomplete" in lowered or "closed" in lowered:
+        if (
+            "remotedisconnected" in lowered
+            or "aborted" in lowered
+            or "reset" in lowered
+            or "incomplete" in lowered
+            or "closed" in lowered
+        ):
             return "connection closed before the whole answer arrived"
         return f"cannot connect: {self.redact(cause)}"
 

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Collect and run the roadmap tasks (without it no task is collected or sent).",
     )
     for spec in setting_specs.SPECS:
-        group.addoption(spec.option, dest=spec.dest, default=None, help=spec.help)
+        if spec.option and spec.option != "--reruns":  # --reruns is rerunfailures' own
+            group.addoption(spec.option, dest=spec.dest, default=None, help=spec.help)
         if spec.ini:
             parser.addini(spec.ini, spec.help, default=None)
     group.addoption(
@@ -307,7 +308,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _status(terminal: Any, line: str) -> None:
     # xdist's progress letters leave the cursor mid-line; a status line gets its own line.
     writer = getattr(terminal, "_tw", None)
-    if writer is not None and getattr(writer, "width_of_current_line", 0):
+    if writer is not None and int(getattr(writer, "width_of_current_line", 0)):
         terminal.write("\n")
     terminal.write_line(line)
 
@@ -441,8 +442,8 @@ def _error_line(runtime: Runtime, excinfo: pytest.ExceptionInfo[BaseException]) 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    report: pytest.TestReport = yield  # type: ignore[misc]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     runtime = runtime_of(item.config)
     if runtime is None or not is_roadmap_item(item):
         return report
@@ -529,9 +530,7 @@ def record_report(runtime: Runtime | None, report: pytest.TestReport) -> None:
     if info.get("phase") == "setup" and "attempt" not in info:
         recorder.task_seen(report.nodeid, info["task"])
         return
-    outcome = report.outcome
-    if report.when == "setup" and outcome == "failed":
-        outcome = FAILED
+    outcome: str = report.outcome
     if outcome in (PASSED, FAILED, RERUN, SKIPPED):
         recorder.attempt(report.nodeid, info, outcome)
 
@@ -550,9 +549,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         record.health_probes = runtime.store.incr(PROBES_KEY, 0)
 
 
-def pytest_terminal_summary(
-    terminalreporter: Any, exitstatus: int, config: pytest.Config
-) -> None:
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     runtime = runtime_of(config)
     if runtime is None or runtime.recorder is None:
         return

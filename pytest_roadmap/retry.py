@@ -50,8 +50,12 @@ class Backoff:
     max_delay: float
     jitter: float = 0.1  # up to this share added at random, so workers do not retry in step
 
-    def wait(self, failed_attempts: int, retry_after: float | None = None,
-             rng: random.Random | None = None) -> float:
+    def wait(
+        self,
+        failed_attempts: int,
+        retry_after: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float:
         """Seconds to wait after `failed_attempts` attempts (1 after the first) have failed.
 
         `delay * factor**(n-1)` as in the original system, plus jitter, capped at

@@ -129,7 +129,11 @@ def _text(raw: str, origin: str) -> str:
 def _api(raw: str, origin: str) -> str:
     if raw == SANDBOX:
         return raw
-    if not raw.startswith(("http://", "https://")) or len(raw) < 10 or any(c.isspace() for c in raw):
+    if (
+        not raw.startswith(("http://", "https://"))
+        or len(raw) < 10
+        or any(c.isspace() for c in raw)
+    ):
         raise ValueError(raw)
     return raw.rstrip("/")
 
@@ -156,96 +160,215 @@ def _flag(raw: str, origin: str) -> bool:
 
 
 API = Spec[str](
-    "API URL", "--roadmap-api", "BEAST_MODE_API", "roadmap_api", SANDBOX, _api,
+    "API URL",
+    "--roadmap-api",
+    "BEAST_MODE_API",
+    "roadmap_api",
+    SANDBOX,
+    _api,
     "an http:// or https:// URL, or 'sandbox'",
     "Base URL of the code-generation API, or 'sandbox' for the embedded sandbox "
     "(env BEAST_MODE_API; default: sandbox).",
 )
 MODEL = Spec[str](
-    "model", "--roadmap-model", "CUSTOM_MODEL", "roadmap_model", "custom:default", _text,
-    "a non-empty model name", "Model asked for in each request (env CUSTOM_MODEL).",
+    "model",
+    "--roadmap-model",
+    "CUSTOM_MODEL",
+    "roadmap_model",
+    "custom:default",
+    _text,
+    "a non-empty model name",
+    "Model asked for in each request (env CUSTOM_MODEL).",
 )
 CONCURRENCY = Spec[int](
-    "concurrency", None, "MAX_CONCURRENCY", None, 3, _integer(1, 64),
-    "an integer from 1 to 64", "Workers when -n is not given.",
+    "concurrency",
+    None,
+    "MAX_CONCURRENCY",
+    None,
+    3,
+    _integer(1, 64),
+    "an integer from 1 to 64",
+    "Workers when -n is not given.",
 )
 RATE_LIMIT = Spec[float](
-    "rate limit", "--roadmap-rate-limit", "RATE_LIMIT", "roadmap_rate_limit", 10.0,
-    _number(0, 1_000_000, open_low=True), "a number of requests per second above 0",
-    "Requests per second across all workers, health probes included (env RATE_LIMIT; "
-    "default 10).",
+    "rate limit",
+    "--roadmap-rate-limit",
+    "RATE_LIMIT",
+    "roadmap_rate_limit",
+    10.0,
+    _number(0, 1_000_000, open_low=True),
+    "a number of requests per second above 0",
+    "Requests per second across all workers, health probes included (env RATE_LIMIT; default 10).",
 )
 BURST = Spec[int](
-    "burst", "--roadmap-burst", None, "roadmap_burst", 1, _integer(1, 10_000),
-    "an integer from 1 to 10000", "Requests that may go out back to back (default 1).",
+    "burst",
+    "--roadmap-burst",
+    None,
+    "roadmap_burst",
+    1,
+    _integer(1, 10_000),
+    "an integer from 1 to 10000",
+    "Requests that may go out back to back (default 1).",
 )
 TIMEOUT = Spec[float](
-    "task timeout", "--roadmap-timeout", "TASK_TIMEOUT", "roadmap_timeout", 30.0, _timeout,
+    "task timeout",
+    "--roadmap-timeout",
+    "TASK_TIMEOUT",
+    "roadmap_timeout",
+    30.0,
+    _timeout,
     "a number above 0 and at most 86400 seconds (TASK_TIMEOUT: milliseconds)",
     "Seconds per attempt (env TASK_TIMEOUT in milliseconds; default 30).",
 )
 TASKS_DIR = Spec[str](
-    "tasks folder", "--roadmap-tasks", None, "roadmap_tasks", "roadmap_tasks", _path_text,
-    "a folder path", "Folder of task files (default roadmap_tasks under the rootdir).",
+    "tasks folder",
+    "--roadmap-tasks",
+    None,
+    "roadmap_tasks",
+    "roadmap_tasks",
+    _path_text,
+    "a folder path",
+    "Folder of task files (default roadmap_tasks under the rootdir).",
 )
 REPORT_DIR = Spec[str](
-    "report folder", "--roadmap-report", None, "roadmap_report", "roadmap-report", _path_text,
-    "a folder path", "Folder for report.json, report.md and report.html.",
+    "report folder",
+    "--roadmap-report",
+    None,
+    "roadmap_report",
+    "roadmap-report",
+    _path_text,
+    "a folder path",
+    "Folder for report.json, report.md and report.html.",
 )
 TRACKER = Spec[str](
-    "progress tracker", "--roadmap-tracker", None, "roadmap_tracker", "ROADMAP_PROGRESS.json",
-    _path_text, "a file path", "Roadmap progress file to update (never on the sandbox).",
+    "progress tracker",
+    "--roadmap-tracker",
+    None,
+    "roadmap_tracker",
+    "ROADMAP_PROGRESS.json",
+    _path_text,
+    "a file path",
+    "Roadmap progress file to update (never on the sandbox).",
 )
 HEALTH_PATH = Spec[str](
-    "health path", "--roadmap-health-path", None, "roadmap_health_path", "/api/health",
-    _health_path, "a path starting with /", "Path probed before each task (any 2xx is healthy).",
+    "health path",
+    "--roadmap-health-path",
+    None,
+    "roadmap_health_path",
+    "/api/health",
+    _health_path,
+    "a path starting with /",
+    "Path probed before each task (any 2xx is healthy).",
 )
 HEALTH_INTERVAL = Spec[float](
-    "health interval", "--roadmap-health-interval", None, "roadmap_health_interval", 5.0,
-    _number(0, 3600, open_low=True), "a number of seconds above 0 and at most 3600",
+    "health interval",
+    "--roadmap-health-interval",
+    None,
+    "roadmap_health_interval",
+    5.0,
+    _number(0, 3600, open_low=True),
+    "a number of seconds above 0 and at most 3600",
     "Seconds between monitoring ticks and concurrency adjustments (default 5).",
 )
 HEALTH_WAIT = Spec[float](
-    "health wait", "--roadmap-health-wait", None, "roadmap_health_wait", 60.0,
-    _number(0, 86400, open_low=False), "a number of seconds from 0 to 86400",
+    "health wait",
+    "--roadmap-health-wait",
+    None,
+    "roadmap_health_wait",
+    60.0,
+    _number(0, 86400, open_low=False),
+    "a number of seconds from 0 to 86400",
     "Seconds a task waits for an unhealthy API before it fails (default 60).",
 )
 RETRY_DELAY = Spec[float](
-    "retry delay", "--roadmap-retry-delay", None, "roadmap_retry_delay", 2000.0,
-    _number(0, 3_600_000, open_low=False), "a number of milliseconds from 0 to 3600000",
+    "retry delay",
+    "--roadmap-retry-delay",
+    None,
+    "roadmap_retry_delay",
+    2000.0,
+    _number(0, 3_600_000, open_low=False),
+    "a number of milliseconds from 0 to 3600000",
     "Milliseconds before the first retry (default 2000).",
 )
 BACKOFF = Spec[float](
-    "backoff factor", "--roadmap-backoff", None, "roadmap_backoff", 1.5,
-    _number(1, 100, open_low=False), "a number from 1 to 100",
+    "backoff factor",
+    "--roadmap-backoff",
+    None,
+    "roadmap_backoff",
+    1.5,
+    _number(1, 100, open_low=False),
+    "a number from 1 to 100",
     "Factor the retry delay grows by after each attempt (default 1.5).",
 )
 MAX_DELAY = Spec[float](
-    "maximum retry delay", "--roadmap-max-delay", None, "roadmap_max_delay", 30000.0,
-    _number(0, 3_600_000, open_low=False), "a number of milliseconds from 0 to 3600000",
+    "maximum retry delay",
+    "--roadmap-max-delay",
+    None,
+    "roadmap_max_delay",
+    30000.0,
+    _number(0, 3_600_000, open_low=False),
+    "a number of milliseconds from 0 to 3600000",
     "Cap on one retry delay, in milliseconds (default 30000).",
 )
 MAX_QUEUE = Spec[int](
-    "queue limit", "--roadmap-max-queue", None, "roadmap_max_queue", 100, _integer(0, 10_000_000),
-    "an integer >= 0 (0: no limit)", "Most tasks one run takes; the rest are skipped (0: no limit).",
+    "queue limit",
+    "--roadmap-max-queue",
+    None,
+    "roadmap_max_queue",
+    100,
+    _integer(0, 10_000_000),
+    "an integer >= 0 (0: no limit)",
+    "Most tasks one run takes; the rest are skipped (0: no limit).",
 )
 ADAPTIVE = Spec[bool](
-    "adaptive concurrency", None, None, "roadmap_adaptive", True, _flag,
-    "true or false", "Adjust the concurrency limit to the failure rate (default true).",
+    "adaptive concurrency",
+    None,
+    None,
+    "roadmap_adaptive",
+    True,
+    _flag,
+    "true or false",
+    "Adjust the concurrency limit to the failure rate (default true).",
 )
 RERUNS = Spec[int](
-    "reruns", "--reruns", None, "reruns", 2, _integer(0, 100),
-    "an integer from 0 to 100", "Retries after the first attempt (default 2: 3 attempts).",
+    "reruns",
+    "--reruns",
+    None,
+    "reruns",
+    2,
+    _integer(0, 100),
+    "an integer from 0 to 100",
+    "Retries after the first attempt (default 2: 3 attempts).",
 )
 CA_BUNDLE = Spec[str](
-    "CA bundle", "--roadmap-ca-bundle", None, "roadmap_ca_bundle", "", _path_text,
-    "a path to a PEM file", "CA bundle for TLS verification (verification is always on).",
+    "CA bundle",
+    "--roadmap-ca-bundle",
+    None,
+    "roadmap_ca_bundle",
+    "",
+    _path_text,
+    "a path to a PEM file",
+    "CA bundle for TLS verification (verification is always on).",
 )
 
 # The specs the plugin registers as `--option` / ini key.
 SPECS: tuple[Spec[Any], ...] = (
-    API, MODEL, RATE_LIMIT, BURST, TIMEOUT, TASKS_DIR, REPORT_DIR, TRACKER, HEALTH_PATH,
-    HEALTH_INTERVAL, HEALTH_WAIT, RETRY_DELAY, BACKOFF, MAX_DELAY, MAX_QUEUE, CA_BUNDLE,
+    API,
+    MODEL,
+    RATE_LIMIT,
+    BURST,
+    TIMEOUT,
+    TASKS_DIR,
+    REPORT_DIR,
+    TRACKER,
+    HEALTH_PATH,
+    HEALTH_INTERVAL,
+    HEALTH_WAIT,
+    RETRY_DELAY,
+    BACKOFF,
+    MAX_DELAY,
+    MAX_QUEUE,
+    CA_BUNDLE,
 )
 
 
@@ -311,8 +434,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
     ca_path = _place(ca, origins[CA_BUNDLE.name], sources) if ca else None
     if ca_path is not None and not ca_path.is_file():
         raise SettingError(
-            f"invalid CA bundle {ca!r} from {origins[CA_BUNDLE.name]}: must be a path to a "
-            "PEM file"
+            f"invalid CA bundle {ca!r} from {origins[CA_BUNDLE.name]}: must be a path to a PEM file"
         )
     adaptive = get(ADAPTIVE) and not sources.options.get("no_roadmap_adaptive")
     return Settings(

@@ -70,8 +70,16 @@ def _int_field(
 
 
 _FIELDS = {
-    "id", "title", "prompt", "month", "week", "priority",
-    "dogfooding", "depends_on", "timeout", "retries",
+    "id",
+    "title",
+    "prompt",
+    "month",
+    "week",
+    "priority",
+    "dogfooding",
+    "depends_on",
+    "timeout",
+    "retries",
 }
 
 
@@ -84,8 +92,7 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     if unknown:
         named = f" (id {task_id!r})" if isinstance(task_id, str) else ""
         raise TaskFileError(
-            f"{where}{named}: unknown field {unknown[0]!r} "
-            f"(allowed: {', '.join(sorted(_FIELDS))})"
+            f"{where}{named}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_FIELDS))})"
         )
     if not isinstance(task_id, str) or not ID_PATTERN.fullmatch(task_id):
         raise TaskFileError(

@@ -12,8 +12,15 @@ from pytest_roadmap.sandbox import SandboxServer
 
 # The original system's variables, which would leak into the sessions under test.
 ENV_SETTINGS = (
-    "MAX_CONCURRENCY", "RATE_LIMIT", "TASK_TIMEOUT", "BEAST_MODE_API", "CUSTOM_MODEL",
-    "BEAST_MODE_TOKEN", "GITHUB_STEP_SUMMARY", "ROADMAP_STORE", "ROADMAP_RUN_ID",
+    "MAX_CONCURRENCY",
+    "RATE_LIMIT",
+    "TASK_TIMEOUT",
+    "BEAST_MODE_API",
+    "CUSTOM_MODEL",
+    "BEAST_MODE_TOKEN",
+    "GITHUB_STEP_SUMMARY",
+    "ROADMAP_STORE",
+    "ROADMAP_RUN_ID",
 )
 
 

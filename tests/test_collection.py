@@ -107,8 +107,7 @@ BAD_FILES = [
     ),
     (
         "category",
-        '[[tasks]]\nid = "a"\ntitle = "t"\nprompt = "p"\nmonth = 1\nweek = 1\n'
-        'dogfooding = "fun"\n',
+        '[[tasks]]\nid = "a"\ntitle = "t"\nprompt = "p"\nmonth = 1\nweek = 1\ndogfooding = "fun"\n',
         "*'dogfooding' must be one of improvement, test, optimization, doc, got 'fun'*",
     ),
     (

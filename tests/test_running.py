@@ -59,7 +59,9 @@ def test_permanent_failures_fail_at_once_with_their_reason(
     roadmap.sandbox.configure(rules=[{"match": "do broken", **rule}])
     result = roadmap.run()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines([f"FAILED broken: POST http://127.0.0.1:*/api/codebase/chat{words}"])
+    result.stdout.fnmatch_lines(
+        [f"FAILED broken: POST http://127.0.0.1:*/api/codebase/chat{words}"]
+    )
     # not transient: the server saw exactly one attempt
     assert len(roadmap.chats("broken")) == 1
 
@@ -107,9 +109,7 @@ def test_connection_refused_never_simulates_success(roadmap: Roadmap) -> None:
 
 def test_unresolvable_host(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("a"))
-    result = roadmap.run(
-        "--roadmap-api=http://no-such-host.invalid", "--roadmap-health-wait", "0"
-    )
+    result = roadmap.run("--roadmap-api=http://no-such-host.invalid", "--roadmap-health-wait", "0")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["FAILED a: API unhealthy for 0 s: cannot resolve the API's host*"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def test_backoff_between_attempts(roadmap: Roadmap) -> None:
     assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
     chats = roadmap.chats("flaky")
     assert [e["status"] for e in chats] == [503, 503, 200]
-    gaps = [b["arrived"] - a["answered"] for a, b in zip(chats, chats[1:], strict=False)]
+    gaps = [b["arrived"] - a["answered"] for a, b in itertools.pairwise(chats)]
     assert gaps[0] >= 0.3
     assert gaps[1] >= 0.6
     assert max(gaps) < 10  # safety net only
@@ -48,12 +49,18 @@ def test_backoff_is_capped(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("flaky"))
     roadmap.sandbox.configure(rules=[{"match": "do flaky", "status": 500, "times": 3}])
     result = roadmap.run(
-        "--reruns", "3", "--roadmap-retry-delay", "200", "--roadmap-backoff", "10",
-        "--roadmap-max-delay", "300",
+        "--reruns",
+        "3",
+        "--roadmap-retry-delay",
+        "200",
+        "--roadmap-backoff",
+        "10",
+        "--roadmap-max-delay",
+        "300",
     )
     assert result.parseoutcomes() == {"passed": 1, "rerun": 3}
     chats = roadmap.chats("flaky")
-    gaps = [b["arrived"] - a["answered"] for a, b in zip(chats, chats[1:], strict=False)]
+    gaps = [b["arrived"] - a["answered"] for a, b in itertools.pairwise(chats)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.3 and gaps[2] >= 0.3
     assert gaps[2] < 1.5  # 200 ms * 10**2 would be 20 s without the cap
 
@@ -100,10 +107,12 @@ def test_api_down_mid_run_every_task_still_passes(roadmap: Roadmap) -> None:
         window.append(time.time())
         roadmap.sandbox.configure(down=True)
         _wait_for(
-            lambda: sum(
-                e["status"] == 503 and e["path"] == "/api/health" for e in roadmap.sandbox.log()
+            lambda: (
+                sum(
+                    e["status"] == 503 and e["path"] == "/api/health" for e in roadmap.sandbox.log()
+                )
+                >= 2
             )
-            >= 2
         )
         window.append(time.time())
         roadmap.sandbox.configure(down=False)
@@ -158,8 +167,14 @@ def test_adaptive_concurrency_backs_off_under_overload(roadmap: Roadmap) -> None
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
     roadmap.sandbox.configure(latency=0.3, capacity=1)
     result = roadmap.run(
-        "-n", "3", "--reruns", "10", "--roadmap-retry-delay", "100",
-        "--roadmap-health-interval", "0.5",
+        "-n",
+        "3",
+        "--reruns",
+        "10",
+        "--roadmap-retry-delay",
+        "100",
+        "--roadmap-health-interval",
+        "0.5",
     )
     result.assert_outcomes(passed=12)
     result.stdout.fnmatch_lines(
@@ -171,8 +186,15 @@ def test_fixed_concurrency_never_changes(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(8)))
     roadmap.sandbox.configure(latency=0.2, capacity=1)
     result = roadmap.run(
-        "-n", "2", "--reruns", "10", "--roadmap-retry-delay", "50",
-        "--roadmap-health-interval", "0.3", "--no-roadmap-adaptive",
+        "-n",
+        "2",
+        "--reruns",
+        "10",
+        "--roadmap-retry-delay",
+        "50",
+        "--roadmap-health-interval",
+        "0.3",
+        "--no-roadmap-adaptive",
     )
     result.assert_outcomes(passed=8)
     assert "roadmap: concurrency" not in result.stdout.str()
@@ -203,7 +225,8 @@ def test_killed_worker_gives_its_slot_back(roadmap: Roadmap) -> None:
         (a, b)
         for a in chats
         for b in chats
-        if a is not b and a["arrived"] <= b["arrived"] < a["answered"]
+        if a is not b
+        and a["arrived"] <= b["arrived"] < a["answered"]
         and b["arrived"] < crashed_at + 8
     ]
     assert overlaps

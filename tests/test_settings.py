@@ -26,8 +26,10 @@ def test_defaults_of_the_original_system(one_task: Roadmap) -> None:
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
-        ["roadmap: api=http://127.0.0.1:* (sandbox) model=custom:default workers=1 rate=10/s "
-         "timeout=30s"]
+        [
+            "roadmap: api=http://127.0.0.1:* (sandbox) model=custom:default workers=1 rate=10/s "
+            "timeout=30s"
+        ]
     )
     result.stdout.fnmatch_lines(["roadmap (sandbox): 1 tasks: 1 completed*"])
     result.stdout.fnmatch_lines(["tracker: not updated (results came from the sandbox)"])
@@ -67,17 +69,33 @@ def test_env_api_is_used(one_task: Roadmap, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 BAD = [
-    (["--roadmap-rate-limit", "abc"], {}, "invalid rate limit 'abc' from option --roadmap-rate-limit:"
-     " must be a number of requests per second above 0"),
+    (
+        ["--roadmap-rate-limit", "abc"],
+        {},
+        "invalid rate limit 'abc' from option --roadmap-rate-limit:"
+        " must be a number of requests per second above 0",
+    ),
     (["--roadmap-rate-limit", "0"], {}, "invalid rate limit '0' from option --roadmap-rate-limit*"),
     ([], {"RATE_LIMIT": "-5"}, "invalid rate limit '-5' from environment variable RATE_LIMIT*"),
-    ([], {"TASK_TIMEOUT": "soon"}, "invalid task timeout 'soon' from environment variable "
-     "TASK_TIMEOUT: must be a number above 0 and at most 86400 seconds (TASK_TIMEOUT: "
-     "milliseconds)"),
-    ([], {"MAX_CONCURRENCY": "0"}, "invalid concurrency '0' from environment variable "
-     "MAX_CONCURRENCY: must be an integer from 1 to 64"),
-    ([], {"BEAST_MODE_API": "localhost:3000"}, "invalid API URL 'localhost:3000' from "
-     "environment variable BEAST_MODE_API: must be an http:// or https:// URL, or 'sandbox'"),
+    (
+        [],
+        {"TASK_TIMEOUT": "soon"},
+        "invalid task timeout 'soon' from environment variable "
+        "TASK_TIMEOUT: must be a number above 0 and at most 86400 seconds (TASK_TIMEOUT: "
+        "milliseconds)",
+    ),
+    (
+        [],
+        {"MAX_CONCURRENCY": "0"},
+        "invalid concurrency '0' from environment variable "
+        "MAX_CONCURRENCY: must be an integer from 1 to 64",
+    ),
+    (
+        [],
+        {"BEAST_MODE_API": "localhost:3000"},
+        "invalid API URL 'localhost:3000' from "
+        "environment variable BEAST_MODE_API: must be an http:// or https:// URL, or 'sandbox'",
+    ),
     (["--roadmap-burst", "0"], {}, "invalid burst '0' from option --roadmap-burst*"),
     (["--roadmap-health-path", "health"], {}, "invalid health path 'health'*starting with /"),
     (["--roadmap-health-interval", "-1"], {}, "invalid health interval '-1'*"),
@@ -88,13 +106,17 @@ BAD = [
     (["--roadmap-max-queue", "-1"], {}, "invalid queue limit '-1'*"),
     (["--roadmap-model", " "], {}, "invalid model ' '*"),
     (["--roadmap-ca-bundle", "missing.pem"], {}, "invalid CA bundle 'missing.pem'*PEM file"),
-    ([], {"BEAST_MODE_TOKEN": "two words"}, "invalid token from environment variable "
-     "BEAST_MODE_TOKEN*"),
+    (
+        [],
+        {"BEAST_MODE_TOKEN": "two words"},
+        "invalid token from environment variable BEAST_MODE_TOKEN*",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("args", "env", "line"), BAD, ids=[b[2].split("'")[0] + str(i)
-                                                           for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("args", "env", "line"), BAD, ids=[b[2].split("'")[0] + str(i) for i, b in enumerate(BAD)]
+)
 def test_bad_setting_is_one_usage_error_line(
     one_task: Roadmap,
     monkeypatch: pytest.MonkeyPatch,
