@@ -20,18 +20,21 @@ from typing import Any
 import pytest
 
 from pytest_roadmap import settings as setting_specs
+from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
 from pytest_roadmap.collect import TaskFile, TaskItem
 from pytest_roadmap.errors import RoadmapError
-from pytest_roadmap.gate import AdaptiveLimit, Slot
+from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import PROBES_KEY
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
 from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure, is_retryable
-from pytest_roadmap.safeguards import GATE_KEY, Safeguards
+from pytest_roadmap.safeguards import GATE_KEY, Safeguards, Slots, batch_gate_key
+from pytest_roadmap.sequencing import Sequencer
 from pytest_roadmap.settings import Settings, Sources, concurrency_from_env, resolve_settings
 from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store
+from pytest_roadmap.tasks import load_tasks
 from pytest_roadmap.terminal import header_line, summary_lines
 
 # Extra seconds pytest-timeout allows beyond the HTTP read timeout, so a slow API is
@@ -45,7 +48,7 @@ class AttemptState:
     """Per-item state across one attempt's setup, call and teardown."""
 
     unhealthy: str | None = None
-    slot: Slot | None = None
+    slot: Slots | None = None
     last_error: BaseException | None = None
 
 
@@ -61,12 +64,16 @@ class Runtime:
     workers: int
     store: Store | None = None
     safeguards_: Safeguards | None = None
+    plan: BatchPlan | None = None
+    sequencer: Sequencer | None = None
+    runs_tasks: bool = True  # False on an xdist controller: its workers run the tasks
     # controller only
     run_dir: Path | None = None
     sandbox: Any = None
     recorder: RunRecorder | None = None
     monitor: Monitor | None = None
     expected: int = 0
+    left_out: int = 0  # tasks in no batch, in batch mode
     states: dict[str, AttemptState] = field(default_factory=dict)
 
     def safeguards(self) -> Safeguards:
@@ -121,6 +128,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Keep the concurrency limit fixed at the worker count.",
     )
     parser.addini("roadmap_adaptive", setting_specs.ADAPTIVE.help, default=None)
+    group.addoption(
+        "--roadmap-batch",
+        action="append",
+        default=[],
+        dest="roadmap_batch",
+        metavar="NAME",
+        help="In batch mode, run only this batch (repeatable).",
+    )
+    group.addoption(
+        "--roadmap-stop-on-failure",
+        action="store_true",
+        default=False,
+        dest="roadmap_stop_on_failure",
+        help="In batch mode, skip later batches once a batch has a failure.",
+    )
 
 
 class _IniView(Mapping[str, Any]):
@@ -179,6 +201,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
 
 
+def _distributing(config: pytest.Config) -> bool:
+    return _worker_count(config) > 1 or bool(getattr(config.option, "tx", None))
+
+
 def _worker_count(config: pytest.Config) -> int:
     if not config.pluginmanager.hasplugin("xdist"):
         return 1
@@ -192,6 +218,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         settings = resolve_settings(_sources(config), _worker_count(config))
+        plan = _batch_plan(config, settings)
     except RoadmapError as exc:
         raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -210,19 +237,51 @@ def pytest_configure(config: pytest.Config) -> None:
             run_id=info["roadmap_run"],
             worker=info["workerid"],
             workers=settings.workers,
+            plan=plan,
         )
+        config.pluginmanager.register(ExecutorPlugin(config.stash[RUNTIME]), "roadmap-executor")
         return
     if config.option.collectonly:
+        # Enough to order and list the tasks; nothing that talks to the API.
+        config.stash[RUNTIME] = Runtime(settings, settings.api, "", "", "main", 1, plan=plan)
         return
-    _start_controller(config, settings)
+    _start_controller(config, settings, plan)
 
 
-def _start_controller(config: pytest.Config, settings: Settings) -> None:
+def _batch_plan(config: pytest.Config, settings: Settings) -> BatchPlan | None:
+    if settings.batches is None:
+        if config.option.roadmap_batch:
+            raise RoadmapError("--roadmap-batch needs a batch file: --roadmap-batches PATH")
+        return None
+    path = settings.batches
+    shown = (
+        str(path.relative_to(config.rootpath))
+        if path.is_relative_to(config.rootpath)
+        else str(path)
+    )
+    plan = load_batches(path, shown)
+    if config.option.roadmap_batch:
+        plan = plan.named(config.option.roadmap_batch)
+    if is_controller(config) and settings.tasks_dir.is_dir():
+        try:
+            known = load_tasks(settings.tasks_dir, config.rootpath)
+        except RoadmapError:
+            return plan  # the broken task file is reported by collection, with its name
+        plan.check_tasks(t.id for t in known)
+    return plan
+
+
+def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan | None) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="pytest-roadmap-"))
     # The controller creates the store before any worker opens it: concurrent first opens
     # of a WAL database fail with "database is locked".
     store = open_store(f"sqlite://{(run_dir / 'store.db').as_posix()}", create=True)
     store.gate_set_limit(GATE_KEY, settings.workers)
+    for batch in plan.batches if plan else ():
+        if batch.max_concurrency is not None:
+            store.gate_set_limit(
+                batch_gate_key(batch), min(batch.max_concurrency, settings.workers)
+            )
     sandbox = None
     api_url = settings.api
     if settings.sandbox:
@@ -240,6 +299,8 @@ def _start_controller(config: pytest.Config, settings: Settings) -> None:
         store=store,
         run_dir=run_dir,
         sandbox=sandbox,
+        plan=plan,
+        runs_tasks=not _distributing(config),
     )
     runtime.recorder = RunRecorder(
         RunRecord(
@@ -254,6 +315,11 @@ def _start_controller(config: pytest.Config, settings: Settings) -> None:
     )
     config.stash[RUNTIME] = runtime
     config.pluginmanager.register(ControllerPlugin(runtime), "roadmap-recorder")
+    if runtime.runs_tasks:
+        config.pluginmanager.register(ExecutorPlugin(runtime), "roadmap-executor")
+    else:
+        # Only for tasks whose worker died: their final outcome is known here alone.
+        runtime.sequencer = Sequencer(store, plan, {}, set())
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_roadmap.distributed import ControllerHooks
 
@@ -351,12 +417,46 @@ def is_roadmap_item(item: pytest.Item) -> bool:
     return isinstance(item, TaskItem) or CLIENT_FIXTURE in getattr(item, "fixturenames", ())
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
+    _check_dependencies(config, items)
+    yield  # -k and -m deselect here
+    _order_and_mark(config, items)
+
+
+def _check_dependencies(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Dependency problems are collection errors, judged over every collected task."""
+    runtime = runtime_of(config)
+    if runtime is None:
+        return
+    tasks = [item.task for item in items if isinstance(item, TaskItem)]
+    for problem in dependency_problems(tasks, runtime.plan):
+        report = pytest.CollectReport(
+            nodeid=problem.split(":")[0], outcome="failed", longrepr=problem, result=[]
+        )
+        config.hook.pytest_collectreport(report=report)
+
+
+def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """After -k and -m: batch mode's selection, the run order, markers and the queue."""
     runtime = runtime_of(config)
     if runtime is None:
         return
     settings = runtime.settings
+    plan = runtime.plan
+    if plan is not None:
+        outside = [i for i in items if is_roadmap_item(i) and not _in_plan(i, plan)]
+        if outside:
+            config.hook.pytest_deselected(items=outside)
+            items[:] = [i for i in items if i not in outside]
+    task_items = {i.task.id: i for i in items if isinstance(i, TaskItem)}
+    ordered = run_order([i.task for i in task_items.values()], plan)
+    # Task items take the run order among the places task items held; others stay put.
+    places = [n for n, i in enumerate(items) if isinstance(i, TaskItem)]
+    for place, task in zip(places, ordered, strict=True):
+        items[place] = task_items[task.id]
     queued = 0
     for item in items:
         if not is_roadmap_item(item):
@@ -379,6 +479,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
     if is_controller(config):
         runtime.expected = sum(1 for item in items if is_roadmap_item(item))
+    sizes: dict[int, int] = {}
+    for task_id in task_items:
+        batch = plan.batch_of(task_id) if plan else None
+        if batch is not None:
+            sizes[batch.index] = sizes.get(batch.index, 0) + 1
+    if runtime.runs_tasks and runtime.store_url:
+        runtime.sequencer = Sequencer(
+            runtime.safeguards().store,
+            plan,
+            sizes,
+            set(task_items),
+            stop_on_failure=config.option.roadmap_stop_on_failure,
+        )
+
+
+def _in_plan(item: pytest.Item, plan: BatchPlan) -> bool:
+    return isinstance(item, TaskItem) and plan.batch_of(item.task.id) is not None
 
 
 # --- running ---------------------------------------------------------------------------
@@ -392,9 +509,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = runtime.state(item)
     guards = runtime.safeguards()
     failed_before = max(0, int(getattr(item, "execution_count", 1)) - 1)
+    batch = None
+    if isinstance(item, TaskItem) and runtime.sequencer is not None:
+        batch = runtime.sequencer.batch_of(item.task.id)
+        if failed_before == 0:
+            # Batch barriers and dependencies: wait here, where no slot is held yet.
+            reason = runtime.sequencer.wait_turn(item.task)
+            if reason is not None:
+                pytest.skip(reason)
+    guards.enter_batch(batch)
     state.unhealthy = guards.before_attempt(failed_before, state.last_error)
     if state.unhealthy is None:
-        state.slot = guards.acquire_slot()
+        between = runtime.plan.between_tasks if runtime.plan else 0.0
+        state.slot = guards.acquire_slot(batch, between)
     elif not isinstance(item, TaskItem):
         raise TaskFailure(state.unhealthy, transient=False)
 
@@ -447,13 +574,21 @@ def pytest_runtest_makereport(
     runtime = runtime_of(item.config)
     if runtime is None or not is_roadmap_item(item):
         return report
+    batch = (
+        runtime.plan.batch_of(item.name) if runtime.plan and isinstance(item, TaskItem) else None
+    )
     if call.when == "teardown" or (call.when == "setup" and report.passed):
         if call.when == "setup":  # tell the controller about the task before it runs
-            report.roadmap = {"task": _task_wire(item), "phase": "setup"}  # type: ignore[attr-defined]
+            report.roadmap = {  # type: ignore[attr-defined]
+                "task": _task_wire(item),
+                "phase": "setup",
+                "batch": batch.name if batch else None,
+            }
         return report
     state = runtime.state(item)
     attempt = int(getattr(item, "execution_count", 1))
     info: dict[str, Any] = {
+        "batch": batch.name if batch else None,
         "task": _task_wire(item),
         "phase": call.when,
         "attempt": attempt,
@@ -481,7 +616,7 @@ def pytest_runtest_makereport(
         ("roadmap_dogfooding", (task.dogfooding if task else None) or ""),
         ("roadmap_month", task.month if task else ""),
         ("roadmap_week", task.week if task else ""),
-        ("roadmap_batch", ""),
+        ("roadmap_batch", batch.name if batch else ""),
     ]
     return report
 
@@ -505,6 +640,25 @@ def _task_wire(item: pytest.Item) -> dict[str, Any]:
     }
 
 
+class ExecutorPlugin:
+    """Hooks of the process that runs tasks (a worker, or the only process)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # A task's final outcome releases its dependants and, last of all, its batch.
+        info = getattr(report, "roadmap", None)
+        sequencer = self.runtime.sequencer
+        if info is None or sequencer is None or "attempt" not in info:
+            return
+        final = (report.when == "call" and report.outcome in (PASSED, FAILED, SKIPPED)) or (
+            report.when == "setup" and report.outcome in (FAILED, SKIPPED)
+        )
+        if final:
+            sequencer.mark_done(info["task"]["id"], report.outcome)
+
+
 class ControllerPlugin:
     """Hooks only the controller has: it hears every report, from workers or in-process."""
 
@@ -526,9 +680,12 @@ def record_report(runtime: Runtime | None, report: pytest.TestReport) -> None:
             node = getattr(report, "node", None)
             worker = node.gateway.id if node is not None else "?"
             recorder.crashed(report.nodeid, worker, f"worker {worker} crashed", time.time())
+            task_id = report.nodeid.rsplit("::", 1)[-1]
+            if runtime.sequencer is not None and report.outcome == FAILED:
+                runtime.sequencer.mark_done(task_id, FAILED)
         return
     if info.get("phase") == "setup" and "attempt" not in info:
-        recorder.task_seen(report.nodeid, info["task"])
+        recorder.task_seen(report.nodeid, info["task"], info.get("batch"))
         return
     outcome: str = report.outcome
     if outcome in (PASSED, FAILED, RERUN, SKIPPED):

@@ -37,9 +37,11 @@ class RunRecorder:
         self._fresh: list[Attempt] = []
         self._ended: set[str] = set()
 
-    def task_seen(self, nodeid: str, task: dict[str, Any]) -> TaskResult:
+    def task_seen(self, nodeid: str, task: dict[str, Any], batch: str | None = None) -> TaskResult:
         with self._lock:
-            return self._result(nodeid, task)
+            result = self._result(nodeid, task)
+            result.batch = batch or result.batch
+            return result
 
     def _result(self, nodeid: str, task: dict[str, Any] | None) -> TaskResult:
         result = self._by_node.get(nodeid)
@@ -55,6 +57,7 @@ class RunRecorder:
         """One attempt ended on a worker with `outcome` (passed, failed, rerun, skipped)."""
         with self._lock:
             result = self._result(nodeid, info.get("task"))
+            result.batch = info.get("batch") or result.batch
             attempt = Attempt(
                 number=int(info.get("attempt") or len(result.attempts) + 1),
                 outcome=outcome,

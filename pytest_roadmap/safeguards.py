@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pytest_roadmap.batches import Batch
 from pytest_roadmap.client import RoadmapClient
 from pytest_roadmap.gate import ConcurrencyGate, Slot
 from pytest_roadmap.health import HealthProbe
@@ -24,6 +25,35 @@ REQUESTS_KEY = "requests"
 # A slot's lease is renewed by a heartbeat while its worker lives; a killed worker's slot
 # comes back after this long at the latest (sooner through pytest_testnodedown).
 GATE_LEASE = 10.0
+
+
+def batch_gate_key(batch: Batch) -> str:
+    return f"{GATE_KEY}:batch{batch.index}"
+
+
+class _Throttles:
+    """The run's rate limiter, then the current batch's (batches are never concurrent)."""
+
+    def __init__(self, run: RateLimiter) -> None:
+        self.run = run
+        self.batch: RateLimiter | None = None
+
+    def acquire(self) -> float:
+        waited = self.run.acquire()
+        if self.batch is not None:
+            waited += self.batch.acquire()
+        return waited
+
+
+class Slots:
+    """The concurrency slots one attempt holds: its batch's, then the run's."""
+
+    def __init__(self, slots: list[Slot]) -> None:
+        self._slots = slots
+
+    def release(self) -> None:
+        for slot in reversed(self._slots):
+            slot.release()
 
 
 class Safeguards:
@@ -43,13 +73,17 @@ class Safeguards:
         self.worker = worker
         self._sleep = sleep
         self.limiter = RateLimiter(store, settings.rate_limit, settings.burst)
+        self._throttles = _Throttles(self.limiter)
         self.gate = ConcurrencyGate(store, holder=worker, key=GATE_KEY, lease=GATE_LEASE)
+        self._batch_gates: dict[int, ConcurrencyGate] = {}
+        self._batch_limiters: dict[int, RateLimiter] = {}
+        self._batch_starts: dict[int, RateLimiter] = {}
         self.client = RoadmapClient(
             api_url,
             model=settings.model,
             token=settings.token,
             timeout=settings.timeout,
-            throttle=self.limiter,
+            throttle=self._throttles,
             headers={"X-Roadmap-Worker": worker, "X-Roadmap-Run": run_id},
             ca_bundle=settings.ca_bundle,
             on_request=self._count_request,
@@ -78,8 +112,39 @@ class Safeguards:
             self._sleep(self.backoff.wait(failed_attempts, retry_after))
         return self.health.wait_healthy()
 
-    def acquire_slot(self) -> Slot:
-        return self.gate.acquire()
+    def enter_batch(self, batch: Batch | None) -> None:
+        """Requests from now on also pass `batch`'s own rate limit, if it has one."""
+        limiter = None
+        if batch is not None and batch.rate_limit is not None:
+            limiter = self._batch_limiters.get(batch.index)
+            if limiter is None:
+                rate = min(batch.rate_limit, self.settings.rate_limit)
+                key = f"rate:batch{batch.index}"
+                limiter = RateLimiter(self.store, rate, self.settings.burst, key=key)
+                self._batch_limiters[batch.index] = limiter
+        self._throttles.batch = limiter
+
+    def acquire_slot(self, batch: Batch | None = None, between_tasks: float = 0.0) -> Slots:
+        """The slots for one attempt; in a batch, starts are also spaced `between_tasks`."""
+        slots: list[Slot] = []
+        if batch is not None and batch.max_concurrency is not None:
+            gate = self._batch_gates.get(batch.index)
+            if gate is None:
+                gate = ConcurrencyGate(
+                    self.store, holder=self.worker, key=batch_gate_key(batch), lease=GATE_LEASE
+                )
+                self._batch_gates[batch.index] = gate
+            slots.append(gate.acquire())
+        slots.append(self.gate.acquire())
+        if batch is not None and between_tasks > 0:
+            spacing = self._batch_starts.get(batch.index)
+            if spacing is None:
+                spacing = RateLimiter(
+                    self.store, 1.0 / between_tasks, key=f"start:batch{batch.index}"
+                )
+                self._batch_starts[batch.index] = spacing
+            spacing.acquire()
+        return Slots(slots)
 
     def chat(self, task: Task, attempt: int) -> dict[str, Any]:
         """Send one task's prompt; a failure that smells of overload re-arms the probe."""
@@ -93,3 +158,5 @@ class Safeguards:
 
     def close(self) -> None:
         self.client.close()
+        for gate in [self.gate, *self._batch_gates.values()]:
+            gate.close()

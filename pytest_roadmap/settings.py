@@ -351,8 +351,20 @@ CA_BUNDLE = Spec[str](
     "CA bundle for TLS verification (verification is always on).",
 )
 
+BATCHES = Spec[str](
+    "batch file",
+    "--roadmap-batches",
+    None,
+    "roadmap_batches",
+    "",
+    _path_text,
+    "a path to a JSON batch file",
+    "Run in batch mode from this JSON batch file (the original BATCH_CONFIG.json format).",
+)
+
 # The specs the plugin registers as `--option` / ini key.
 SPECS: tuple[Spec[Any], ...] = (
+    BATCHES,
     API,
     MODEL,
     RATE_LIMIT,
@@ -396,6 +408,7 @@ class Settings:
     adaptive: bool
     reruns: int
     ca_bundle: Path | None
+    batches: Path | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -436,6 +449,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         raise SettingError(
             f"invalid CA bundle {ca!r} from {origins[CA_BUNDLE.name]}: must be a path to a PEM file"
         )
+    batches = get(BATCHES)
     adaptive = get(ADAPTIVE) and not sources.options.get("no_roadmap_adaptive")
     return Settings(
         api=get(API),
@@ -458,6 +472,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         adaptive=adaptive,
         reruns=get(RERUNS),
         ca_bundle=ca_path,
+        batches=_place(batches, origins[BATCHES.name], sources) if batches else None,
         origins=origins,
     )
 

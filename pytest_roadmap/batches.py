@@ -1,0 +1,254 @@
+"""Batch files (the original system's BATCH_CONFIG.json) and the order tasks run in.
+
+A batch file lists batches in the order they run, each with its tasks and optional limits:
+
+    {"batches": [{"name": "Month 1 - Week 1", "tasks": ["monitoring", "dashboard"],
+                  "maxConcurrency": 2, "rateLimit": 5}],
+     "delays": {"betweenBatches": 5000, "betweenTasks": 1000}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_roadmap.errors import SettingError
+from pytest_roadmap.tasks import Task
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: its place in the order, its tasks and its own limits (None: the run's)."""
+
+    index: int
+    name: str
+    tasks: tuple[str, ...]
+    max_concurrency: int | None = None
+    rate_limit: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batches in file order and the delays between them (seconds)."""
+
+    source: str
+    batches: tuple[Batch, ...]
+    between_batches: float = 0.0
+    between_tasks: float = 0.0
+
+    def batch_of(self, task_id: str) -> Batch | None:
+        for batch in self.batches:
+            if task_id in batch.tasks:
+                return batch
+        return None
+
+    def named(self, names: Sequence[str]) -> BatchPlan:
+        """Only the named batches (in file order); an unknown name is a SettingError."""
+        known = {b.name for b in self.batches}
+        for name in names:
+            if name not in known:
+                raise SettingError(
+                    f"--roadmap-batch {name!r}: no such batch in {self.source} "
+                    f"(batches: {', '.join(repr(b.name) for b in self.batches)})"
+                )
+        kept = tuple(b for b in self.batches if b.name in names)
+        return BatchPlan(self.source, kept, self.between_batches, self.between_tasks)
+
+    def check_tasks(self, known: Iterable[str]) -> None:
+        """Every task a batch names exists."""
+        ids = set(known)
+        for batch in self.batches:
+            for task_id in batch.tasks:
+                if task_id not in ids:
+                    raise SettingError(
+                        f"{self.source}: batch {batch.name!r}: field 'tasks' names unknown "
+                        f"task {task_id!r}"
+                    )
+
+
+def _positive(
+    where: str, field: str, value: object, *, integer: bool, zero_ok: bool = False
+) -> float:
+    kind = "a whole number" if integer else "a number"
+    bound = ">= 0" if zero_ok else "> 0"
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if zero_ok else value > 0)
+        and (not integer or float(value).is_integer())
+    )
+    if not ok:
+        raise SettingError(f"{where}: field {field!r} must be {kind} {bound}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def parse_batches(data: Any, source: str) -> BatchPlan:
+    """Validate a decoded batch file; every problem names the batch and the field."""
+    if not isinstance(data, Mapping):
+        raise SettingError(f"{source}: must be a JSON object with a 'batches' list")
+    unknown = sorted(set(data) - {"batches", "delays"})
+    if unknown:
+        raise SettingError(f"{source}: unknown key {unknown[0]!r} (allowed: batches, delays)")
+    raw_batches = data.get("batches")
+    if not isinstance(raw_batches, list) or not raw_batches:
+        raise SettingError(f"{source}: field 'batches' must be a non-empty list of batches")
+    batches: list[Batch] = []
+    owner: dict[str, str] = {}
+    for index, raw in enumerate(raw_batches):
+        where = f"{source}: batch {index + 1}"
+        if not isinstance(raw, Mapping):
+            raise SettingError(f"{where}: must be an object with 'name' and 'tasks'")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise SettingError(f"{where}: field 'name' must be a non-empty string")
+        where = f"{source}: batch {name!r}"
+        if any(b.name == name for b in batches):
+            raise SettingError(f"{where}: field 'name' is used by two batches")
+        extra = sorted(set(raw) - {"name", "tasks", "maxConcurrency", "rateLimit"})
+        if extra:
+            raise SettingError(
+                f"{where}: unknown field {extra[0]!r} "
+                "(allowed: name, tasks, maxConcurrency, rateLimit)"
+            )
+        tasks = raw.get("tasks")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+            raise SettingError(f"{where}: field 'tasks' must be a non-empty list of task ids")
+        for task_id in tasks:
+            if task_id in owner:
+                raise SettingError(
+                    f"{where}: field 'tasks': task {task_id!r} is already in batch "
+                    f"{owner[task_id]!r}; a task belongs to one batch"
+                )
+            owner[task_id] = name
+        concurrency = None
+        if "maxConcurrency" in raw:
+            concurrency = int(
+                _positive(where, "maxConcurrency", raw["maxConcurrency"], integer=True)
+            )
+        rate = None
+        if "rateLimit" in raw:
+            rate = _positive(where, "rateLimit", raw["rateLimit"], integer=False)
+        batches.append(Batch(index, name, tuple(tasks), concurrency, rate))
+    delays = data.get("delays", {})
+    if not isinstance(delays, Mapping):
+        raise SettingError(f"{source}: field 'delays' must be an object")
+    extra = sorted(set(delays) - {"betweenBatches", "betweenTasks"})
+    if extra:
+        raise SettingError(
+            f"{source}: delays: unknown field {extra[0]!r} (allowed: betweenBatches, betweenTasks)"
+        )
+    between: dict[str, float] = {}
+    for field in ("betweenBatches", "betweenTasks"):
+        value = delays.get(field, 0)
+        between[field] = _positive(f"{source}: delays", field, value, integer=False, zero_ok=True)
+    return BatchPlan(
+        source,
+        tuple(batches),
+        between["betweenBatches"] / 1000.0,
+        between["betweenTasks"] / 1000.0,
+    )
+
+
+def load_batches(path: Path, display: str | None = None) -> BatchPlan:
+    """Read a batch file; every problem is a SettingError naming the file."""
+    source = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingError(f"{source}: batch file not found (--roadmap-batches)") from None
+    except UnicodeDecodeError:
+        raise SettingError(f"{source}: not valid UTF-8; batch files are UTF-8 JSON") from None
+    except OSError as exc:
+        raise SettingError(f"{source}: cannot read batch file: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingError(
+            f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    return parse_batches(data, source)
+
+
+class OrderError(Exception):
+    """A dependency problem: an unknown id, a cycle, or a dependency in a later batch."""
+
+
+def dependency_problems(tasks: Sequence[Task], plan: BatchPlan | None) -> list[str]:
+    """Unknown ids, cycles and backwards batch dependencies, one sentence each."""
+    by_id = {t.id: t for t in tasks}
+    problems: list[str] = []
+    for task in tasks:
+        for dep in task.depends_on:
+            if dep not in by_id:
+                problems.append(
+                    f"{task.source}: task {task.id!r}: depends_on names unknown task {dep!r}"
+                )
+            elif plan is not None:
+                mine, theirs = plan.batch_of(task.id), plan.batch_of(dep)
+                if mine is not None and theirs is not None and theirs.index > mine.index:
+                    problems.append(
+                        f"{task.source}: task {task.id!r} (batch {mine.name!r}) depends on "
+                        f"{dep!r}, which runs in the later batch {theirs.name!r}"
+                    )
+    # Cycles: depth-first search with colours; report each cycle once, by its members.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    seen_cycles: set[frozenset[str]] = set()
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in by_id[node].depends_on:
+            if dep not in by_id:
+                continue
+            if state.get(dep) == 1:
+                cycle = [*stack[stack.index(dep) :], dep]
+                key = frozenset(cycle)
+                if key not in seen_cycles:
+                    seen_cycles.add(key)
+                    problems.append(
+                        f"{by_id[dep].source}: depends_on forms a cycle: {' -> '.join(cycle)}"
+                    )
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for task in tasks:
+        if task.id not in state:
+            visit(task.id)
+    return problems
+
+
+def run_order(tasks: Sequence[Task], plan: BatchPlan | None) -> list[Task]:
+    """Tasks sorted so every batch precedes the next and every dependency its dependants.
+
+    Within those constraints the given order is kept. This order is what makes waiting in a
+    worker safe: a task only ever waits for tasks that come before it.
+    """
+    position = {t.id: i for i, t in enumerate(tasks)}
+
+    def batch_index(task: Task) -> int:
+        batch = plan.batch_of(task.id) if plan else None
+        return batch.index if batch else len(plan.batches) if plan else 0
+
+    remaining = sorted(tasks, key=lambda t: (batch_index(t), position[t.id]))
+    ordered: list[Task] = []
+    placed: set[str] = set()
+    ids = {t.id for t in tasks}
+    while remaining:
+        for i, task in enumerate(remaining):
+            if all(d in placed or d not in ids for d in task.depends_on):
+                ordered.append(task)
+                placed.add(task.id)
+                del remaining[i]
+                break
+        else:  # a cycle: reported as a collection error before this is used
+            ordered.extend(remaining)
+            break
+    return ordered

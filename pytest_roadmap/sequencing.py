@@ -1,0 +1,107 @@
+"""Batch barriers and task dependencies, over the shared store.
+
+Workers only ever wait for tasks that come earlier in the run order (see
+`batches.run_order`), and every worker runs its tasks in that order, so some task can always
+make progress: the earliest unfinished one has nothing left to wait for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Set
+
+from pytest_roadmap.batches import Batch, BatchPlan
+from pytest_roadmap.results import PASSED
+from pytest_roadmap.store.base import Store
+from pytest_roadmap.tasks import Task
+
+CURRENT_BATCH_KEY = "batch:current"
+
+
+def _done(task_id: str) -> str:
+    return f"done:{task_id}"
+
+
+class Sequencer:
+    """Decides when a task may start, and records when one has ended for good."""
+
+    def __init__(
+        self,
+        store: Store,
+        plan: BatchPlan | None,
+        sizes: Mapping[int, int],
+        selected: Set[str],
+        *,
+        stop_on_failure: bool = False,
+        poll: float = 0.02,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._plan = plan
+        self._sizes = sizes
+        self._selected = selected
+        self._stop_on_failure = stop_on_failure
+        self._poll = poll
+        self._sleep = sleep
+
+    def batch_of(self, task_id: str) -> Batch | None:
+        return self._plan.batch_of(task_id) if self._plan else None
+
+    def wait_turn(self, task: Task) -> str | None:
+        """Block until `task` may start; None, or the reason it must be skipped instead."""
+        batch = self.batch_of(task.id)
+        if batch is not None and self._plan is not None:
+            reason = self._wait_for_earlier_batches(batch, self._plan)
+            if reason:
+                return reason
+            self._store.put(CURRENT_BATCH_KEY, batch.name)
+        for dep in task.depends_on:
+            if dep not in self._selected:
+                return f"dependency {dep!r} was not selected in this run"
+            outcome = self._wait_for(_done(dep))
+            if outcome != PASSED:
+                words = "was skipped" if outcome == "skipped" else "failed"
+                return f"dependency {dep!r} {words}"
+        return None
+
+    def _wait_for_earlier_batches(self, batch: Batch, plan: BatchPlan) -> str | None:
+        earlier = [b for b in plan.batches[: batch.index] if self._sizes.get(b.index, 0)]
+        for previous in earlier:
+            while (
+                self._store.incr(f"batch_ended:{previous.index}", 0) < self._sizes[previous.index]
+            ):
+                self._sleep(self._poll)
+        if not earlier:
+            return None
+        last = earlier[-1]
+        ended_at = float(self._wait_for(f"batch_end_at:{last.index}"))
+        while (left := ended_at + plan.between_batches - self._store.clock()) > 0:
+            self._sleep(min(left, 0.25))
+        if self._stop_on_failure:
+            for previous in earlier:
+                if self._store.get(f"batch_failed:{previous.index}"):
+                    return (
+                        f"batch {previous.name!r} had a failure and --roadmap-stop-on-failure "
+                        "is set"
+                    )
+        return None
+
+    def _wait_for(self, key: str) -> str:
+        while (value := self._store.get(key)) is None:
+            self._sleep(self._poll)
+        return value
+
+    def mark_done(self, task_id: str, outcome: str) -> None:
+        """`task_id` has its final outcome: release its dependants and maybe its batch."""
+        if self._store.get(_done(task_id)) is not None:
+            return  # already counted (a crash report can follow a worker's own)
+        self._store.put(_done(task_id), outcome)
+        batch = self.batch_of(task_id)
+        if batch is None:
+            return
+        if outcome != PASSED:
+            self._store.put(f"batch_failed:{batch.index}", "1")
+        # The end time goes in before the count: once a waiter sees every task counted, the
+        # latest end time is already there, and it is later than every task's last answer.
+        self._store.put(f"batch_end_at:{batch.index}", repr(self._store.clock()))
+        self._store.incr(f"batch_ended:{batch.index}")
