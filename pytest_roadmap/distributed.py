@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import pytest
+from xdist.scheduler import LoadScheduling
+
 from pytest_roadmap.safeguards import GATE_KEY
 
 if TYPE_CHECKING:
@@ -29,3 +32,44 @@ class ControllerHooks:
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         self.runtime.expected = max(self.runtime.expected, len(ids))
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        # Only for the default `--dist load`; another mode the user chose is kept.
+        if config.getoption("dist") == "load":
+            return OrderedScheduling(config, log)
+        return None
+
+
+class OrderedScheduling(LoadScheduling):
+    """xdist's load scheduling, but no worker ever holds a task behind a later one.
+
+    Tasks only wait (at a batch barrier or for a dependency) for tasks earlier in the run
+    order. If every worker's queue is in that order, the earliest unfinished task always
+    sits at the head of some queue with nothing left to wait for, so the run cannot
+    deadlock. Plain LoadScheduling breaks that after a crash: it re-queues the dead worker's
+    tasks behind later ones on the survivors. Here earlier tasks wait for a worker whose
+    queue they can head (the replacement xdist starts), and each worker holds at most its
+    running task and the next one.
+    """
+
+    def check_schedule(self, node: Any, duration: float = 0.0) -> None:
+        if node.shutting_down:
+            return
+        self.pending.sort()
+        if not self.pending:
+            # Nothing left to hand out: every worker may finish what it holds.
+            for other in self.nodes:
+                if not other.shutting_down:
+                    other.shutdown()
+            return
+        queue = self.node2pending[node]
+        if len(queue) >= 2:
+            return
+        top = max(queue, default=-1)
+        fits = [index for index in self.pending if index > top][: 2 - len(queue)]
+        if not fits:
+            return
+        for index in fits:
+            self.pending.remove(index)
+        queue.extend(fits)
+        node.send_runtest_some(fits)

@@ -11,6 +11,7 @@ from pytest_roadmap.health import HEALTH_KEY, OK
 from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import FAILED, PASSED, RERUN, ConcurrencyChange, Sample
 from pytest_roadmap.safeguards import GATE_KEY, REQUESTS_KEY
+from pytest_roadmap.sequencing import CURRENT_BATCH_KEY
 from pytest_roadmap.store.base import Store
 
 
@@ -89,9 +90,11 @@ class Monitor:
         success = f"{100.0 * counts[PASSED] / ran:.0f}%" if ran else "-"
         sample = Sample(now, limit, rate, running, healthy)
         record.samples.append(sample)
+        batch = self._store.get(CURRENT_BATCH_KEY)
         self._write(
             f"roadmap: running {running}, queued {queued}, completed {counts[PASSED]}, "
             f"failed {counts[FAILED]}, success {success}, limit {limit}, "
             f"{rate:.1f} req/s, health {'ok' if healthy else 'DOWN'}"
+            + (f", batch {batch!r}" if batch else "")
         )
         return sample

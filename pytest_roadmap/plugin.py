@@ -268,7 +268,11 @@ def _batch_plan(config: pytest.Config, settings: Settings) -> BatchPlan | None:
         except RoadmapError:
             return plan  # the broken task file is reported by collection, with its name
         plan.check_tasks(t.id for t in known)
+        config.stash[LEFT_OUT] = sum(1 for t in known if plan.batch_of(t.id) is None)
     return plan
+
+
+LEFT_OUT = pytest.StashKey[int]()
 
 
 def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan | None) -> None:
@@ -714,7 +718,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not record.results:
         return
     terminalreporter.write_sep("=", "roadmap summary")
-    for line in summary_lines(record):
+    plan = runtime.plan
+    names = [b.name for b in plan.batches] if plan else []
+    for line in summary_lines(record, names, config.stash.get(LEFT_OUT, 0)):
         terminalreporter.write_line(runtime.redact(line))
     for line in _write_outputs(runtime, record):
         terminalreporter.write_line(runtime.redact(line))

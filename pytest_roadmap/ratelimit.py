@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pytest_roadmap.store.base import Store
 
-# Spacing is stretched by this fraction so that late wake-ups cannot push more than
-# `rate` requests into one second; see RateLimiter.
+# Spacing is stretched by this fraction so that small differences in how late each
+# request really goes out cannot push more than `rate` of them into one second.
 MARGIN = 0.01
 
 
@@ -21,13 +21,16 @@ class RateLimiter:
     order however many processes share the store.
 
     The bound a server sees: in any window of W seconds the reserved times hold at
-    most `burst + floor(W * rate / (1 + margin))` sends. Real sends are a little later
-    than their reserved times (scheduler wake-up, network); as long as those delays
-    differ by less than `margin` seconds (10 ms at the default 1%), a server counting
-    requests in any sliding 1.0 s window never sees more than `rate` (rounded up to a
-    whole request) with `burst=1`. A `burst` of b lets b requests go back to back after
-    an idle spell, and then the same window can hold up to `rate + b - 1`: keep
-    `burst=1` against a server that enforces a strict sliding window.
+    most `burst + floor(W * rate / (1 + margin))` sends. Real sends go out a little
+    later than reserved. A caller that wakes more than `margin / 2` seconds late
+    (a starved CPU) moves the shared schedule back by its lateness, so the sends
+    reserved after it cannot crowd in behind it. What remains is the smaller jitter:
+    as long as the delays of different requests differ by less than `margin` seconds
+    (10 ms at the default 1%), a server counting requests in any sliding 1.0 s window
+    sees no more than `rate` (rounded up to a whole request) with `burst=1`. A `burst`
+    of b lets b requests go back to back after an idle spell, and the same window
+    can then hold up to `rate + b - 1`: keep `burst=1` against a server that
+    enforces a strict sliding window.
     """
 
     def __init__(
@@ -50,14 +53,35 @@ class RateLimiter:
         self.burst = burst
         self.key = key
         self.interval = (1.0 + margin) / rate
+        # Lateness up to this is left to the margin; beyond it, it is charged to the store.
+        self.tolerance = margin / 2
         self._sleep = sleep
 
     def acquire(self) -> float:
-        """Wait for this process's turn to send one request; return the seconds waited."""
-        delay = self.store.reserve(self.key, self.interval, self.burst)
-        if delay > 0:
-            self._sleep(delay)
-        return max(delay, 0.0)
+        """Wait for this process's turn to send one request; return the seconds slept."""
+        return acquire_together([self])
 
     def __repr__(self) -> str:
         return f"RateLimiter(rate={self.rate}, burst={self.burst}, key={self.key!r})"
+
+
+def acquire_together(limiters: Sequence[RateLimiter]) -> float:
+    """Wait until one send is allowed by every limiter (all on one store); seconds slept."""
+    store = limiters[0].store
+    send_at = store.reserve_all([(lim.key, lim.interval, lim.burst) for lim in limiters])
+    wait = send_at - store.clock()
+    if wait > 0:
+        limiters[0]._sleep(wait)
+    # Woken late (or held up on the way), this send goes out after its slot while the
+    # ones reserved after it keep theirs: charge the lateness to each schedule as an
+    # extra send that long. Charging takes time too, so catch up until the rest is small
+    # enough for the margin, within a few rounds.
+    tolerance = min(lim.tolerance for lim in limiters)
+    charged = 0.0
+    for _ in range(3):
+        late = store.clock() - send_at - charged
+        if late <= tolerance:
+            break
+        store.reserve_all([(lim.key, late, 1) for lim in limiters])
+        charged += late
+    return max(wait, 0.0)

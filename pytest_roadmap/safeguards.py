@@ -14,7 +14,7 @@ from pytest_roadmap.batches import Batch
 from pytest_roadmap.client import RoadmapClient
 from pytest_roadmap.gate import ConcurrencyGate, Slot
 from pytest_roadmap.health import HealthProbe
-from pytest_roadmap.ratelimit import RateLimiter
+from pytest_roadmap.ratelimit import RateLimiter, acquire_together
 from pytest_roadmap.retry import Backoff, TaskFailure
 from pytest_roadmap.settings import Settings
 from pytest_roadmap.store.base import Store
@@ -32,17 +32,25 @@ def batch_gate_key(batch: Batch) -> str:
 
 
 class _Throttles:
-    """The run's rate limiter, then the current batch's (batches are never concurrent)."""
+    """Every request: the run's rate limit and the current batch's (batches never overlap).
+
+    A task's first request in a batch with `betweenTasks` is also a start, so it reserves
+    the start spacing in the same atomic reservation (see `Store.reserve_all`).
+    """
 
     def __init__(self, run: RateLimiter) -> None:
         self.run = run
         self.batch: RateLimiter | None = None
+        self.start: RateLimiter | None = None  # armed for the next request only
 
     def acquire(self) -> float:
-        waited = self.run.acquire()
+        limiters = [self.run]
         if self.batch is not None:
-            waited += self.batch.acquire()
-        return waited
+            limiters.append(self.batch)
+        if self.start is not None:
+            limiters.append(self.start)
+            self.start = None
+        return acquire_together(limiters)
 
 
 class Slots:
@@ -139,11 +147,10 @@ class Safeguards:
         if batch is not None and between_tasks > 0:
             spacing = self._batch_starts.get(batch.index)
             if spacing is None:
-                spacing = RateLimiter(
-                    self.store, 1.0 / between_tasks, key=f"start:batch{batch.index}"
-                )
+                key = f"start:batch{batch.index}"
+                spacing = RateLimiter(self.store, 1.0 / between_tasks, key=key)
                 self._batch_starts[batch.index] = spacing
-            spacing.acquire()
+            self._throttles.start = spacing
         return Slots(slots)
 
     def chat(self, task: Task, attempt: int) -> dict[str, Any]:

@@ -246,7 +246,8 @@ class _Decision:
     wait: float = 0.0
     hang: bool = False
     close: bool = False
-    admitted: bool = False  # counted in flight until answered
+    admitted: bool = False  # counted in flight until settled
+    settled: bool = False
 
 
 class _SandboxState:
@@ -435,13 +436,29 @@ class _SandboxState:
             return rule
         return None
 
-    def finish(self, decision: _Decision, status: int | None, answered: float | None) -> None:
-        """Record how a request ended and append it to the log file."""
+    def settle(self, decision: _Decision, status: int | None, answered: bool) -> None:
+        """Close a request's log entry and free its in-flight slot (once).
+
+        Called just before the answer's bytes go out, so a client that has its answer
+        always finds the entry final and the slot free when it sends the next request.
+        """
         with self._lock:
+            if decision.settled:
+                return
+            decision.settled = True
             if decision.admitted:
                 self._in_flight -= 1
             decision.entry["status"] = status
-            decision.entry["answered"] = answered
+            decision.entry["answered"] = time.time() if answered else None
+
+    def unanswer(self, decision: _Decision) -> None:
+        """The answer could not be written after all."""
+        with self._lock:
+            decision.entry["answered"] = None
+
+    def record(self, decision: _Decision) -> None:
+        """Append the finished entry to the log file, if there is one."""
+        with self._lock:
             line = json.dumps(decision.entry)
         with self._file_lock:
             if self._file is not None:
@@ -584,8 +601,6 @@ class _Handler(BaseHTTPRequestHandler):
         wanted = ("Authorization", *TRACE_HEADERS.values())
         headers = {name: self.headers.get(name) for name in wanted}
         decision = state.decide(self.command, path, arrived, headers, body)
-        status: int | None = None
-        answered: float | None = None
         try:
             if decision.wait > 0 and state.stopping.wait(decision.wait):
                 self.close_connection = True  # stopping: give up rather than answer late
@@ -593,19 +608,22 @@ class _Handler(BaseHTTPRequestHandler):
                 state.stopping.wait()
                 self.close_connection = True
             elif decision.close:
+                state.settle(decision, decision.status, answered=False)
                 self._send_cut(decision.status)
-                status = decision.status
             else:
-                if decision.raw is not None:
-                    self._send(decision.status, decision.raw, decision.headers)
-                else:
-                    self._send(decision.status, decision.payload, decision.headers)
-                status = decision.status
-                answered = time.time()
+                payload = decision.raw if decision.raw is not None else decision.payload
+                self._send(
+                    decision.status,
+                    payload,
+                    decision.headers,
+                    ready=lambda: state.settle(decision, decision.status, answered=True),
+                )
         except OSError:
             self.close_connection = True  # the client went away mid-answer
+            state.unanswer(decision)
         finally:
-            state.finish(decision, status, answered)
+            state.settle(decision, None, answered=False)  # no-op unless never answered
+            state.record(decision)
 
     def _send_cut(self, status: int) -> None:
         """Promise a long body, send a few bytes of it, and hang up."""
@@ -658,8 +676,17 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": f"no such control path: {path}"})
 
-    def _send(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        """Answer with JSON, or with `payload` as is when it is a string."""
+    def _send(
+        self,
+        status: int,
+        payload: Any,
+        headers: Mapping[str, str] | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Answer with JSON, or with `payload` as is when it is a string.
+
+        `ready` runs after the answer is built and before any byte of it is sent.
+        """
         if isinstance(payload, str):
             data = payload.encode("utf-8")
             content_type = "text/plain; charset=utf-8"
@@ -673,6 +700,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
+        if ready is not None:
+            ready()
         self.end_headers()
         self.wfile.write(data)
 

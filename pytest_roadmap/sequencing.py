@@ -65,7 +65,7 @@ class Sequencer:
         return None
 
     def _wait_for_earlier_batches(self, batch: Batch, plan: BatchPlan) -> str | None:
-        earlier = [b for b in plan.batches[: batch.index] if self._sizes.get(b.index, 0)]
+        earlier = [b for b in plan.batches if b.index < batch.index and self._sizes.get(b.index, 0)]
         for previous in earlier:
             while (
                 self._store.incr(f"batch_ended:{previous.index}", 0) < self._sizes[previous.index]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pytest_roadmap.results import FAILED, PASSED, SKIPPED, RunRecord
 from pytest_roadmap.settings import Settings
 
@@ -14,8 +16,8 @@ def header_line(settings: Settings, api_url: str, workers: int) -> str:
     )
 
 
-def summary_lines(record: RunRecord) -> list[str]:
-    """The roadmap summary: totals, timing, failures with reasons, changes, progress."""
+def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int = 0) -> list[str]:
+    """The roadmap summary: totals, timing, failures with reasons, batches, changes, progress."""
     total = len(record.results)
     passed, failed, skipped = record.count(PASSED), record.count(FAILED), record.count(SKIPPED)
     ran = [r for r in record.results if r.attempts]
@@ -36,6 +38,19 @@ def summary_lines(record: RunRecord) -> list[str]:
             skipped_reasons[result.error] = skipped_reasons.get(result.error, 0) + 1
     for reason, count in skipped_reasons.items():
         lines.append(f"SKIPPED {count}: {reason}")
+    for name in batches:
+        members = [r for r in record.results if r.batch == name]
+        if members:
+            counts = [sum(1 for r in members if r.outcome == o) for o in (PASSED, FAILED, SKIPPED)]
+            lines.append(
+                f"batch {name!r}: {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped"
+            )
+    if left_out:
+        noun = "task" if left_out == 1 else "tasks"
+        lines.append(
+            f"{left_out} {noun} in no batch left out (batch mode runs only the tasks its "
+            "batches name)"
+        )
     for change in record.concurrency_changes:
         lines.append(f"concurrency {change.old} -> {change.new}: {change.reason}")
     months: dict[int, list[bool]] = {}

@@ -58,6 +58,17 @@ def test_acquire_sleeps_for_the_reserved_delay(store: Store) -> None:
     assert slept == [waited]
 
 
+def test_late_wake_up_moves_the_schedule_back(store: Store) -> None:
+    def oversleep(seconds: float) -> None:
+        time.sleep(seconds + 0.05)  # a starved CPU wakes this process late
+
+    limiter = RateLimiter(store, 10, sleep=oversleep)
+    limiter.acquire()
+    assert limiter.acquire() == pytest.approx(0.1, abs=0.01)
+    # The next slot counts from the late send, not from where that send should have gone.
+    assert store.reserve("rate", limiter.interval, 1) - store.clock() > 0.08
+
+
 def test_burst_lets_the_first_requests_straight_through(store: Store) -> None:
     slept: list[float] = []
     limiter = RateLimiter(store, 10, burst=3, sleep=slept.append)

@@ -171,6 +171,15 @@ def test_capacity_turns_away_requests_beyond_it(
     assert errors and isinstance(errors[0], requests.ConnectionError)
 
 
+def test_capacity_slot_is_free_once_the_answer_arrives(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(capacity=1)
+    statuses = {chat(http, sandbox, f"task {i}").status_code for i in range(30)}
+    assert statuses == {200}
+    assert all(e["answered"] is not None for e in sandbox.log())
+
+
 def test_rate_limit_answers_429_with_retry_after(
     sandbox: SandboxServer, http: requests.Session
 ) -> None:
@@ -258,9 +267,7 @@ def test_rule_delays_the_answer(sandbox: SandboxServer, http: requests.Session) 
     assert time.monotonic() - started >= 0.2
 
 
-def test_rule_hangs_until_the_server_stops(
-    sandbox: SandboxServer, http: requests.Session
-) -> None:
+def test_rule_hangs_until_the_server_stops(sandbox: SandboxServer, http: requests.Session) -> None:
     sandbox.configure(rules=[Rule(match="hang", hang=True)])
     with pytest.raises(requests.exceptions.ReadTimeout):
         chat(http, sandbox, "hang here", timeout=0.3)
@@ -302,9 +309,7 @@ def test_stop_is_prompt_with_a_keep_alive_connection_and_a_long_latency(
 # --------------------------------------------------------------------------- log
 
 
-def test_log_records_each_request_without_the_token(
-    http: requests.Session, tmp_path: Path
-) -> None:
+def test_log_records_each_request_without_the_token(http: requests.Session, tmp_path: Path) -> None:
     log_file = tmp_path / "sandbox.jsonl"
     headers = {
         "Authorization": f"Bearer {TOKEN}",

@@ -166,36 +166,38 @@ def test_incr_is_atomic_across_processes(store: Store) -> None:
 
 def test_reserve_spaces_sends_by_the_interval(store: Store) -> None:
     interval = 0.1
-    sends = []
-    for _ in range(5):
-        before = store.clock()
-        delay = store.reserve("api", interval, 1)
-        sends.append(before + delay)
+    sends = [store.reserve("api", interval, 1) for _ in range(5)]
     # A fresh key sends at once; each later send comes one interval after the last.
-    assert sends[0] == pytest.approx(before, abs=0.05)
+    assert sends[0] <= store.clock()
     for earlier, later in itertools.pairwise(sends):
-        assert later - earlier == pytest.approx(interval, abs=0.01)
+        assert later - earlier == pytest.approx(interval, abs=1e-6)
 
 
 def test_reserve_lets_a_burst_through_then_spaces(store: Store) -> None:
-    delays = [store.reserve("api", 0.1, 3) for _ in range(5)]
-    assert delays[:3] == [0.0, 0.0, 0.0]
-    assert delays[3] == pytest.approx(0.1, abs=0.02)
-    assert delays[4] == pytest.approx(0.2, abs=0.02)
+    sends = [store.reserve("api", 0.1, 3) for _ in range(5)]
+    assert max(sends[:3]) <= store.clock()
+    assert sends[3] - sends[0] == pytest.approx(0.1, abs=1e-6)
+    assert sends[4] - sends[0] == pytest.approx(0.2, abs=1e-6)
 
 
 def test_reserve_refills_after_an_idle_spell(store: Store) -> None:
-    assert store.reserve("api", 0.1, 1) == 0.0
+    store.reserve("api", 0.1, 1)
     second = store.reserve("api", 0.1, 1)
-    assert second > 0.0
-    wait_past(store, store.clock() + second + 0.1)
-    assert store.reserve("api", 0.1, 1) == 0.0
+    assert second > store.clock()
+    wait_past(store, second + 0.1)
+    assert store.reserve("api", 0.1, 1) <= store.clock()
 
 
 def test_reserve_keys_are_independent(store: Store) -> None:
-    assert store.reserve("one", 10.0, 1) == 0.0
-    assert store.reserve("two", 10.0, 1) == 0.0
-    assert store.reserve("one", 10.0, 1) > 9.0
+    assert store.reserve("one", 10.0, 1) <= store.clock()
+    assert store.reserve("two", 10.0, 1) <= store.clock()
+    assert store.reserve("one", 10.0, 1) > store.clock() + 9.0
+
+
+def test_reserve_can_move_the_schedule_back(store: Store) -> None:
+    first = store.reserve("api", 0.1, 1)
+    store.reserve("api", 0.5, 1)  # a sender that overran its slot by half a second
+    assert store.reserve("api", 0.1, 1) - first == pytest.approx(0.6, abs=1e-6)
 
 
 # -- gates ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ anything that waits (sleeping until a send time, polling for a slot) happens out
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -40,18 +41,32 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def clock(self) -> float:
-        """The store's clock, in seconds since the epoch."""
+        """The store's clock, in seconds since the epoch.
+
+        Callers read it around every sleep, so it must be cheap: a networked backend
+        keeps an offset to its server's clock rather than asking every time.
+        """
 
     # -- rate limiting -------------------------------------------------------------
 
-    @abc.abstractmethod
     def reserve(self, key: str, interval: float, burst: int) -> float:
-        """Reserve the next send slot of GCRA `key`; return the seconds to wait.
+        """Reserve the next send slot of GCRA `key`; return the absolute send time.
 
         `interval` is the emission interval (1/rate) and `burst` how many sends may go
-        back to back after an idle spell. Slots are handed out in reservation order,
-        and the delay is measured from the store's clock at reservation time, so the
-        caller just sleeps that long (outside any lock) and then sends.
+        back to back after an idle spell. Slots are handed out in reservation order;
+        the time is on the store's clock, so the caller sleeps until `clock()` reaches
+        it (outside any lock) and then sends.
+        """
+        return self.reserve_all([(key, interval, burst)])
+
+    @abc.abstractmethod
+    def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+        """Reserve one send that must respect several GCRA keys at once, atomically.
+
+        Each entry is `(key, interval, burst)`. The send time is the earliest that every
+        key allows, and every key's schedule moves past it, in one transaction: a task's
+        first request in a spaced batch is both a request (the rate limits) and a start
+        (the spacing), and reserving those apart would let queues compress one of them.
         """
 
     # -- concurrency gate ----------------------------------------------------------

@@ -16,7 +16,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence, Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -50,8 +50,6 @@ _WINDOWS_DRIVE = re.compile(r"^/[A-Za-z]:")
 
 class SQLiteStore(Store):
     """A store in one SQLite file; safe to share between threads of one process."""
-
-    scheme = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         """Open the store that `SQLiteStore.create` made at `path`."""
@@ -178,19 +176,24 @@ class SQLiteStore(Store):
 
     # -- rate limiting ---------------------------------------------------------------
 
-    def reserve(self, key: str, interval: float, burst: int) -> float:
+    def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
         with self._write() as (conn, now):
-            row = conn.execute("SELECT tat FROM rate WHERE key = ?", (key,)).fetchone()
-            # GCRA: `tat` is when the bucket would be empty again; a send may go once
-            # it is no more than (burst - 1) intervals ahead of now.
-            tat = max(float(row[0]), now) if row else now
-            send = max(now, tat - (burst - 1) * interval)
-            conn.execute(
-                "INSERT INTO rate (key, tat) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
-                (key, tat + interval),
-            )
-        return send - now
+            state: list[tuple[str, float, float]] = []
+            send = now
+            for key, interval, burst in limits:
+                row = conn.execute("SELECT tat FROM rate WHERE key = ?", (key,)).fetchone()
+                # GCRA: `tat` is when the bucket would be empty again; a send may go once
+                # it is no more than (burst - 1) intervals ahead of now.
+                tat = max(float(row[0]), now) if row else now
+                send = max(send, tat - (burst - 1) * interval)
+                state.append((key, interval, tat))
+            for key, interval, tat in state:
+                conn.execute(
+                    "INSERT INTO rate (key, tat) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+                    (key, max(tat, send) + interval),
+                )
+        return send
 
     # -- concurrency gate ------------------------------------------------------------
 

@@ -1,0 +1,706 @@
+"""Reports: report.json fields, report.md, report.html, task outputs and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_roadmap.atomic import write_atomic
+from pytest_roadmap.errors import ReportError, RoadmapError
+from pytest_roadmap.report import (
+    SCHEMA_VERSION,
+    build_json,
+    output_path,
+    render_html,
+    render_markdown,
+    write_reports,
+)
+from pytest_roadmap.report.markdown import (
+    STEP_SUMMARY_LIMIT,
+    append_step_summary,
+    fenced,
+    md_code,
+    md_text,
+)
+from pytest_roadmap.results import (
+    DOGFOODING_COUNTERS,
+    Attempt,
+    ConcurrencyChange,
+    RunRecord,
+    Sample,
+    TaskResult,
+)
+from pytest_roadmap.tasks import CATEGORIES, Task
+
+T0 = 1_736_510_400.0  # 2025-01-10T12:00:00Z
+ROOT = Path(__file__).resolve().parents[1]
+MALICIOUS = "<script>alert(1)</script>"
+
+
+# --- a small factory -------------------------------------------------------------------
+
+
+def make_task(task_id: str, **fields: Any) -> Task:
+    values: dict[str, Any] = {"title": f"Title of {task_id}", "prompt": "Write it."}
+    values.update(month=1, week=1)
+    values.update(fields)
+    return Task(id=task_id, **values)
+
+
+def make_result(
+    task: Task,
+    outcomes: tuple[str, ...] = ("passed",),
+    *,
+    worker: str = "gw0",
+    start: float = T0 + 1,
+    duration: float = 2.0,
+    error: str | None = None,
+    answer: dict[str, Any] | None = None,
+    batch: str | None = None,
+) -> TaskResult:
+    """A result whose attempts run back to back from `start`, the last deciding the outcome."""
+    attempts = []
+    for number, outcome in enumerate(outcomes, 1):
+        begin = start + (number - 1) * (duration + 0.5)
+        attempts.append(
+            Attempt(
+                number=number,
+                outcome=outcome,
+                started=begin,
+                finished=begin + duration,
+                worker=worker,
+                error=None if outcome == "passed" else error,
+            )
+        )
+    return TaskResult(
+        task=task,
+        attempts=attempts,
+        outcome=outcomes[-1] if outcomes else "skipped",
+        error=error,
+        answer=answer,
+        batch=batch,
+    )
+
+
+def make_record(results: list[TaskResult] | None = None, **fields: Any) -> RunRecord:
+    values: dict[str, Any] = {
+        "api": "https://api.example.com",
+        "sandbox": False,
+        "model": "coder-1",
+        "workers": 2,
+        "rate_limit": 5.0,
+        "started": T0,
+        "finished": T0 + 20.0,
+        "run_id": "run-42",
+        "health_probes": 7,
+        "unhealthy_s": 1.5,
+    }
+    values.update(fields)
+    return RunRecord(results=results or [], **values)
+
+
+CODE = "def f():\n    return '```'  # a ``` run inside\n"
+
+
+def sample_record() -> RunRecord:
+    """Two workers; a pass with code, a rerun then failure, a skip, a pass without code."""
+    results = [
+        make_result(
+            make_task("alpha", dogfooding="improvement", priority=1),
+            answer={"code": CODE, "message": "Here it is.", "extra": 1},
+            batch="b1",
+        ),
+        make_result(
+            make_task("beta", week=2, dogfooding="test", title="Beta | `tick` <b>"),
+            ("rerun", "failed"),
+            worker="gw1",
+            error="HTTP 500\nfrom | server",
+        ),
+        make_result(make_task("gamma", month=2), (), error="dependency alpha failed", worker="gw0"),
+        make_result(
+            make_task("delta", month=2, dogfooding="test"),
+            worker="gw1",
+            start=T0 + 8,
+            answer={"code": "", "message": "Nothing to change."},
+        ),
+        make_result(
+            make_task("eps", month=2, week=3, dogfooding="doc"),
+            worker="gw0",
+            start=T0 + 5,
+            error="timeout",
+            outcomes=("failed",),
+        ),
+    ]
+    record = make_record(results)
+    record.concurrency_changes = [
+        ConcurrencyChange(T0 + 4, 4, 2, "429 | too many <requests>"),
+        ConcurrencyChange(T0 + 12, 2, 3, "recovered"),
+    ]
+    record.samples = [
+        Sample(T0 + s, 4 if s < 4 else 2 if s < 12 else 3, s / 4, 1, s != 6)
+        for s in range(0, 21, 2)
+    ]
+    return record
+
+
+@pytest.fixture
+def record() -> RunRecord:
+    return sample_record()
+
+
+@pytest.fixture(autouse=True)
+def no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under GitHub Actions, write_reports would append to the real job summary."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+# --- report.json -----------------------------------------------------------------------
+
+
+def test_json_run_and_totals(record: RunRecord) -> None:
+    doc = build_json(record)
+    assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["run"] == {
+        "api": "https://api.example.com",
+        "sandbox": False,
+        "model": "coder-1",
+        "run_id": "run-42",
+        "started": "2025-01-10T12:00:00.000Z",
+        "finished": "2025-01-10T12:00:20.000Z",
+        "duration_s": 20.0,
+        "workers": 2,
+        "rate_limit": 5.0,
+        "concurrency_changes": [
+            {
+                "at": "2025-01-10T12:00:04.000Z",
+                "from": 4,
+                "to": 2,
+                "reason": "429 | too many <requests>",
+            },
+            {"at": "2025-01-10T12:00:12.000Z", "from": 2, "to": 3, "reason": "recovered"},
+        ],
+        "health": {"probes": 7, "unhealthy_s": 1.5},
+    }
+    assert doc["totals"] == {
+        "total": 5,
+        "passed": 2,
+        "failed": 2,
+        "skipped": 1,
+        "rerun": 1,
+        "success_rate": 0.5,
+    }
+
+
+def test_json_tasks(record: RunRecord) -> None:
+    tasks = {t["id"]: t for t in build_json(record)["tasks"]}
+    assert list(tasks) == ["alpha", "beta", "gamma", "delta", "eps"]
+    assert tasks["alpha"] == {
+        "id": "alpha",
+        "title": "Title of alpha",
+        "month": 1,
+        "week": 1,
+        "priority": 1,
+        "dogfooding": "improvement",
+        "batch": "b1",
+        "outcome": "passed",
+        "attempts": 1,
+        "duration_s": 2.0,
+        "started": "2025-01-10T12:00:01.000Z",
+        "finished": "2025-01-10T12:00:03.000Z",
+        "worker": "gw0",
+        "error": None,
+        "output": None,
+    }
+    beta = tasks["beta"]
+    assert (beta["outcome"], beta["attempts"], beta["duration_s"]) == ("failed", 2, 4.0)
+    assert beta["error"] == "HTTP 500 from | server"  # one line
+    assert beta["finished"] == "2025-01-10T12:00:05.500Z"
+    gamma = tasks["gamma"]
+    assert gamma["outcome"] == "skipped"
+    assert gamma["attempts"] == 0
+    assert gamma["started"] is gamma["finished"] is gamma["worker"] is None
+    assert gamma["error"] == "dependency alpha failed"
+
+
+def test_dogfooding_counts_passed_tasks_only(record: RunRecord) -> None:
+    # alpha (improvement) and delta (test) passed; beta (test) and eps (doc) failed.
+    assert build_json(record)["dogfooding"] == {
+        "improvementsGenerated": 1,
+        "testsGenerated": 1,
+        "optimizationsGenerated": 0,
+        "docsGenerated": 0,
+    }
+    assert set(DOGFOODING_COUNTERS) == set(CATEGORIES)
+
+
+def test_json_has_no_nan(record: RunRecord, tmp_path: Path) -> None:
+    record.rate_limit = float("inf")
+    write_reports(record, tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text())["run"]["rate_limit"] is None
+
+
+def test_unfinished_run_has_null_finish() -> None:
+    assert build_json(make_record(finished=0.0))["run"]["finished"] is None
+
+
+def _documented_fields() -> set[str]:
+    text = (ROOT / "docs" / "report-schema.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^\| `([^`]+)` \|", text, re.MULTILINE))
+
+
+def _field_paths(value: object, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if not isinstance(item, dict):  # sections are documented by their fields
+                paths.add(path)
+            paths |= _field_paths(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _field_paths(item, f"{prefix}[]")
+    return paths
+
+
+def test_schema_doc_lists_every_field(record: RunRecord) -> None:
+    assert _field_paths(build_json(record)) == _documented_fields()
+
+
+# --- report.md -------------------------------------------------------------------------
+
+
+def test_markdown_content(record: RunRecord) -> None:
+    text = render_markdown(record)
+    for heading in (
+        "# Roadmap run report",
+        "## Failures",
+        "## Retries",
+        "## Concurrency changes",
+        "## Roadmap progress",
+    ):
+        assert f"\n{heading}\n" in f"\n{text}"
+    assert "| **Passed** | 2 |" in text
+    assert "| **Success rate** | 50 % of 4 that ran |" in text
+    assert "| `beta` | Beta \\| \\`tick\\` &lt;b&gt; | 2 | HTTP 500 from \\| server |" in text
+    assert "| `eps` | Title of eps | 1 | timeout |" in text
+    assert "| `beta` | 2 | rerun → failed | HTTP 500 from \\| server |" in text
+    assert "| +4.0 s | 4 | 2 | 429 \\| too many &lt;requests&gt; |" in text
+    assert "| `gamma` | Title of gamma | dependency alpha failed |" in text
+    # Month 1: alpha passed, beta failed. Month 2: delta passed of gamma, delta, eps.
+    assert "| **Month 1** |  | **1/2** |" in text
+    assert "|  | Week 1 | 1/1 | 100 % |" in text
+    assert "| **Month 2** |  | **1/3** |" in text
+    assert "|  | Week 3 | 0/1 | 0 % |" in text
+    assert "1 improvements, 1 tests, 0 optimizations, 0 docs" in text
+
+
+def test_markdown_table_rows_keep_their_columns(record: RunRecord) -> None:
+    record.results[1].task = make_task("beta", title="a|b\n| c `d` <e>\\|")
+    text = render_markdown(record)
+    failures = text.split("## Failures")[1].split("##")[0]
+    rows = [line for line in failures.splitlines() if line.startswith("|")]
+    unescaped_pipes = [len(re.findall(r"(?<!\\)\|", row)) for row in rows]
+    assert unescaped_pipes == [5] * len(rows)
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [
+        ("a|b", "a\\|b"),
+        ("`x`", "\\`x\\`"),
+        ("<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(1)&gt;"),
+        ("one\ntwo\r\nthree", "one two three"),
+        ("**bold** _it_ [l](u) ~s~", "\\*\\*bold\\*\\* \\_it\\_ \\[l\\](u) \\~s\\~"),
+        ("&amp; \\", "&amp;amp; \\\\"),
+    ],
+)
+def test_md_text_escapes(raw: str, escaped: str) -> None:
+    assert md_text(raw) == escaped
+
+
+def test_md_code_and_fence() -> None:
+    assert md_code("a`b|c") == "``a`b\\|c``"
+    assert md_code("`x") == "`` `x ``"
+    assert fenced("a ```` b") == "`````\na ```` b\n`````\n"
+    assert fenced("plain\n", "text") == "```text\nplain\n```\n"
+
+
+def test_step_summary_appends(
+    record: RunRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    write_reports(record, tmp_path / "out")
+    expected = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert summary.read_text(encoding="utf-8") == "earlier step\n" + expected
+    append_step_summary("second\n")
+    assert summary.read_text(encoding="utf-8").endswith(expected + "second\n")
+
+
+def test_step_summary_unset_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert append_step_summary("x") is None
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", "")
+    assert append_step_summary("x") is None
+
+
+def test_step_summary_truncates_to_github_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    append_step_summary("| row |\n" * (STEP_SUMMARY_LIMIT // 8 + 100))
+    text = summary.read_text(encoding="utf-8")
+    assert len(text.encode("utf-8")) <= STEP_SUMMARY_LIMIT + 200
+    assert text.endswith("see report.md.*\n")
+
+
+def test_step_summary_unwritable_is_report_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "file"))
+    with pytest.raises(ReportError, match="GITHUB_STEP_SUMMARY"):
+        append_step_summary("x")
+
+
+# --- task outputs ----------------------------------------------------------------------
+
+
+def test_outputs(record: RunRecord, tmp_path: Path) -> None:
+    written = write_reports(record, tmp_path)
+    outputs = tmp_path / "outputs"
+    assert sorted(p.name for p in outputs.iterdir()) == ["alpha.json", "alpha.md", "delta.json"]
+    assert {p.relative_to(tmp_path).as_posix() for p in written} == {
+        "report.json",
+        "report.md",
+        "report.html",
+        "outputs/alpha.json",
+        "outputs/alpha.md",
+        "outputs/delta.json",
+    }
+    assert json.loads((outputs / "alpha.json").read_text()) == {
+        "code": CODE,
+        "message": "Here it is.",
+    }
+    assert json.loads((outputs / "delta.json").read_text()) == {
+        "code": "",
+        "message": "Nothing to change.",
+    }
+    by_id = {r.task.id: r for r in record.results}
+    assert by_id["alpha"].output == "outputs/alpha.json"
+    assert by_id["delta"].output == "outputs/delta.json"
+    assert by_id["beta"].output is None
+    tasks = {t["id"]: t for t in json.loads((tmp_path / "report.json").read_text())["tasks"]}
+    assert tasks["alpha"]["output"] == "outputs/alpha.json"
+    assert tasks["eps"]["output"] is None
+
+
+def test_output_markdown_fence_outlasts_backticks(record: RunRecord, tmp_path: Path) -> None:
+    write_reports(record, tmp_path)
+    page = (tmp_path / "outputs" / "alpha.md").read_text(encoding="utf-8")
+    assert page.startswith("# Title of alpha\n")
+    assert "## Prompt\n\n```text\nWrite it.\n```\n" in page
+    assert "## Message\n\n```text\nHere it is.\n```\n" in page
+    # The code holds ``` runs, so its fence must be four backticks, closing after the code.
+    assert page.endswith("## Code\n\n````\n" + CODE + "````\n")
+
+
+def test_failed_task_answer_is_not_saved(tmp_path: Path) -> None:
+    result = make_result(make_task("bad"), ("failed",), answer={"code": "x", "message": "m"})
+    write_reports(make_record([result]), tmp_path)
+    assert not (tmp_path / "outputs").exists()
+    assert result.output is None
+
+
+@pytest.mark.parametrize("task_id", ["../evil", "../../etc/passwd", "/tmp/abs", "sub/x", "../.."])
+def test_output_path_refuses_leaving_folder(tmp_path: Path, task_id: str) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        output_path(tmp_path, task_id, ".json")
+
+
+def test_write_reports_refuses_escaping_id_before_writing(tmp_path: Path) -> None:
+    # Task() itself does not validate ids; only the loader does.
+    result = make_result(make_task("../escape"), answer={"code": "x", "message": ""})
+    with pytest.raises(ValueError, match="outside"):
+        write_reports(make_record([result]), tmp_path / "out")
+    assert not (tmp_path / "escape.json").exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_symlinked_outputs_folder_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "outputs").symlink_to(elsewhere)
+    result = make_result(make_task("a"), answer={"code": "x", "message": ""})
+    with pytest.raises(ValueError, match="outside"):
+        write_reports(make_record([result]), folder)
+    assert list(elsewhere.iterdir()) == []
+
+
+# --- atomic writes ---------------------------------------------------------------------
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
+def test_write_atomic_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "f.txt"
+    write_atomic(target, "one")
+    write_atomic(target, "two ✓")
+    assert target.read_text(encoding="utf-8") == "two ✓"
+    assert _leftovers(tmp_path) == []
+
+
+def test_write_atomic_failure_midway_keeps_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "f.txt"
+    target.write_text("old", encoding="utf-8")
+    # A lone surrogate cannot be encoded: the write fails after the temp file exists.
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(target, "new \udc80 text")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_write_atomic_fsync_failure_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "f.txt"
+    target.write_text("old", encoding="utf-8")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="Input/output"):
+        write_atomic(target, "new")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_write_atomic_keeps_mode_of_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "f.txt"
+    target.write_text("old", encoding="utf-8")
+    target.chmod(0o640)
+    write_atomic(target, "new")
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_unserialisable_value_leaves_old_reports(record: RunRecord, tmp_path: Path) -> None:
+    write_reports(record, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("report.*")}
+    record.results[0].answer = {"code": object(), "message": "m"}
+    with pytest.raises(TypeError):
+        write_reports(record, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("report.*")} == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_failing_rename_midway_leaves_old_files(
+    record: RunRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_reports(record, tmp_path)
+    old_md = (tmp_path / "report.md").read_bytes()
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_fail(src: str | Path, dst: str | Path) -> None:
+        calls.append(dst)
+        if len(calls) == 2:  # report.json is replaced, report.md is not
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    record.model = "another-model"
+    with pytest.raises(ReportError) as caught:
+        write_reports(record, tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(tmp_path) in message
+    assert "No space left on device" in message
+    assert (tmp_path / "report.md").read_bytes() == old_md
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write to read-only folders"
+)
+def test_read_only_folder_is_report_error(record: RunRecord, tmp_path: Path) -> None:
+    write_reports(record, tmp_path)
+    old = (tmp_path / "report.json").read_bytes()
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(ReportError, match="Permission denied"):
+            write_reports(record, tmp_path)
+    finally:
+        tmp_path.chmod(0o755)
+    assert (tmp_path / "report.json").read_bytes() == old
+    assert _leftovers(tmp_path) == []
+
+
+def test_folder_that_cannot_be_created(record: RunRecord, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ReportError) as caught:
+        write_reports(record, blocker / "reports")
+    assert isinstance(caught.value, RoadmapError)
+    assert (
+        str(caught.value) == f"cannot create report folder {blocker / 'reports'}: Not a directory"
+    )
+
+
+# --- report.html -----------------------------------------------------------------------
+
+
+def test_html_escapes_everything_from_tasks_and_api(record: RunRecord) -> None:
+    record.results[0].task = make_task("alpha", title=MALICIOUS)
+    record.results[1].attempts[0].error = f"boom {MALICIOUS}"
+    record.results[1].attempts[0].worker = "<gw9>"
+    record.model = MALICIOUS
+    record.concurrency_changes[0] = ConcurrencyChange(T0 + 4, 4, 2, MALICIOUS)
+    page = render_html(record)
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;gw9&gt;" in page
+
+
+def test_html_is_self_contained(record: RunRecord) -> None:
+    page = render_html(record).lower()
+    for needle in ("<script", "<link", "@import", "url(", "<img", "<iframe", " src="):
+        assert needle not in page
+    # The only http URLs are the API shown as text and the SVG namespace.
+    assert not re.search(r"href=\"(?:https?:)?//", page)
+
+
+def test_html_timeline_structure(record: RunRecord) -> None:
+    page = render_html(record)
+    assert page.count('id="timeline"') == 1
+    assert re.findall(r'<g class="lane" data-worker="([^"]+)">', page) == ["gw0", "gw1"]
+    bars = re.findall(r'<rect class="bar"[^>]*fill="(#[0-9a-f]{6})"', page)
+    assert len(bars) == sum(len(r.attempts) for r in record.results) == 5
+    assert set(bars) == {"#2e9e44", "#d1352b", "#f0a202"}
+    assert "<title>beta: Beta | `tick` &lt;b&gt;\nattempt 1 of 2: rerun" in page
+    assert 'class="limit"' in page
+    assert 'class="rate"' in page
+    assert page.count('class="change"') == 2
+    assert 'class="unhealthy"' in page
+    for item in ("passed", "failed", "rerun", "skipped", "concurrency limit", "rate limit"):
+        assert item in page.split('class="legend"')[1]
+
+
+def test_html_lanes_sort_numerically() -> None:
+    results = [make_result(make_task(f"t{n}"), worker=f"gw{n}") for n in (10, 2, 1)]
+    page = render_html(make_record(results))
+    assert re.findall(r'data-worker="([^"]+)"', page) == ["gw1", "gw2", "gw10"]
+
+
+def test_html_of_empty_run() -> None:
+    page = render_html(make_record(finished=T0))
+    assert 'id="timeline"' in page
+    assert "No attempts were recorded." in page
+    assert "no samples recorded" in page
+
+
+# --- Chromium --------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    # Console messages and uncaught exceptions then appear on stderr as
+    # "...:INFO:CONSOLE:<line>] "<message>", source: <url> (<line>)".
+    "--enable-logging=stderr",
+    "--v=0",
+]
+CONSOLE_LINE = re.compile(r":CONSOLE[:(]|Uncaught")
+
+
+def run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            CHROMIUM or "chromium",
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            *extra,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+
+
+def console_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if CONSOLE_LINE.search(line)]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (looked for 'chromium' and 'chromium-browser')")
+    folder = tmp_path_factory.mktemp("chromium")
+    record = sample_record()
+    record.results[0].task = make_task("alpha", title=MALICIOUS)
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the autouse guard is not active yet
+        mp.delenv("GITHUB_STEP_SUMMARY", raising=False)
+        write_reports(record, folder / "report")
+    page = folder / "report" / "report.html"
+    # A positive control: the same logging must catch a page that does log errors,
+    # else "no CONSOLE lines" for the report would prove nothing.
+    control = folder / "control.html"
+    control.write_text(
+        "<!DOCTYPE html><html><body><script>console.error('control-error');"
+        "notDefined();</script></body></html>",
+        encoding="utf-8",
+    )
+    shot = folder / "report.png"
+    yield {
+        "dom": run_chromium(page, folder / "p1", "--dump-dom"),
+        "control": run_chromium(control, folder / "p2", "--dump-dom"),
+        "shot": run_chromium(
+            page, folder / "p3", "--window-size=1280,1600", f"--screenshot={shot}"
+        ),
+        "png": shot,
+        "record": record,
+    }
+
+
+def test_chromium_logging_catches_console_errors(rendered: dict[str, Any]) -> None:
+    lines = console_lines(rendered["control"].stderr)
+    assert any("control-error" in line for line in lines)
+    assert any("Uncaught ReferenceError" in line for line in lines)
+
+
+def test_chromium_renders_timeline_without_console_errors(rendered: dict[str, Any]) -> None:
+    dom: str = rendered["dom"].stdout
+    assert 'id="timeline"' in dom
+    workers = {a.worker for r in rendered["record"].results for a in r.attempts}
+    assert sorted(re.findall(r'class="lane" data-worker="([^"]+)"', dom)) == sorted(workers)
+    assert "<script" not in dom.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert console_lines(rendered["dom"].stderr) == []
+    assert console_lines(rendered["shot"].stderr) == []
+
+
+def test_chromium_screenshot(rendered: dict[str, Any]) -> None:
+    png: Path = rendered["png"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 10_000
