@@ -27,6 +27,7 @@ from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import PROBES_KEY
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
+from pytest_roadmap.report import write_reports
 from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure, is_retryable
 from pytest_roadmap.safeguards import GATE_KEY, Safeguards, Slots, batch_gate_key
@@ -36,11 +37,13 @@ from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store
 from pytest_roadmap.tasks import load_tasks
 from pytest_roadmap.terminal import header_line, summary_lines
+from pytest_roadmap.tracker import ProgressTracker
 
 # Extra seconds pytest-timeout allows beyond the HTTP read timeout, so a slow API is
 # reported by the client's clear words; pytest-timeout catches whatever else hangs.
 TIMEOUT_GRACE = 2.0
 CLIENT_FIXTURE = "roadmap_client"
+JUNIT_PROPERTIES = frozenset({"attempts", "worker", "dogfooding", "month", "week", "batch"})
 
 
 @dataclass
@@ -135,6 +138,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="roadmap_batch",
         metavar="NAME",
         help="In batch mode, run only this batch (repeatable).",
+    )
+    group.addoption(
+        "--roadmap-resume",
+        action="store_true",
+        default=False,
+        dest="roadmap_resume",
+        help="Skip the tasks the progress tracker already marks complete.",
     )
     group.addoption(
         "--roadmap-stop-on-failure",
@@ -241,6 +251,8 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         config.pluginmanager.register(ExecutorPlugin(config.stash[RUNTIME]), "roadmap-executor")
         return
+    if config.option.roadmap_resume:
+        _completed_in_tracker(config, settings)  # a broken tracker is a usage error up front
     if config.option.collectonly:
         # Enough to order and list the tasks; nothing that talks to the API.
         config.stash[RUNTIME] = Runtime(settings, settings.api, "", "", "main", 1, plan=plan)
@@ -459,11 +471,19 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
     ordered = run_order([i.task for i in task_items.values()], plan)
     # Task items take the run order among the places task items held; others stay put.
     places = [n for n, i in enumerate(items) if isinstance(i, TaskItem)]
-    for place, task in zip(places, ordered, strict=True):
-        items[place] = task_items[task.id]
+    for place, in_order in zip(places, ordered, strict=True):
+        items[place] = task_items[in_order.id]
+    completed = _completed_in_tracker(config, settings)
     queued = 0
     for item in items:
         if not is_roadmap_item(item):
+            continue
+        if isinstance(item, TaskItem) and item.task.tracker_key in completed:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"already complete in {settings.tracker.name} (--roadmap-resume)"
+                )
+            )
             continue
         task = item.task if isinstance(item, TaskItem) else None
         if item.get_closest_marker("flaky") is None:
@@ -496,6 +516,15 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
             set(task_items),
             stop_on_failure=config.option.roadmap_stop_on_failure,
         )
+
+
+def _completed_in_tracker(config: pytest.Config, settings: Settings) -> set[str]:
+    if not config.option.roadmap_resume:
+        return set()
+    try:
+        return ProgressTracker(settings.tracker).completed_keys()
+    except RoadmapError as exc:
+        raise pytest.UsageError(f"pytest-roadmap: --roadmap-resume: {exc}") from None
 
 
 def _in_plan(item: pytest.Item, plan: BatchPlan) -> bool:
@@ -613,15 +642,17 @@ def pytest_runtest_makereport(
         info["answer"] = item.answer
     report.roadmap = info  # type: ignore[attr-defined]
     task = item.task if isinstance(item, TaskItem) else None
-    report.user_properties = [
-        *[(k, v) for k, v in report.user_properties if not k.startswith("roadmap_")],
-        ("roadmap_attempts", attempt),
-        ("roadmap_worker", runtime.worker),
-        ("roadmap_dogfooding", (task.dogfooding if task else None) or ""),
-        ("roadmap_month", task.month if task else ""),
-        ("roadmap_week", task.week if task else ""),
-        ("roadmap_batch", batch.name if batch else ""),
+    # junitxml reads the teardown report's properties, which come from the item.
+    item.user_properties[:] = [
+        *[(k, v) for k, v in item.user_properties if k not in JUNIT_PROPERTIES],
+        ("attempts", attempt),
+        ("worker", runtime.worker),
+        ("dogfooding", (task.dogfooding if task else None) or ""),
+        ("month", task.month if task else ""),
+        ("week", task.week if task else ""),
+        ("batch", batch.name if batch else ""),
     ]
+    report.user_properties = list(item.user_properties)
     return report
 
 
@@ -730,24 +761,21 @@ def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
     """Write the report folder and (never on the sandbox) the tracker; say what happened."""
     lines: list[str] = []
     try:
-        from pytest_roadmap.report import write_reports
-
-        paths = write_reports(record, runtime.settings.report_dir)
-        lines.append("report: " + ", ".join(str(p) for p in paths[:3]))
-    except ImportError:
-        pass
+        folder = runtime.settings.report_dir
+        paths = write_reports(record, folder)
+        names = ", ".join(p.name for p in paths[:3])
+        outputs = len(paths) - 3
+        lines.append(
+            f"report: {names} in {folder}" + (f" (+{outputs} task outputs)" if outputs > 0 else "")
+        )
     except (RoadmapError, OSError) as exc:
         lines.append(f"roadmap: report not written: {exc}")
     if record.sandbox:
         lines.append("tracker: not updated (results came from the sandbox)")
         return lines
     try:
-        from pytest_roadmap.tracker import ProgressTracker
-
         ProgressTracker(runtime.settings.tracker).record_run(record)
         lines.append(f"tracker: updated {runtime.settings.tracker}")
-    except ImportError:
-        pass
     except (RoadmapError, OSError) as exc:
         lines.append(f"roadmap: tracker not updated: {exc}")
     return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -64,7 +65,7 @@ def test_limits_inside_a_batch(roadmap: Roadmap) -> None:
     assert max_in_flight(entries) == 2  # the limit was reached, so it was the limit that held
     assert max_in_window(entries, 1.0) <= 4
     starts = sorted(e["arrived"] for e in first_chats(roadmap, names))
-    assert all(b - a >= 0.3 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a >= 0.3 for a, b in itertools.pairwise(starts))
 
 
 def test_batch_limits_never_exceed_the_runs(roadmap: Roadmap) -> None:
