@@ -105,6 +105,12 @@ BAD = [
     (["--roadmap-max-delay", "nan"], {}, "invalid maximum retry delay 'nan'*"),
     (["--roadmap-max-queue", "-1"], {}, "invalid queue limit '-1'*"),
     (["--roadmap-model", " "], {}, "invalid model ' '*"),
+    ([], {"RATE_LIMIT": "1e400"}, "invalid rate limit '1e400' from environment variable*"),
+    ([], {"MAX_CONCURRENCY": "100000"}, "invalid concurrency '100000'*from 1 to 64"),
+    ([], {"MAX_CONCURRENCY": "two"}, "invalid concurrency 'two'*"),
+    (["--roadmap-timeout", "1e9"], {}, "invalid task timeout '1e9' from option*"),
+    (["--roadmap-max-queue", "1.5"], {}, "invalid queue limit '1.5'*"),
+    (["--roadmap-api", "ftp://x.example"], {}, "invalid API URL 'ftp://x.example'*"),
     (["--roadmap-ca-bundle", "missing.pem"], {}, "invalid CA bundle 'missing.pem'*PEM file"),
     (
         [],

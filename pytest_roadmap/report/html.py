@@ -110,7 +110,7 @@ def _f(value: float) -> str:
 
 
 def _clock(seconds: float, span: float) -> str:
-    if span < 2:
+    if span < 10:  # ticks can be half a second apart: whole seconds would repeat
         return f"{seconds:.1f} s"
     if span < 120:
         return f"{seconds:.0f} s"
