@@ -41,7 +41,9 @@ class LeakyBucket:
             await asyncio.sleep(at - now)
 
 
-async def run(api: str, tasks: int, concurrency: int, rate: float, timeout: float) -> dict[str, int]:
+async def run(
+    api: str, tasks: int, concurrency: int, rate: float, timeout: float
+) -> dict[str, int]:
     url = api.rstrip("/") + CHAT_PATH
     bucket = LeakyBucket(rate)
     gate = asyncio.Semaphore(concurrency)

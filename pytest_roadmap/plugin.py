@@ -335,7 +335,7 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
         config.pluginmanager.register(ExecutorPlugin(runtime), "roadmap-executor")
     else:
         # Only for tasks whose worker died: their final outcome is known here alone.
-        runtime.sequencer = Sequencer(store, plan, {}, set())
+        runtime.sequencer = Sequencer(store, plan)
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_roadmap.distributed import ControllerHooks
 
@@ -474,11 +474,13 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
     for place, in_order in zip(places, ordered, strict=True):
         items[place] = task_items[in_order.id]
     completed = _completed_in_tracker(config, settings)
+    resumed: list[str] = []
     queued = 0
     for item in items:
         if not is_roadmap_item(item):
             continue
         if isinstance(item, TaskItem) and item.task.tracker_key in completed:
+            resumed.append(item.task.id)
             item.add_marker(
                 pytest.mark.skip(
                     reason=f"already complete in {settings.tracker.name} (--roadmap-resume)"
@@ -503,19 +505,15 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
             )
     if is_controller(config):
         runtime.expected = sum(1 for item in items if is_roadmap_item(item))
-    sizes: dict[int, int] = {}
-    for task_id in task_items:
-        batch = plan.batch_of(task_id) if plan else None
-        if batch is not None:
-            sizes[batch.index] = sizes.get(batch.index, 0) + 1
     if runtime.runs_tasks and runtime.store_url:
         runtime.sequencer = Sequencer(
             runtime.safeguards().store,
             plan,
-            sizes,
-            set(task_items),
             stop_on_failure=config.option.roadmap_stop_on_failure,
         )
+        runtime.sequencer.register(task_items)
+        for task_id in resumed:  # done in an earlier run: its dependants may go ahead
+            runtime.sequencer.mark_done(task_id, PASSED)
 
 
 def _completed_in_tracker(config: pytest.Config, settings: Settings) -> set[str]:

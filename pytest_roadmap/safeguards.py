@@ -25,6 +25,7 @@ REQUESTS_KEY = "requests"
 # A slot's lease is renewed by a heartbeat while its worker lives; a killed worker's slot
 # comes back after this long at the latest (sooner through pytest_testnodedown).
 GATE_LEASE = 10.0
+START_CUSHION = 0.02  # seconds added to a batch's betweenTasks
 
 
 def batch_gate_key(batch: Batch) -> str:
@@ -148,7 +149,10 @@ class Safeguards:
             spacing = self._batch_starts.get(batch.index)
             if spacing is None:
                 key = f"start:batch{batch.index}"
-                spacing = RateLimiter(self.store, 1.0 / between_tasks, key=key)
+                # A small cushion: a send can go out a few ms after its reserved time,
+                # which must never bring two starts closer than asked.
+                interval = between_tasks + START_CUSHION
+                spacing = RateLimiter(self.store, 1.0 / interval, key=key)
                 self._batch_starts[batch.index] = spacing
             self._throttles.start = spacing
         return Slots(slots)

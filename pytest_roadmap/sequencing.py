@@ -3,12 +3,15 @@
 Workers only ever wait for tasks that come earlier in the run order (see
 `batches.run_order`), and every worker runs its tasks in that order, so some task can always
 make progress: the earliest unfinished one has nothing left to wait for.
+
+All state is per task id in the store, so runs that share a store (CI shards with one run
+id) share it too: a barrier waits for every task of the batch that any of them selected.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Iterable
 
 from pytest_roadmap.batches import Batch, BatchPlan
 from pytest_roadmap.results import PASSED
@@ -22,6 +25,10 @@ def _done(task_id: str) -> str:
     return f"done:{task_id}"
 
 
+def _selected(task_id: str) -> str:
+    return f"selected:{task_id}"
+
+
 class Sequencer:
     """Decides when a task may start, and records when one has ended for good."""
 
@@ -29,8 +36,6 @@ class Sequencer:
         self,
         store: Store,
         plan: BatchPlan | None,
-        sizes: Mapping[int, int],
-        selected: Set[str],
         *,
         stop_on_failure: bool = False,
         poll: float = 0.02,
@@ -38,11 +43,14 @@ class Sequencer:
     ) -> None:
         self._store = store
         self._plan = plan
-        self._sizes = sizes
-        self._selected = selected
         self._stop_on_failure = stop_on_failure
         self._poll = poll
         self._sleep = sleep
+
+    def register(self, task_ids: Iterable[str]) -> None:
+        """Announce the tasks this run will end, before any of its tasks waits."""
+        for task_id in task_ids:
+            self._store.put(_selected(task_id), "1")
 
     def batch_of(self, task_id: str) -> Batch | None:
         return self._plan.batch_of(task_id) if self._plan else None
@@ -56,7 +64,7 @@ class Sequencer:
                 return reason
             self._store.put(CURRENT_BATCH_KEY, batch.name)
         for dep in task.depends_on:
-            if dep not in self._selected:
+            if self._store.get(_selected(dep)) is None:
                 return f"dependency {dep!r} was not selected in this run"
             outcome = self._wait_for(_done(dep))
             if outcome != PASSED:
@@ -65,20 +73,24 @@ class Sequencer:
         return None
 
     def _wait_for_earlier_batches(self, batch: Batch, plan: BatchPlan) -> str | None:
-        earlier = [b for b in plan.batches if b.index < batch.index and self._sizes.get(b.index, 0)]
-        for previous in earlier:
-            while (
-                self._store.incr(f"batch_ended:{previous.index}", 0) < self._sizes[previous.index]
-            ):
-                self._sleep(self._poll)
-        if not earlier:
+        last: Batch | None = None
+        for previous in plan.batches:
+            if previous.index >= batch.index:
+                break
+            pending = [t for t in previous.tasks if self._store.get(_selected(t))]
+            if pending:
+                last = previous
+            while pending:
+                pending = [t for t in pending if self._store.get(_done(t)) is None]
+                if pending:
+                    self._sleep(self._poll)
+        if last is None:
             return None
-        last = earlier[-1]
         ended_at = float(self._wait_for(f"batch_end_at:{last.index}"))
         while (left := ended_at + plan.between_batches - self._store.clock()) > 0:
             self._sleep(min(left, 0.25))
         if self._stop_on_failure:
-            for previous in earlier:
+            for previous in plan.batches[: batch.index]:
                 if self._store.get(f"batch_failed:{previous.index}"):
                     return (
                         f"batch {previous.name!r} had a failure and --roadmap-stop-on-failure "
@@ -94,14 +106,12 @@ class Sequencer:
     def mark_done(self, task_id: str, outcome: str) -> None:
         """`task_id` has its final outcome: release its dependants and maybe its batch."""
         if self._store.get(_done(task_id)) is not None:
-            return  # already counted (a crash report can follow a worker's own)
-        self._store.put(_done(task_id), outcome)
+            return  # already recorded (a crash report can follow a worker's own)
         batch = self.batch_of(task_id)
-        if batch is None:
-            return
-        if outcome != PASSED:
-            self._store.put(f"batch_failed:{batch.index}", "1")
-        # The end time goes in before the count: once a waiter sees every task counted, the
-        # latest end time is already there, and it is later than every task's last answer.
-        self._store.put(f"batch_end_at:{batch.index}", repr(self._store.clock()))
-        self._store.incr(f"batch_ended:{batch.index}")
+        if batch is not None:
+            if outcome != PASSED:
+                self._store.put(f"batch_failed:{batch.index}", "1")
+            # The end time goes in before the task counts as done: once a waiter sees every
+            # task of the batch done, the latest end time is there, later than every answer.
+            self._store.put(f"batch_end_at:{batch.index}", repr(self._store.clock()))
+        self._store.put(_done(task_id), outcome)

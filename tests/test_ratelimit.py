@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from multiprocessing.queues import Queue
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
+from pathlib import Path
 
 import pytest
+from redis_server import private_server, run_url
 
 # The store fixture comes from test_store, so these run against every backend too.
-from test_store import PATIENCE, spawn, store_fixture  # noqa: F401
+from test_store import PATIENCE, spawn, store_fixture, wait_for  # noqa: F401
 
 from pytest_roadmap.ratelimit import RateLimiter
 from pytest_roadmap.store import Store, open_store
@@ -86,17 +89,27 @@ def test_limiters_on_different_keys_do_not_share(store: Store) -> None:
     assert slept == []
 
 
-def _saturate(url: str, ready: Queue[str], go: Event, admits: Queue[list[float]]) -> None:
-    """Acquire as fast as the limiter allows for BUSY seconds; report the admit times."""
+def _saturate(
+    url: str,
+    ready: Queue[str],
+    go: Event,
+    admits: Queue[list[float]],
+    busy: float = BUSY,
+    count: Synchronized[int] | None = None,
+) -> None:
+    """Acquire as fast as the limiter allows for `busy` seconds; report the admit times."""
     with open_store(url) as shared:
         limiter = RateLimiter(shared, RATE)
         ready.put("ready")
         go.wait(PATIENCE)
         times: list[float] = []
-        end = time.time() + BUSY
+        end = time.time() + busy
         while time.time() < end:
             limiter.acquire()
             times.append(time.time())
+            if count is not None:
+                with count.get_lock():
+                    count.value += 1
     admits.put(times)
 
 
@@ -142,3 +155,41 @@ def test_processes_share_one_rate(store: Store) -> None:
     counts = Counter({index: len(share) for index, share in enumerate(per_process)})
     for count in counts.values():
         assert abs(count - mean) <= 0.2 * mean, counts
+
+
+def test_redis_restart_mid_run_never_lets_requests_through_unlimited(tmp_path: Path) -> None:
+    server = private_server(tmp_path)
+    try:
+        # A short recovery pause keeps the test short; it still outlasts every send
+        # handed out before the restart (PROCS intervals ahead at most).
+        url = run_url(server.url, recovery=1)
+        open_store(url, create=True).close()
+        ready: Queue[str] = spawn.Queue()
+        admits: Queue[list[float]] = spawn.Queue()
+        go = spawn.Event()
+        count: Synchronized[int] = spawn.Value("i", 0)
+        procs = [
+            spawn.Process(target=_saturate, args=(url, ready, go, admits, 4.0, count))
+            for _ in range(PROCS)
+        ]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            ready.get(timeout=PATIENCE)
+        go.set()
+        wait_for(lambda: count.value >= RATE)  # about a second into the run
+        stopped = time.time()
+        server.restart()  # an empty Redis: every schedule, ticket and value is gone
+        back = time.time()
+        per_process = [admits.get(timeout=PATIENCE) for _ in procs]
+        for proc in procs:
+            proc.join(PATIENCE)
+            assert proc.exitcode == 0
+    finally:
+        server.stop()
+
+    times = sorted(moment for share in per_process for moment in share)
+    assert max_in_window(times, 1.0) <= RATE
+    # The run went on after the restart, in every process.
+    assert all(share and share[-1] > back for share in per_process)
+    assert sum(1 for moment in times if moment < stopped) >= RATE

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import re
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,13 +16,22 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from redis_server import (
+    free_port,
+    need_client,
+    private_server,
+    redis_url_fixture,  # noqa: F401 (the redis_url fixture of the Redis tests below)
+    run_url,
+    shared_redis_url,
+)
 
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.store import SCHEMES, Store, StoreError, TicketLost, open_store
+from pytest_roadmap.store.redis import RedisStore, redact, with_run_id
 from pytest_roadmap.store.sqlite import SQLiteStore
 
-# Every backend the store fixture runs each test against; Redis joins later.
-BACKENDS = ["sqlite"]
+# Every backend the store fixture runs each test against.
+BACKENDS = ["sqlite", "redis"]
 
 # Generous bound for anything a test waits on; a healthy run needs a small fraction.
 PATIENCE = 30.0
@@ -28,10 +39,13 @@ PATIENCE = 30.0
 spawn = multiprocessing.get_context("spawn")
 
 
-def make_store(backend: str, tmp_path: Path) -> Store:
+def make_store(backend: str, tmp_path: Path, config: pytest.Config) -> Store:
     """A fresh, initialised store of `backend`, as the controller would create it."""
     if backend == "sqlite":
         return open_store(f"sqlite://{quote((tmp_path / 'store.db').as_posix())}", create=True)
+    if backend == "redis":
+        # A fresh run id each time: runs never see each other's keys.
+        return open_store(run_url(shared_redis_url(config)), create=True)
     raise AssertionError(f"no such backend {backend!r}")
 
 
@@ -39,7 +53,7 @@ def make_store(backend: str, tmp_path: Path) -> Store:
 @pytest.fixture(params=BACKENDS, name="store")
 def store_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh store of each backend in turn."""
-    created = make_store(request.param, tmp_path)
+    created = make_store(request.param, tmp_path, request.config)
     yield created
     created.close()
 
@@ -338,9 +352,59 @@ def test_unknown_scheme_is_a_setting_error() -> None:
     assert "sqlite" in SCHEMES
 
 
-def test_redis_is_not_available_yet() -> None:
-    with pytest.raises(SettingError, match="Redis store is not available yet"):
-        open_store("redis://localhost:6379/0")
+def test_redis_store_needs_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if it were not installed
+    with pytest.raises(SettingError) as info:
+        open_store("redis://localhost:6379/0?run=nightly")
+    message = str(info.value)
+    assert "pip install 'pytest-roadmap[redis]'" in message
+    assert "redis://localhost:6379/0" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost:6379/0", "names no run: add ?run=<run id>"),
+        ("redis://localhost:6379/0?run=a:b", "invalid run id 'a:b'"),
+        ("redis://localhost:6379/0?run=ok&ttl=soon", "ttl='soon' must be a number"),
+        ("redis://localhost:6379/0?run=ok&ttl=0", "ttl must be at least 1 s"),
+        ("redis://localhost:6379/0?run=ok&retry=-1", "retry must be at least 0 s"),
+        ("redis://localhost:6379/0?run=ok&recovery=nan", "recovery must be 0 s or more"),
+    ],
+)
+def test_redis_url_is_checked_before_connecting(url: str, message: str) -> None:
+    with pytest.raises(SettingError, match=re.escape(message)):
+        open_store(url)
+
+
+def test_redis_url_helpers_keep_the_password_out_of_sight() -> None:
+    url = with_run_id("rediss://app:s%40cret@cache.example:6380/2?ssl_cert_reqs=none", "ci-42")
+    assert url == "rediss://app:s%40cret@cache.example:6380/2?ssl_cert_reqs=none&run=ci-42"
+    assert with_run_id(url, "ci-43").endswith("ssl_cert_reqs=none&run=ci-43")
+    assert redact(url) == "rediss://app:***@cache.example:6380/2?ssl_cert_reqs=none&run=ci-42"
+    assert redact("redis://h/0?password=pw&run=x") == "redis://h/0?password=***&run=x"
+    assert redact("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+
+
+def test_redis_unreachable_at_open_is_one_clear_line() -> None:
+    need_client()
+    port = free_port()  # nothing listens there
+    url = f"redis://roadmap:s3cret@127.0.0.1:{port}/0?run=nightly"
+    with pytest.raises(StoreError) as info:
+        open_store(url, create=True)
+    message = str(info.value)
+    assert message.startswith(
+        f"cannot reach the Redis store at redis://roadmap:***@127.0.0.1:{port}/0"
+    )
+    assert "refused" in message.lower()  # the reason the OS gave
+    assert "s3cret" not in message and "\n" not in message
+    # A worker joining the run keeps trying for the retry budget, then says the same.
+    started = time.monotonic()
+    with pytest.raises(
+        StoreError, match=r"cannot reach the Redis store at .* for 0.3 s: .*refused"
+    ):
+        open_store(url + "&retry=0.3")
+    assert 0.3 <= time.monotonic() - started < 0.3 + PATIENCE / 10
 
 
 def test_sqlite_url_must_be_absolute() -> None:
@@ -379,3 +443,134 @@ def test_sqlite_closed_store_refuses_work(tmp_path: Path) -> None:
     created.close()
     with pytest.raises(StoreError, match="closed"):
         created.get("key")
+
+
+# -- Redis: runs, expiry, outages ------------------------------------------------------
+
+
+def run_keys(store: RedisStore) -> dict[str, int]:
+    """Every key of `store`'s run on its server, with its time to live in ms."""
+    import redis
+
+    client = redis.Redis.from_url(store.url.partition("?")[0], decode_responses=True)
+    try:
+        return {key: client.pttl(key) for key in client.scan_iter(f"roadmap:{store.run_id}:*")}
+    finally:
+        client.close()
+
+
+def wipe(store: RedisStore) -> None:
+    """Delete every key of `store`'s run, as a Redis restart without persistence does."""
+    import redis
+
+    client = redis.Redis.from_url(store.url.partition("?")[0])
+    try:
+        client.delete(*client.scan_iter(f"roadmap:{store.run_id}:*"))
+    finally:
+        client.close()
+
+
+def use_everything(store: Store) -> None:
+    store.put("key", "value")
+    store.put("short", "lived", ttl=30)
+    store.incr("count")
+    store.reserve("api", 10.0, 1)
+    store.gate_set_limit("gate", 2)
+    ticket = store.gate_enqueue("gate", "gw0", 30.0)
+    assert store.gate_try_acquire("gate", ticket, 30.0)
+
+
+def test_redis_runs_with_different_ids_never_meet(redis_url: str) -> None:
+    with (
+        RedisStore.from_url(run_url(redis_url), create=True) as one,
+        RedisStore.from_url(run_url(redis_url), create=True) as two,
+    ):
+        use_everything(one)
+        assert two.get("key") is None
+        assert two.incr("count") == 1
+        assert two.reserve("api", 10.0, 1) <= two.clock()
+        assert two.gate_limit("gate") == 1
+        assert two.gate_state("gate") == (0, 0)
+        assert one.get("key") == "value" and one.incr("count") == 2
+        assert all(key.startswith(f"roadmap:{one.run_id}:") for key in run_keys(one))
+        assert all(key.startswith(f"roadmap:{two.run_id}:") for key in run_keys(two))
+
+
+def test_redis_jobs_with_the_same_run_id_share_everything(redis_url: str) -> None:
+    url = run_url(redis_url)
+    with open_store(url, create=True) as first:
+        use_everything(first)
+        # A second CI job creates the same run: it joins, it does not start afresh.
+        with open_store(url, create=True) as second:
+            assert second.get("key") == "value"
+            assert second.reserve("api", 10.0, 1) > second.clock() + 9.0
+            assert second.gate_limit("gate") == 2
+            assert second.gate_state("gate") == (1, 0)
+
+
+def test_redis_every_key_expires(redis_url: str) -> None:
+    with RedisStore.from_url(run_url(redis_url, ttl=600), create=True) as store:
+        use_everything(store)
+        store.incr("count", 0)
+        keys = run_keys(store)
+    prefix = f"roadmap:{store.run_id}:"
+    assert {prefix + name for name in ("meta", "rate", "limit", "ticket", "gate:gate")} <= set(keys)
+    for key, ttl in keys.items():
+        assert 0 < ttl <= 600_000, (key, ttl)
+    assert keys[prefix + "value:short"] <= 30_001
+
+
+def test_redis_outage_mid_run_is_retried_then_an_error(tmp_path: Path) -> None:
+    server = private_server(tmp_path)
+    try:
+        with open_store(run_url(server.url, retry=0.3, recovery=0), create=True) as store:
+            assert store.incr("count") == 1
+            server.stop()
+            started = time.monotonic()
+            with pytest.raises(StoreError) as info:
+                store.incr("count")
+            assert time.monotonic() - started >= 0.3
+            message = str(info.value)
+            assert message.startswith(f"no answer from the Redis store at {server.url}?run=")
+            assert "for 0.3 s" in message and "\n" not in message
+            server.start()
+            # Back on its own; the restart lost the count, as a Redis without persistence does.
+            assert store.incr("count") == 1
+    finally:
+        server.stop()
+
+
+def test_redis_lost_state_holds_admissions_back(redis_url: str) -> None:
+    recovery = 0.5
+    with RedisStore.from_url(run_url(redis_url, recovery=recovery), create=True) as store:
+        store.gate_set_limit("gate", 2)
+        held = store.gate_enqueue("gate", "gw0", 10.0)
+        assert store.gate_try_acquire("gate", held, 10.0)
+        released = store.gate_enqueue("gate", "gw1", 10.0)
+        waiting = store.gate_enqueue("gate", "gw2", 10.0)
+        store.gate_release("gate", released)
+        last = store.reserve("api", 0.2, 1)
+        store.reserve("api", 0.2, 1)
+
+        wipe(store)
+        lost = store.clock()
+        # The holder's heartbeat puts its ticket back: it keeps counting against the limit.
+        assert store.gate_renew("gate", held, 10.0)
+        assert store.gate_state("gate") == (1, 0)
+        # A waiter gets its place back, but nobody new gets in while the others return,
+        # even with room under the limit, which the process that set it restores.
+        assert not store.gate_try_acquire("gate", waiting, 10.0)
+        assert store.gate_limit("gate") == 2
+        assert store.gate_state("gate") == (1, 1)
+        # A ticket that was released stays released.
+        assert not store.gate_renew("gate", released, 10.0)
+        # New sends wait for the end of the pause, and never go before the ones handed
+        # out before the loss.
+        assert store.reserve("fresh", 0.1, 1) > lost + recovery - 0.05
+        assert store.reserve("api", 0.2, 1) >= last + 0.4 - 1e-6
+
+        wait_past(store, lost + recovery)
+        assert store.gate_try_acquire("gate", waiting, 10.0)
+        assert store.gate_state("gate") == (2, 0)
+        ticket = store.gate_enqueue("gate", "gw3", 10.0)
+        assert ticket > max(held, waiting)

@@ -1,4 +1,4 @@
-"""Store backends, chosen by URL: `sqlite:///abs/path.db` now, `redis://...` later."""
+"""Store backends, chosen by URL: `sqlite:///abs/path.db` or `redis://host:port/db?run=<id>`."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ def _open_sqlite(url: str, create: bool) -> Store:
 
 
 def _open_redis(url: str, create: bool) -> Store:
-    # The Redis backend goes in store/redis.py, imported lazily here because the
-    # redis client is an optional dependency.
-    raise SettingError(
-        f"store URL {url!r}: the Redis store is not available yet; use sqlite:///path.db"
-    )
+    # store/redis.py imports the redis client only when a store is opened, and says
+    # what to install when it is missing.
+    from pytest_roadmap.store.redis import RedisStore
+
+    return RedisStore.from_url(url, create=create)
 
 
 # scheme -> opener(url, create); backends import lazily so optional clients stay optional.

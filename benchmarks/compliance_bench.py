@@ -1,0 +1,113 @@
+"""Rate compliance seen from the server: the busiest 1 s window and the efficiency.
+
+A sandbox (its own process, latency 0) that itself enforces `--rate` per sliding second
+(429 beyond) gets `--runs` saturating roadmap runs of about `--seconds` each: rate x
+seconds tasks through `pytest --roadmap -n N --roadmap-rate-limit R`. From its log, for
+every /api/ request (health probes included): the most that arrived in any 1 s window,
+the efficiency (achieved rate between the first and last arrival over R) and the 429s.
+The asyncio baseline (benchmarks/asyncio_runner.py, a plain leaky bucket) gets
+`--baseline-runs` runs of the same size for comparison.
+
+    python benchmarks/compliance_bench.py --rate 20 --seconds 10 --workers 4 --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    Sandbox,
+    emit,
+    median,
+    roadmap_command,
+    show_command,
+    timed,
+    traffic,
+    write_tasks,
+)
+
+from pytest_roadmap.sandbox import achieved_rate, max_in_window
+
+RUNNER = Path(__file__).with_name("asyncio_runner.py")
+
+
+def measure(
+    sandbox: Sandbox, command: list[str], cwd: Path, timeout: float, rate: float
+) -> dict[str, Any]:
+    sandbox.reset()
+    run = timed(command, cwd, timeout)
+    log = sandbox.log()
+    seen = traffic(log)
+    return {
+        "wall_s": run.wall,
+        "returncode": run.returncode,
+        "requests": seen.total,
+        "health": seen.health,
+        "max_in_1s": max_in_window(log, 1.0),
+        "efficiency": achieved_rate(log) / rate,
+        "status_429": seen.statuses.get(429, 0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=20.0, help="R, requests per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--workers", type=int, default=4, help="N, xdist workers")
+    parser.add_argument("--runs", type=int, default=10, help="plugin runs")
+    parser.add_argument("--baseline-runs", type=int, default=3, help="asyncio baseline runs")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run, at most")
+    parser.add_argument("--json", type=Path, help="also save the result here")
+    options = parser.parse_args()
+
+    tasks = int(options.rate * options.seconds)
+    plugin_runs: list[dict[str, Any]] = []
+    baseline_runs: list[dict[str, Any]] = []
+    with (
+        Sandbox(latency_ms=0, rate_limit=options.rate) as sandbox,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        folder = Path(tmp)
+        write_tasks(folder, tasks, 4)
+        plugin = roadmap_command(sandbox.url, options.workers, options.rate)
+        baseline = [sys.executable, str(RUNNER), "--api", sandbox.url, "--tasks", str(tasks)]
+        baseline += ["--concurrency", str(options.workers), "--rate", f"{options.rate:g}"]
+        for number in range(options.runs):
+            plugin_runs.append(measure(sandbox, plugin, folder, options.timeout, options.rate))
+            print(f"run {number + 1}: {plugin_runs[-1]}", file=sys.stderr)
+        for number in range(options.baseline_runs):
+            baseline_runs.append(measure(sandbox, baseline, folder, options.timeout, options.rate))
+            print(f"baseline {number + 1}: {baseline_runs[-1]}", file=sys.stderr)
+
+    def sums(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        if not runs:
+            return {}
+        return {
+            "runs": len(runs),
+            "max_in_1s_worst": max(r["max_in_1s"] for r in runs),
+            "efficiency_min": round(min(r["efficiency"] for r in runs), 4),
+            "efficiency_median": round(median(r["efficiency"] for r in runs), 4),
+            "status_429_total": sum(r["status_429"] for r in runs),
+            "health_total": sum(r["health"] for r in runs),
+            "requests_total": sum(r["requests"] for r in runs),
+            "failed_runs": sum(1 for r in runs if r["returncode"] != 0),
+        }
+
+    emit(
+        {
+            "scenario": vars(options) | {"json": str(options.json), "tasks": tasks},
+            "plugin_command": show_command(plugin).replace(sandbox.url, "URL"),
+            "plugin": sums(plugin_runs),
+            "baseline": sums(baseline_runs),
+            "runs": {"plugin": plugin_runs, "baseline": baseline_runs},
+        },
+        options.json,
+    )
+
+
+if __name__ == "__main__":
+    main()

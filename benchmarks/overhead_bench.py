@@ -1,0 +1,117 @@
+"""Per-task cost of pytest-roadmap against plain pytest functions sending the same request.
+
+M tasks go to a zero-latency sandbox (its own process) with no effective rate limit,
+through `pytest --roadmap -n N`, and M plain test functions that each do the same
+requests.post go through `pytest -n N -p no:roadmap`; the two alternate, `--repeat` times
+each. The extra per task is (median plugin wall - median plain wall) / M, and the same for
+CPU (the runs' processes and their children). A probe conftest in both folders times the
+plugin's write_reports, so the share of the extra that is the report shows apart.
+
+    python benchmarks/overhead_bench.py --tasks 2000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    Sandbox,
+    emit,
+    median,
+    plain_command,
+    read_probes,
+    roadmap_command,
+    show_command,
+    timed,
+    traffic,
+    write_plain_tests,
+    write_probe,
+    write_tasks,
+)
+
+NO_LIMIT = 100000.0
+
+
+def measure(sandbox: Sandbox, command: list[str], cwd: Path, timeout: float) -> dict[str, Any]:
+    sandbox.reset()
+    probes = cwd / "probes"
+    started = time.time()
+    run = timed(command, cwd, timeout, {"BENCH_PROBE_DIR": str(probes)})
+    seen = traffic(sandbox.log())
+    if run.returncode != 0:
+        raise SystemExit(f"run failed ({run.returncode}): {show_command(command)}\n{run.tail(20)}")
+    controller = read_probes(probes).get("controller", {})
+    return {
+        "wall_s": run.wall,
+        "cpu_s": run.cpu,
+        "chat": seen.chat,
+        "health": seen.health,
+        "startup_s": seen.first - started,
+        "work_s": seen.last_answer - seen.first,
+        "write_reports_s": controller.get("write_reports_s") or 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000, help="M, tasks and plain functions")
+    parser.add_argument("--workers", type=int, default=2, help="xdist workers for both")
+    parser.add_argument("--files", type=int, default=20, help="files to spread them over")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run, at most")
+    parser.add_argument("--json", type=Path, help="also save the result here")
+    options = parser.parse_args()
+
+    plugin_runs: list[dict[str, Any]] = []
+    plain_runs: list[dict[str, Any]] = []
+    with Sandbox(latency_ms=0) as sandbox, tempfile.TemporaryDirectory() as tmp:
+        roadmap_dir, plain_dir = Path(tmp, "roadmap"), Path(tmp, "plain")
+        write_tasks(roadmap_dir, options.tasks, options.files)
+        write_plain_tests(plain_dir, options.tasks, options.files, sandbox.url)
+        for folder in (roadmap_dir, plain_dir):
+            write_probe(folder)
+        plugin = roadmap_command(sandbox.url, options.workers, NO_LIMIT)
+        plain = plain_command(options.workers)
+        for number in range(options.repeat):
+            plugin_runs.append(measure(sandbox, plugin, roadmap_dir, options.timeout))
+            plain_runs.append(measure(sandbox, plain, plain_dir, options.timeout))
+            print(
+                f"run {number + 1}: plugin {plugin_runs[-1]['wall_s']:.2f} s,"
+                f" plain {plain_runs[-1]['wall_s']:.2f} s",
+                file=sys.stderr,
+            )
+
+    def med(runs: list[dict[str, Any]], key: str) -> float:
+        return median(run[key] for run in runs)
+
+    tasks = options.tasks
+    extra_wall = (med(plugin_runs, "wall_s") - med(plain_runs, "wall_s")) / tasks
+    extra_cpu = (med(plugin_runs, "cpu_s") - med(plain_runs, "cpu_s")) / tasks
+    report = med(plugin_runs, "write_reports_s") / tasks
+    emit(
+        {
+            "scenario": {"tasks": tasks, "workers": options.workers, "repeat": options.repeat},
+            "plugin_command": show_command(plugin).replace(sandbox.url, "URL"),
+            "plain_command": show_command(plain),
+            "plugin": {k: round(med(plugin_runs, k), 3) for k in plugin_runs[0]},
+            "plain": {k: round(med(plain_runs, k), 3) for k in plain_runs[0]},
+            "plugin_over_plain_wall": round(
+                med(plugin_runs, "wall_s") / med(plain_runs, "wall_s"), 3
+            ),
+            "extra_wall_ms_per_task": round(extra_wall * 1e3, 3),
+            "extra_cpu_ms_per_task": round(extra_cpu * 1e3, 3),
+            "write_reports_ms_per_task": round(report * 1e3, 3),
+            "extra_wall_ms_per_task_without_report": round((extra_wall - report) * 1e3, 3),
+            "runs": {"plugin": plugin_runs, "plain": plain_runs},
+        },
+        options.json,
+    )
+
+
+if __name__ == "__main__":
+    main()

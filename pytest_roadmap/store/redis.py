@@ -1,0 +1,829 @@
+"""The networked store: one Redis shared by every process of a run, on any host.
+
+URL: ``redis[s]://[[user]:password@]host[:port][/db]?run=<run id>`` plus, optionally,
+``ttl=<s>`` (how long a key outlives its last write, default 86400), ``retry=<s>`` (how
+long an operation keeps retrying while Redis is unreachable, default 30) and
+``recovery=<s>`` (how long admissions pause after Redis lost the run's state, default
+15). Other query parameters go to the redis client as they are. Runs with the same run
+id share every key, under ``roadmap:<run id>:``; runs with different ids share nothing.
+
+Every operation is one Lua script, so it is atomic on the server, and reads the time
+with ``TIME`` inside the script, so all hosts share the server's clock; `clock()` adds
+an offset measured against ``TIME`` to the local monotonic clock. Every key written gets
+the TTL again, so a run leaves nothing behind a day after its last write.
+
+A Redis that restarts without persistence (or fails over, or is flushed) loses the
+run's state: schedules, tickets and limits. The scripts notice because the run's
+``meta`` key is gone, and then, for ``recovery`` seconds, admit nothing new: rate
+schedules start after the pause (or after the latest send time this process was
+given, if later), waiting tickets cannot acquire, and a live process puts back the
+tickets it knows it has when it renews or polls them, so holders keep counting against
+the limit. Values (counters, batch and dependency state) cannot be rebuilt: a Redis
+that must survive restarts mid-run needs persistence (``appendonly yes``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pytest_roadmap.errors import SettingError
+from pytest_roadmap.store.base import Store, StoreError, TicketLost
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.commands.core import Script
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+INSTALL_HINT = "pip install 'pytest-roadmap[redis]'"
+DEFAULT_KEY_TTL = 24 * 3600.0
+DEFAULT_RETRY = 30.0
+DEFAULT_RECOVERY = 15.0
+# How often the clock offset is measured again: monotonic clocks drift by parts per
+# million, so a minute keeps the error far below a millisecond.
+CLOCK_REFRESH = 60.0
+FIRST_PAUSE = 0.05
+MAX_PAUSE = 0.5
+# Timeouts of one connection attempt and one reply; a script runs in microseconds.
+SOCKET_TIMEOUT = 5.0
+SCHEMA_VERSION = 1
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_OUR_PARAMS = ("run", "ttl", "retry", "recovery")
+
+# Every script starts here. ARGV[1] is the key TTL in ms, ARGV[2] the recovery in
+# seconds, KEYS[1] the run's meta hash. NOW is the server's time, to the microsecond.
+_PRELUDE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local TTL = tonumber(ARGV[1])
+local function num(x) return string.format('%.17g', x) end
+local function int(x) return string.format('%d', x) end
+local function touch(key) redis.call('PEXPIRE', key, TTL) end
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+-- A missing meta hash means the server lost the run's state: whatever was admitted
+-- before is unknown, so nothing new is admitted until RECOVER_UNTIL.
+local RECOVER_UNTIL = tonumber(redis.call('HGET', KEYS[1], 'recover_until'))
+if not RECOVER_UNTIL then
+  RECOVER_UNTIL = NOW + tonumber(ARGV[2])
+  redis.call('HSET', KEYS[1], 'recover_until', num(RECOVER_UNTIL), 'lost_at', num(NOW))
+  touch(KEYS[1])
+end
+local RECOVERING = NOW < RECOVER_UNTIL
+"""
+
+# Gate helpers. A gate is a hash: ticket -> "<holding 0|1>|<expires>|<holder>".
+# KEYS[2] is the gate's hash, KEYS[3] the run's ticket counter.
+_GATE = """
+local function decode(v)
+  local h, e, who = string.match(v, '^(%d)|([^|]*)|(.*)$')
+  return h == '1', tonumber(e), who
+end
+local function encode(holding, expires, who)
+  return (holding and '1|' or '0|') .. num(expires) .. '|' .. who
+end
+local function live(purge)
+  local all = redis.call('HGETALL', KEYS[2])
+  local out = {}
+  for i = 1, #all, 2 do
+    local holding, expires, who = decode(all[i + 1])
+    if expires > NOW then
+      out[#out + 1] = {field = all[i], ticket = tonumber(all[i]), holding = holding, who = who}
+    elseif purge then
+      redis.call('HDEL', KEYS[2], all[i])
+    end
+  end
+  return out
+end
+-- Tickets count up from the server's time in ms, so numbers handed out after a loss
+-- (which also loses the counter) come after every earlier one.
+local function counter()
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    redis.call('SET', KEYS[3], int(math.floor(NOW * 1000)))
+  end
+  touch(KEYS[3])
+end
+-- `known` is "<holding>|<holder>" from the process that has the ticket, or "".
+local function known_holder(known) return string.sub(known, 3) end
+local function restore(field, known, lease)
+  counter()
+  local holding = string.sub(known, 1, 1) == '1'
+  redis.call('HSET', KEYS[2], field, encode(holding, NOW + lease, known_holder(known)))
+  return holding
+end
+"""
+
+_INIT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'version', ARGV[2], 'recover_until', '0')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS[2]: the rate hash (key -> tat). ARGV from 3: key, interval, burst, hint, ...
+_RESERVE = (
+    _PRELUDE
+    + """
+local n = (#ARGV - 2) / 4
+local send = NOW
+local tats = {}
+for i = 0, n - 1 do
+  local at = 3 + 4 * i
+  local interval, burst = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  -- GCRA, as in the SQLite store: `tat` is when the bucket is empty again.
+  local tat = tonumber(redis.call('HGET', KEYS[2], ARGV[at]))
+  if not tat then
+    tat = RECOVERING and RECOVER_UNTIL + (burst - 1) * interval or NOW
+  end
+  -- The hint is the latest `tat` this caller was given: a no-op unless the state
+  -- was lost or rolled back.
+  tat = math.max(tat, tonumber(ARGV[at + 3]), NOW)
+  send = math.max(send, tat - (burst - 1) * interval)
+  tats[i + 1] = tat
+end
+local out = {num(send)}
+for i = 0, n - 1 do
+  local at = 3 + 4 * i
+  local new = math.max(tats[i + 1], send) + tonumber(ARGV[at + 1])
+  redis.call('HSET', KEYS[2], ARGV[at], num(new))
+  out[#out + 1] = num(new)
+end
+touch(KEYS[2])
+touch(KEYS[1])
+return out
+"""
+)
+
+# KEYS[2]: the limit hash (gate key -> limit). ARGV[3]: gate key, ARGV[4]: limit.
+_SET_LIMIT = (
+    _PRELUDE
+    + """
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+touch(KEYS[2])
+touch(KEYS[1])
+return 1
+"""
+)
+
+_LIMIT_OF = """
+-- `hint` is the limit this process set, or "": after a loss, it puts it back.
+local function limit_of(hash, key, hint)
+  local lim = redis.call('HGET', hash, key)
+  if not lim and hint ~= '' then
+    redis.call('HSET', hash, key, hint)
+    touch(hash)
+    lim = hint
+  end
+  return tonumber(lim) or 1
+end
+"""
+
+# KEYS[2]: the limit hash. ARGV[3]: gate key, ARGV[4]: limit hint.
+_LIMIT = _PRELUDE + _LIMIT_OF + "return limit_of(KEYS[2], ARGV[3], ARGV[4])\n"
+
+# KEYS[4]: this call's op key. ARGV[3]: holder, ARGV[4]: lease, ARGV[5]: op key TTL (ms).
+_ENQUEUE = (
+    _PRELUDE
+    + _GATE
+    + """
+-- A retry after a lost reply must not queue a second ticket.
+local done = redis.call('GET', KEYS[4])
+if done then return tonumber(done) end
+counter()
+local ticket = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[2], ticket, encode(false, NOW + tonumber(ARGV[4]), ARGV[3]))
+redis.call('SET', KEYS[4], ticket, 'PX', ARGV[5])
+touch(KEYS[2])
+touch(KEYS[1])
+return ticket
+"""
+)
+
+# KEYS[4]: the limit hash. ARGV[3]: gate key, ARGV[4]: ticket, ARGV[5]: lease,
+# ARGV[6]: known, ARGV[7]: limit hint. Returns 1 holding, 0 waiting, -1 gone.
+_TRY_ACQUIRE = (
+    _PRELUDE
+    + _GATE
+    + _LIMIT_OF
+    + """
+local ticket, lease, known = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local tickets = live(true)
+local mine
+for _, t in ipairs(tickets) do
+  if t.ticket == ticket then mine = t end
+end
+if mine then
+  if known ~= '' and mine.who ~= known_holder(known) then return -1 end
+elseif RECOVERING and known ~= '' then
+  mine = {ticket = ticket, holding = restore(ARGV[4], known, lease), who = known_holder(known)}
+else
+  return -1
+end
+local holding = mine.holding
+if not holding and not RECOVERING then
+  local held, first = 0, nil
+  for _, t in ipairs(tickets) do
+    if t.holding then
+      held = held + 1
+    elseif not first or t.ticket < first then
+      first = t.ticket
+    end
+  end
+  holding = held < limit_of(KEYS[4], ARGV[3], ARGV[7]) and first == ticket
+end
+redis.call('HSET', KEYS[2], ARGV[4], encode(holding, NOW + lease, mine.who))
+touch(KEYS[2])
+touch(KEYS[1])
+return holding and 1 or 0
+"""
+)
+
+# ARGV[3]: ticket, ARGV[4]: lease, ARGV[5]: known.
+_RENEW = (
+    _PRELUDE
+    + _GATE
+    + """
+local v = redis.call('HGET', KEYS[2], ARGV[3])
+if v then
+  local holding, expires, who = decode(v)
+  if expires <= NOW or (ARGV[5] ~= '' and who ~= known_holder(ARGV[5])) then return 0 end
+  redis.call('HSET', KEYS[2], ARGV[3], encode(holding, NOW + tonumber(ARGV[4]), who))
+elseif RECOVERING and ARGV[5] ~= '' then
+  restore(ARGV[3], ARGV[5], tonumber(ARGV[4]))
+else
+  return 0
+end
+touch(KEYS[2])
+touch(KEYS[1])
+return 1
+"""
+)
+
+# ARGV[3]: ticket.
+_RELEASE = _PRELUDE + "redis.call('HDEL', KEYS[2], ARGV[3])\nreturn 1\n"
+
+# ARGV[3]: holder.
+_RECLAIM = (
+    _PRELUDE
+    + _GATE
+    + """
+local n = 0
+for _, t in ipairs(live(true)) do
+  if t.who == ARGV[3] then
+    redis.call('HDEL', KEYS[2], t.field)
+    n = n + 1
+  end
+end
+return n
+"""
+)
+
+_STATE = (
+    _PRELUDE
+    + _GATE
+    + """
+local held, waiting = 0, 0
+for _, t in ipairs(live(false)) do
+  if t.holding then held = held + 1 else waiting = waiting + 1 end
+end
+return {held, waiting}
+"""
+)
+
+# A value is a hash: v (the value) and e (when it expires, if it does). Reads go by
+# `e`, to the microsecond; Redis's own expiry, a moment later, only tidies up.
+# KEYS[2]: the value's hash. ARGV[3]: value, ARGV[4]: ttl in seconds or "".
+_PUT = (
+    _PRELUDE
+    + """
+redis.call('DEL', KEYS[2])
+if ARGV[4] == '' then
+  redis.call('HSET', KEYS[2], 'v', ARGV[3])
+  touch(KEYS[2])
+else
+  local ttl = tonumber(ARGV[4])
+  redis.call('HSET', KEYS[2], 'v', ARGV[3], 'e', num(NOW + ttl))
+  redis.call('PEXPIRE', KEYS[2], int(math.ceil(ttl * 1000) + 1))
+end
+touch(KEYS[1])
+return 1
+"""
+)
+
+_GET = (
+    _PRELUDE
+    + """
+local v = redis.call('HMGET', KEYS[2], 'v', 'e')
+if not v[1] or (v[2] and tonumber(v[2]) <= NOW) then return false end
+return v[1]
+"""
+)
+
+# KEYS[3]: this call's op key. ARGV[3]: amount, ARGV[4]: op key TTL in ms, or 0 when
+# a repeat does no harm. Returns {1, result} or {0, the value that is no integer}.
+_INCR = (
+    _PRELUDE
+    + """
+local dedup = ARGV[4] ~= '0'
+if dedup then
+  local done = redis.call('GET', KEYS[3])
+  if done then return {1, done} end
+end
+local v = redis.call('HMGET', KEYS[2], 'v', 'e')
+local current, expires = v[1], v[2]
+if not current or (expires and tonumber(expires) <= NOW) then
+  current, expires = '0', false
+  redis.call('DEL', KEYS[2])
+end
+if not string.match(current, '^%s*[-+]?%d+%s*$') then return {0, current} end
+local result = int(tonumber(current) + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[2], 'v', result)
+-- Like INCR: an expiry of the value's own stays; otherwise the run's TTL starts again.
+if not expires then touch(KEYS[2]) end
+if dedup then redis.call('SET', KEYS[3], result, 'PX', ARGV[4]) end
+touch(KEYS[1])
+return {1, result}
+"""
+)
+
+
+class RedisStore(Store):
+    """A run's shared state in Redis, under ``roadmap:<run id>:``; safe across threads."""
+
+    def __init__(
+        self,
+        server_url: str,
+        run_id: str,
+        *,
+        create: bool = False,
+        key_ttl: float = DEFAULT_KEY_TTL,
+        retry: float = DEFAULT_RETRY,
+        recovery: float = DEFAULT_RECOVERY,
+    ) -> None:
+        """Connect to the Redis at `server_url` (no run parameters) for run `run_id`.
+
+        With `create` (the controller) an unreachable Redis fails at once; a worker
+        joining a run keeps trying for `retry` seconds, as every operation does.
+        """
+        shown = redact(server_url)
+        if not _RUN_ID.match(run_id):
+            raise SettingError(
+                f"invalid run id {run_id!r} for the Redis store at {shown}: use letters,"
+                " digits, '.', '_' and '-' (at most 128, starting with a letter or digit)"
+            )
+        for name, value, lowest in (("ttl", key_ttl, 1.0), ("retry", retry, 0.0)):
+            if not (math.isfinite(value) and value >= lowest):
+                raise SettingError(f"store URL {shown}: {name} must be at least {lowest:g} s")
+        if not (math.isfinite(recovery) and recovery >= 0):
+            raise SettingError(f"store URL {shown}: recovery must be 0 s or more")
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.exceptions import (
+                AuthenticationError,
+                AuthorizationError,
+                ClusterDownError,
+                ReadOnlyError,
+                RedisError,
+                TryAgainError,
+            )
+            from redis.retry import Retry
+        except ImportError:
+            raise SettingError(
+                f"store URL {shown} needs the redis client: {INSTALL_HINT}"
+            ) from None
+
+        self._server_url = server_url
+        self._run_id = run_id
+        self._key_ttl = key_ttl
+        self._retry = retry
+        self._recovery = recovery
+        self._shown = self.shown_url
+        # Transient: the server is away, loading, or a replica is taking over. Wrong
+        # credentials are not, even though redis-py files them under ConnectionError.
+        self._transient: tuple[type[Exception], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            TimeoutError,
+            ConnectionError,
+            ReadOnlyError,
+            TryAgainError,
+            ClusterDownError,
+        )
+        self._fatal: tuple[type[Exception], ...] = (AuthenticationError, AuthorizationError)
+        self._redis_error: type[Exception] = RedisError
+
+        prefix = f"roadmap:{run_id}:"
+        self._prefix = prefix
+        self._meta = prefix + "meta"
+        self._rate = prefix + "rate"
+        self._limit = prefix + "limit"
+        self._counter = prefix + "ticket"
+        self._common = [str(int(key_ttl * 1000)), repr(recovery)]
+        self._op_ttl = str(int(max(60.0, 2 * retry) * 1000))
+
+        # What this process knows, to put back after the server lost the run's state.
+        self._known_lock = threading.Lock()
+        self._tats: dict[str, float] = {}
+        self._tickets: dict[tuple[str, int], tuple[str, bool]] = {}
+        self._limits: dict[str, int] = {}
+
+        self._offset = 0.0
+        self._synced = -math.inf
+        self._sync_lock = threading.Lock()
+        self._closed = False
+        try:
+            # The client's own retries would hide outages inside single calls; this
+            # class retries whole scripts, with its own budget.
+            self._client: Redis = redis.Redis.from_url(
+                server_url,
+                decode_responses=True,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=SOCKET_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:
+            raise SettingError(f"store URL {shown}: {_reason(exc)}") from None
+        scripts = {
+            "init": _INIT,
+            "reserve": _RESERVE,
+            "set_limit": _SET_LIMIT,
+            "limit": _LIMIT,
+            "enqueue": _ENQUEUE,
+            "try_acquire": _TRY_ACQUIRE,
+            "renew": _RENEW,
+            "release": _RELEASE,
+            "reclaim": _RECLAIM,
+            "state": _STATE,
+            "put": _PUT,
+            "get": _GET,
+            "incr": _INCR,
+        }
+        self._scripts: dict[str, Script] = {
+            name: self._client.register_script(text) for name, text in scripts.items()
+        }
+        try:
+            self._retrying(self._sync_clock, 0.0 if create else retry, "cannot reach")
+            if create:
+                self._retrying(
+                    lambda: self._scripts["init"](
+                        keys=[self._meta], args=[self._common[0], SCHEMA_VERSION]
+                    ),
+                    0.0,
+                    "cannot reach",
+                )
+        except BaseException:
+            self._client.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = False) -> RedisStore:
+        """Open the run named by ``redis[s]://...?run=<id>[&ttl=..&retry=..&recovery=..]``."""
+        shown = redact(url)
+        parts = urlsplit(url)
+        ours: dict[str, str] = {}
+        rest: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in _OUR_PARAMS:
+                ours[name] = value
+            else:
+                rest.append((name, value))
+        run_id = ours.get("run", "")
+        if not run_id:
+            raise SettingError(
+                f"store URL {shown} names no run: add ?run=<run id>, the same id in every"
+                " job that shares the limits"
+            )
+        server = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
+
+        def seconds(name: str, default: float) -> float:
+            text = ours.get(name)
+            if text is None:
+                return default
+            try:
+                return float(text)
+            except ValueError:
+                raise SettingError(
+                    f"store URL {shown}: {name}={text!r} must be a number of seconds"
+                ) from None
+
+        return cls(
+            server,
+            run_id,
+            create=create,
+            key_ttl=seconds("ttl", DEFAULT_KEY_TTL),
+            retry=seconds("retry", DEFAULT_RETRY),
+            recovery=seconds("recovery", DEFAULT_RECOVERY),
+        )
+
+    @property
+    def url(self) -> str:
+        """The full URL, credentials included: pass it to workers, never print it."""
+        params = [("run", self._run_id)]
+        for name, value, default in (
+            ("ttl", self._key_ttl, DEFAULT_KEY_TTL),
+            ("retry", self._retry, DEFAULT_RETRY),
+            ("recovery", self._recovery, DEFAULT_RECOVERY),
+        ):
+            if value != default:
+                params.append((name, _number(value)))
+        return with_params(self._server_url, params)
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with any password masked, for messages."""
+        return redact(self.url)
+
+    @property
+    def run_id(self) -> str:
+        """The run this store belongs to; its keys start with ``roadmap:<run id>:``."""
+        return self._run_id
+
+    def clock(self) -> float:
+        return time.monotonic() + self._offset
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _sync_clock(self) -> None:
+        """Measure the offset of the server's clock to the local monotonic one."""
+        best_rtt, best_offset = math.inf, 0.0
+        for _ in range(3):
+            before = time.monotonic()
+            seconds, micros = self._client.time()
+            after = time.monotonic()
+            # The server read its clock somewhere in [before, after]. Pinning it to
+            # `before` errs on the early side, so a time the server has just handed out
+            # (a send time, an expiry) is never in clock()'s future.
+            offset = seconds + (micros + 1) / 1e6 - before
+            if after - before < best_rtt:
+                best_rtt, best_offset = after - before, offset
+        self._offset = best_offset
+        self._synced = time.monotonic()
+
+    def _refresh_clock(self) -> None:
+        # One thread measures; the others keep using the offset they have.
+        if not self._sync_lock.acquire(blocking=False):
+            return
+        try:
+            self._sync_clock()
+        except self._transient as exc:
+            log.debug("Redis store at %s: clock sync failed: %s", self._shown, exc)
+        finally:
+            self._sync_lock.release()
+
+    def _retrying(self, call: Callable[[], _T], budget: float, failure: str) -> _T:
+        """`call()`, retried with backoff while Redis is unreachable, for `budget` s."""
+        deadline: float | None = None
+        pause = FIRST_PAUSE
+        while True:
+            if self._closed:
+                raise StoreError(f"the Redis store at {self._shown} is closed")
+            try:
+                result = call()
+            except self._fatal as exc:
+                raise StoreError(
+                    f"{failure} the Redis store at {self._shown}: {_reason(exc)}"
+                ) from None
+            except self._transient as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + budget
+                    if budget > 0:
+                        log.warning(
+                            "Redis store at %s: %s; retrying for up to %g s",
+                            self._shown,
+                            _reason(exc),
+                            budget,
+                        )
+                if now >= deadline:
+                    waited = f" for {budget:g} s" if budget > 0 else ""
+                    raise StoreError(
+                        f"{failure} the Redis store at {self._shown}{waited}: {_reason(exc)}"
+                    ) from None
+                time.sleep(min(pause * random.uniform(0.5, 1.0), deadline - now))
+                pause = min(pause * 2, MAX_PAUSE)
+                continue
+            except self._redis_error as exc:
+                raise StoreError(f"the Redis store at {self._shown}: {_reason(exc)}") from None
+            if deadline is not None:
+                log.warning("Redis store at %s: answering again", self._shown)
+            return result
+
+    def _run(self, name: str, keys: list[str], args: Sequence[str | int | float]) -> object:
+        """Run script `name`, retrying through outages; re-measure the clock now and then."""
+        script = self._scripts[name]
+        full = [self._meta, *keys]
+        argv = [*self._common, *args]
+        outage = False
+
+        def call() -> object:
+            nonlocal outage
+            try:
+                return script(keys=full, args=argv, client=self._client)
+            except self._transient:
+                outage = True
+                raise
+
+        result = self._retrying(call, self._retry, "no answer from")
+        # After an outage the server may be another one, with another clock.
+        if outage or time.monotonic() - self._synced > CLOCK_REFRESH:
+            self._refresh_clock()
+        return result
+
+    def _op_key(self) -> str:
+        return f"{self._prefix}op:{uuid.uuid4().hex}"
+
+    def _gate_key(self, key: str) -> str:
+        return f"{self._prefix}gate:{key}"
+
+    def _known(self, key: str, ticket: int) -> str:
+        with self._known_lock:
+            mine = self._tickets.get((key, ticket))
+        return "" if mine is None else f"{int(mine[1])}|{mine[0]}"
+
+    def _forget(self, key: str, ticket: int) -> None:
+        with self._known_lock:
+            self._tickets.pop((key, ticket), None)
+
+    # -- rate limiting ---------------------------------------------------------------
+
+    def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+        args: list[str | int | float] = []
+        with self._known_lock:
+            for key, interval, burst in limits:
+                args += [key, repr(float(interval)), burst, repr(self._tats.get(key, 0.0))]
+        send, *tats = (
+            float(str(value)) for value in _as_list(self._run("reserve", [self._rate], args))
+        )
+        with self._known_lock:
+            for (key, _, _), tat in zip(limits, tats, strict=True):
+                self._tats[key] = max(self._tats.get(key, 0.0), tat)
+        return send
+
+    # -- concurrency gate ------------------------------------------------------------
+
+    def gate_set_limit(self, key: str, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"gate limit must be at least 1, not {limit}")
+        self._run("set_limit", [self._limit], [key, limit])
+        with self._known_lock:
+            self._limits[key] = limit
+
+    def _limit_hint(self, key: str) -> str:
+        with self._known_lock:
+            limit = self._limits.get(key)
+        return "" if limit is None else str(limit)
+
+    def gate_limit(self, key: str) -> int:
+        return _as_int(self._run("limit", [self._limit], [key, self._limit_hint(key)]))
+
+    def gate_enqueue(self, key: str, holder: str, lease: float) -> int:
+        keys = [self._gate_key(key), self._counter, self._op_key()]
+        ticket = _as_int(self._run("enqueue", keys, [holder, repr(float(lease)), self._op_ttl]))
+        with self._known_lock:
+            self._tickets[(key, ticket)] = (holder, False)
+        return ticket
+
+    def gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
+        keys = [self._gate_key(key), self._counter, self._limit]
+        args: list[str | int] = [
+            key,
+            ticket,
+            repr(float(lease)),
+            self._known(key, ticket),
+            self._limit_hint(key),
+        ]
+        answer = _as_int(self._run("try_acquire", keys, args))
+        if answer < 0:
+            self._forget(key, ticket)
+            raise TicketLost(f"ticket {ticket} of gate {key!r} is gone")
+        if answer:
+            with self._known_lock:
+                mine = self._tickets.get((key, ticket))
+                if mine is not None:
+                    self._tickets[(key, ticket)] = (mine[0], True)
+        return bool(answer)
+
+    def gate_renew(self, key: str, ticket: int, lease: float) -> bool:
+        keys = [self._gate_key(key), self._counter]
+        args: list[str | int] = [ticket, repr(float(lease)), self._known(key, ticket)]
+        alive = bool(_as_int(self._run("renew", keys, args)))
+        if not alive:
+            self._forget(key, ticket)
+        return alive
+
+    def gate_release(self, key: str, ticket: int) -> None:
+        self._forget(key, ticket)
+        self._run("release", [self._gate_key(key)], [ticket])
+
+    def gate_reclaim(self, key: str, holder: str) -> int:
+        with self._known_lock:
+            for known, (who, _) in list(self._tickets.items()):
+                if known[0] == key and who == holder:
+                    del self._tickets[known]
+        return _as_int(self._run("reclaim", [self._gate_key(key)], [holder]))
+
+    def gate_state(self, key: str) -> tuple[int, int]:
+        held, waiting = (
+            _as_int(value) for value in _as_list(self._run("state", [self._gate_key(key)], []))
+        )
+        return held, waiting
+
+    # -- small shared values ---------------------------------------------------------
+
+    def put(self, key: str, value: str, ttl: float | None = None) -> None:
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"ttl must be positive or None, not {ttl}")
+        self._run("put", [self._value_key(key)], [value, "" if ttl is None else repr(ttl)])
+
+    def get(self, key: str) -> str | None:
+        value = self._run("get", [self._value_key(key)], [])
+        return None if value is None else str(value)
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        # Adding 0 (a read) may safely run twice; anything else is recorded so that a
+        # retry after a lost reply returns the first result instead of adding again.
+        op_ttl = self._op_ttl if amount else "0"
+        reply = self._run("incr", [self._value_key(key), self._op_key()], [amount, op_ttl])
+        ok, value = _as_list(reply)
+        if not ok:
+            raise ValueError(f"value of {key!r} is not an integer: {value!r}")
+        return _as_int(value)
+
+    def _value_key(self, key: str) -> str:
+        return f"{self._prefix}value:{key}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.shown_url!r})"
+
+
+def with_params(url: str, params: Sequence[tuple[str, str]]) -> str:
+    """`url` with each query parameter in `params` set, replacing any of the same name."""
+    parts = urlsplit(url)
+    names = {name for name, _ in params}
+    query = [(n, v) for n, v in parse_qsl(parts.query, keep_blank_values=True) if n not in names]
+    return urlunsplit(
+        (parts.scheme, parts.netloc, parts.path, urlencode([*query, *params]), parts.fragment)
+    )
+
+
+def with_run_id(url: str, run_id: str) -> str:
+    """The Redis store URL `url` for run `run_id` (replacing a run id it names)."""
+    return with_params(url, [("run", run_id)])
+
+
+def redact(url: str) -> str:
+    """`url` with its password (in the user part or a ``password=`` parameter) masked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        name = user.partition(":")[0]
+        netloc = f"{name}:***@{host}"
+    query = [
+        (name, "***" if name == "password" else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(
+        (parts.scheme, netloc, parts.path, urlencode(query, safe="*"), parts.fragment)
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _as_int(reply: object) -> int:
+    if not isinstance(reply, int | str):
+        raise StoreError(f"unexpected answer from Redis: {reply!r}")
+    return int(reply)
+
+
+def _as_list(reply: object) -> list[object]:
+    if not isinstance(reply, list):
+        raise StoreError(f"unexpected answer from Redis: {reply!r}")
+    return reply
