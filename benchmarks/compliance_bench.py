@@ -14,6 +14,7 @@ The asyncio baseline (benchmarks/asyncio_runner.py, a plain leaky bucket) gets
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -36,11 +37,18 @@ RUNNER = Path(__file__).with_name("asyncio_runner.py")
 
 
 def measure(
-    sandbox: Sandbox, command: list[str], cwd: Path, timeout: float, rate: float
+    sandbox: Sandbox,
+    command: list[str],
+    cwd: Path,
+    timeout: float,
+    rate: float,
+    save: Path | None = None,
 ) -> dict[str, Any]:
     sandbox.reset()
     run = timed(command, cwd, timeout)
     log = sandbox.log()
+    if save is not None:
+        save.write_text("".join(json.dumps(entry) + "\n" for entry in log), encoding="utf-8")
     seen = traffic(log)
     return {
         "wall_s": run.wall,
@@ -62,6 +70,7 @@ def main() -> None:
     parser.add_argument("--baseline-runs", type=int, default=3, help="asyncio baseline runs")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run, at most")
     parser.add_argument("--json", type=Path, help="also save the result here")
+    parser.add_argument("--save-logs", type=Path, help="folder for each run's sandbox log")
     options = parser.parse_args()
 
     tasks = int(options.rate * options.seconds)
@@ -76,8 +85,13 @@ def main() -> None:
         plugin = roadmap_command(sandbox.url, options.workers, options.rate)
         baseline = [sys.executable, str(RUNNER), "--api", sandbox.url, "--tasks", str(tasks)]
         baseline += ["--concurrency", str(options.workers), "--rate", f"{options.rate:g}"]
+        if options.save_logs:
+            options.save_logs.mkdir(parents=True, exist_ok=True)
         for number in range(options.runs):
-            plugin_runs.append(measure(sandbox, plugin, folder, options.timeout, options.rate))
+            save = options.save_logs / f"plugin-{number + 1}.jsonl" if options.save_logs else None
+            plugin_runs.append(
+                measure(sandbox, plugin, folder, options.timeout, options.rate, save)
+            )
             print(f"run {number + 1}: {plugin_runs[-1]}", file=sys.stderr)
         for number in range(options.baseline_runs):
             baseline_runs.append(measure(sandbox, baseline, folder, options.timeout, options.rate))
@@ -99,7 +113,8 @@ def main() -> None:
 
     emit(
         {
-            "scenario": vars(options) | {"json": str(options.json), "tasks": tasks},
+            "scenario": vars(options)
+            | {"json": str(options.json), "save_logs": str(options.save_logs), "tasks": tasks},
             "plugin_command": show_command(plugin).replace(sandbox.url, "URL"),
             "plugin": sums(plugin_runs),
             "baseline": sums(baseline_runs),

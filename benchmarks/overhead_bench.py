@@ -35,6 +35,20 @@ from harness import (
 )
 
 NO_LIMIT = 100000.0
+# An experiment, not a fix: pytest-rerunfailures' worker-side socket to the controller
+# (ClientStatusDB) without Nagle's algorithm. Appended to the probe conftest by --nodelay.
+NODELAY_CONFTEST = """
+
+import socket as _socket
+
+
+def pytest_sessionstart(session):
+    config = session.config
+    db = getattr(config, "failures_db", None)
+    sock = getattr(db, "sock", None)
+    if sock is not None and hasattr(config, "workerinput"):
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+"""
 
 
 def measure(sandbox: Sandbox, command: list[str], cwd: Path, timeout: float) -> dict[str, Any]:
@@ -65,6 +79,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run, at most")
     parser.add_argument("--json", type=Path, help="also save the result here")
+    parser.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="experiment: set TCP_NODELAY on pytest-rerunfailures' worker socket (both runs)",
+    )
     options = parser.parse_args()
 
     plugin_runs: list[dict[str, Any]] = []
@@ -75,6 +94,9 @@ def main() -> None:
         write_plain_tests(plain_dir, options.tasks, options.files, sandbox.url)
         for folder in (roadmap_dir, plain_dir):
             write_probe(folder)
+            if options.nodelay:
+                with (folder / "conftest.py").open("a", encoding="utf-8") as conftest:
+                    conftest.write(NODELAY_CONFTEST)
         plugin = roadmap_command(sandbox.url, options.workers, NO_LIMIT)
         plain = plain_command(options.workers)
         for number in range(options.repeat):
@@ -95,7 +117,12 @@ def main() -> None:
     report = med(plugin_runs, "write_reports_s") / tasks
     emit(
         {
-            "scenario": {"tasks": tasks, "workers": options.workers, "repeat": options.repeat},
+            "scenario": {
+                "tasks": tasks,
+                "workers": options.workers,
+                "repeat": options.repeat,
+                "nodelay": options.nodelay,
+            },
             "plugin_command": show_command(plugin).replace(sandbox.url, "URL"),
             "plain_command": show_command(plain),
             "plugin": {k: round(med(plugin_runs, k), 3) for k in plugin_runs[0]},

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from xdist.scheduler import LoadScheduling
 
-from pytest_roadmap.safeguards import GATE_KEY
+from pytest_roadmap.safeguards import GATE_KEY, batch_gate_key
 
 if TYPE_CHECKING:
     from pytest_roadmap.plugin import Runtime
@@ -23,12 +23,17 @@ class ControllerHooks:
         node.workerinput["roadmap_store"] = self.runtime.store_url
         node.workerinput["roadmap_api"] = self.runtime.api_url
         node.workerinput["roadmap_run"] = self.runtime.run_id
+        node.workerinput["roadmap_instance"] = self.runtime.instance
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         # A crashed worker's slot goes back at once instead of at lease expiry.
         store = self.runtime.store
-        if store is not None:
-            store.gate_reclaim(GATE_KEY, node.workerinput["workerid"])
+        if store is None:
+            return
+        holder = f"{self.runtime.instance}:{node.workerinput['workerid']}"
+        store.gate_reclaim(GATE_KEY, holder)
+        for batch in self.runtime.plan.batches if self.runtime.plan else ():
+            store.gate_reclaim(batch_gate_key(batch), holder)
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         self.runtime.expected = max(self.runtime.expected, len(ids))

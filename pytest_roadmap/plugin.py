@@ -30,11 +30,17 @@ from pytest_roadmap.recorder import RunRecorder, task_to_wire
 from pytest_roadmap.report import write_reports
 from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure, is_retryable
-from pytest_roadmap.safeguards import GATE_KEY, Safeguards, Slots, batch_gate_key
+from pytest_roadmap.safeguards import (
+    GATE_KEY,
+    Safeguards,
+    Slots,
+    batch_gate_key,
+    store_failures_are_transient,
+)
 from pytest_roadmap.sequencing import Sequencer
 from pytest_roadmap.settings import Settings, Sources, concurrency_from_env, resolve_settings
 from pytest_roadmap.store import open_store
-from pytest_roadmap.store.base import Store
+from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import load_tasks
 from pytest_roadmap.terminal import header_line, summary_lines
 from pytest_roadmap.tracker import ProgressTracker
@@ -65,6 +71,7 @@ class Runtime:
     run_id: str
     worker: str
     workers: int
+    instance: str = ""  # unique per controller: names this run's gate holders in the store
     store: Store | None = None
     safeguards_: Safeguards | None = None
     plan: BatchPlan | None = None
@@ -84,7 +91,12 @@ class Runtime:
             if self.store is None:
                 self.store = open_store(self.store_url)
             self.safeguards_ = Safeguards(
-                self.settings, self.api_url, self.store, self.worker, self.run_id
+                self.settings,
+                self.api_url,
+                self.store,
+                self.worker,
+                self.run_id,
+                holder=f"{self.instance}:{self.worker}",
             )
         return self.safeguards_
 
@@ -245,6 +257,7 @@ def pytest_configure(config: pytest.Config) -> None:
             api_url=info["roadmap_api"],
             store_url=info["roadmap_store"],
             run_id=info["roadmap_run"],
+            instance=info["roadmap_instance"],
             worker=info["workerid"],
             workers=settings.workers,
             plan=plan,
@@ -287,11 +300,28 @@ def _batch_plan(config: pytest.Config, settings: Settings) -> BatchPlan | None:
 LEFT_OUT = pytest.StashKey[int]()
 
 
+def _open_run_store(settings: Settings, run_dir: Path, run_id: str) -> Store:
+    """The run's coordination store, created here before any worker opens it.
+
+    The default is an SQLite file private to the run (concurrent first opens of a WAL
+    database fail with "database is locked", so the controller makes it first). A Redis
+    URL is shared by every run given the same run id: CI shards, remote workers.
+    """
+    url = settings.store or f"sqlite://{(run_dir / 'store.db').as_posix()}"
+    if url.startswith(("redis://", "rediss://")):
+        from pytest_roadmap.store.redis import with_run_id
+
+        url = with_run_id(url, run_id)
+    try:
+        return open_store(url, create=True)
+    except (RoadmapError, StoreError) as exc:
+        raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
+
+
 def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan | None) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="pytest-roadmap-"))
-    # The controller creates the store before any worker opens it: concurrent first opens
-    # of a WAL database fail with "database is locked".
-    store = open_store(f"sqlite://{(run_dir / 'store.db').as_posix()}", create=True)
+    run_id = settings.run_id or uuid.uuid4().hex[:12]
+    store = _open_run_store(settings, run_dir, run_id)
     store.gate_set_limit(GATE_KEY, settings.workers)
     for batch in plan.batches if plan else ():
         if batch.max_concurrency is not None:
@@ -309,7 +339,8 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
         settings=settings,
         api_url=api_url,
         store_url=store.url,
-        run_id=uuid.uuid4().hex[:12],
+        run_id=run_id,
+        instance=uuid.uuid4().hex[:12],
         worker="main",
         workers=settings.workers,
         store=store,
@@ -359,11 +390,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     del config.stash[RUNTIME]
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
     runtime = runtime_of(config)
     if runtime is None or not is_controller(config):
         return None
-    return header_line(runtime.settings, runtime.api_url, runtime.workers)
+    lines = [header_line(runtime.settings, runtime.api_url, runtime.workers)]
+    if runtime.settings.store and runtime.store is not None:
+        shown = getattr(runtime.store, "shown_url", runtime.settings.store)
+        lines.append(f"roadmap: store={shown} run={runtime.run_id}")
+    return lines
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -545,7 +580,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         batch = runtime.sequencer.batch_of(item.task.id)
         if failed_before == 0:
             # Batch barriers and dependencies: wait here, where no slot is held yet.
-            reason = runtime.sequencer.wait_turn(item.task)
+            with store_failures_are_transient():
+                reason = runtime.sequencer.wait_turn(item.task)
             if reason is not None:
                 pytest.skip(reason)
     guards.enter_batch(batch)

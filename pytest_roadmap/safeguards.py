@@ -6,8 +6,9 @@ run's, not the worker's, because all their state lives in the store.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pytest_roadmap.batches import Batch
@@ -17,7 +18,7 @@ from pytest_roadmap.health import HealthProbe
 from pytest_roadmap.ratelimit import RateLimiter, acquire_together
 from pytest_roadmap.retry import Backoff, TaskFailure
 from pytest_roadmap.settings import Settings
-from pytest_roadmap.store.base import Store
+from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import Task
 
 GATE_KEY = "gate"
@@ -65,6 +66,17 @@ class Slots:
             slot.release()
 
 
+@contextlib.contextmanager
+def store_failures_are_transient() -> Iterator[None]:
+    """A store that stops answering makes the attempt fail and retry, never run unlimited."""
+    try:
+        yield
+    except StoreError as exc:
+        raise TaskFailure(
+            f"coordination store unavailable: {exc}", transient=True, overload=True
+        ) from None
+
+
 class Safeguards:
     """The limiter, gate, health probe and client of one process, over the shared store."""
 
@@ -75,15 +87,19 @@ class Safeguards:
         store: Store,
         worker: str,
         run_id: str,
+        holder: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.store = store
         self.worker = worker
+        # Gate tickets are held per worker process; the holder name must be unique across
+        # every run sharing the store ("gw0" of one CI shard is not "gw0" of another).
+        self.holder = holder or worker
         self._sleep = sleep
         self.limiter = RateLimiter(store, settings.rate_limit, settings.burst)
         self._throttles = _Throttles(self.limiter)
-        self.gate = ConcurrencyGate(store, holder=worker, key=GATE_KEY, lease=GATE_LEASE)
+        self.gate = ConcurrencyGate(store, holder=self.holder, key=GATE_KEY, lease=GATE_LEASE)
         self._batch_gates: dict[int, ConcurrencyGate] = {}
         self._batch_limiters: dict[int, RateLimiter] = {}
         self._batch_starts: dict[int, RateLimiter] = {}
@@ -119,7 +135,8 @@ class Safeguards:
         if failed_attempts:
             retry_after = last.retry_after if isinstance(last, TaskFailure) else None
             self._sleep(self.backoff.wait(failed_attempts, retry_after))
-        return self.health.wait_healthy()
+        with store_failures_are_transient():
+            return self.health.wait_healthy()
 
     def enter_batch(self, batch: Batch | None) -> None:
         """Requests from now on also pass `batch`'s own rate limit, if it has one."""
@@ -135,12 +152,16 @@ class Safeguards:
 
     def acquire_slot(self, batch: Batch | None = None, between_tasks: float = 0.0) -> Slots:
         """The slots for one attempt; in a batch, starts are also spaced `between_tasks`."""
+        with store_failures_are_transient():
+            return self._acquire_slots(batch, between_tasks)
+
+    def _acquire_slots(self, batch: Batch | None, between_tasks: float) -> Slots:
         slots: list[Slot] = []
         if batch is not None and batch.max_concurrency is not None:
             gate = self._batch_gates.get(batch.index)
             if gate is None:
                 gate = ConcurrencyGate(
-                    self.store, holder=self.worker, key=batch_gate_key(batch), lease=GATE_LEASE
+                    self.store, holder=self.holder, key=batch_gate_key(batch), lease=GATE_LEASE
                 )
                 self._batch_gates[batch.index] = gate
             slots.append(gate.acquire())
@@ -161,7 +182,8 @@ class Safeguards:
         """Send one task's prompt; a failure that smells of overload re-arms the probe."""
         headers = {"X-Roadmap-Task": task.id, "X-Roadmap-Attempt": str(attempt)}
         try:
-            return self.client.chat(task.prompt, headers=headers)
+            with store_failures_are_transient():
+                return self.client.chat(task.prompt, headers=headers)
         except TaskFailure as failure:
             if failure.overload:
                 self.health.invalidate()

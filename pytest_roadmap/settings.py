@@ -8,6 +8,7 @@ plugin hands it the raw values through `Sources`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -362,8 +363,48 @@ BATCHES = Spec[str](
     "Run in batch mode from this JSON batch file (the original BATCH_CONFIG.json format).",
 )
 
+
+def _store_url(raw: str, origin: str) -> str:
+    if not raw.startswith(("sqlite://", "redis://", "rediss://")) or any(c.isspace() for c in raw):
+        raise ValueError(raw)
+    return raw
+
+
+def _run_id(raw: str, origin: str) -> str:
+    if not RUN_ID_PATTERN.fullmatch(raw):
+        raise ValueError(raw)
+    return raw
+
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+STORE = Spec[str](
+    "store URL",
+    "--roadmap-store",
+    "ROADMAP_STORE",
+    "roadmap_store",
+    "",
+    _store_url,
+    "a redis://host:port/db or rediss:// URL (or sqlite:///path)",
+    "Coordination store shared by every worker, e.g. redis://host:6379/0 for CI shards "
+    "(env ROADMAP_STORE; default: an SQLite file private to the run).",
+)
+RUN_ID = Spec[str](
+    "run id",
+    "--roadmap-run-id",
+    "ROADMAP_RUN_ID",
+    None,
+    "",
+    _run_id,
+    "1 to 128 letters, digits, '.', '_' or '-'",
+    "Runs with the same id share one rate limit, concurrency limit and batch order through "
+    "the store (env ROADMAP_RUN_ID; default: a new id per run).",
+)
+
 # The specs the plugin registers as `--option` / ini key.
 SPECS: tuple[Spec[Any], ...] = (
+    STORE,
+    RUN_ID,
     BATCHES,
     API,
     MODEL,
@@ -409,6 +450,8 @@ class Settings:
     reruns: int
     ca_bundle: Path | None
     batches: Path | None = None
+    store: str = ""
+    run_id: str = ""
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -473,6 +516,8 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         reruns=get(RERUNS),
         ca_bundle=ca_path,
         batches=_place(batches, origins[BATCHES.name], sources) if batches else None,
+        store=get(STORE),
+        run_id=get(RUN_ID),
         origins=origins,
     )
 

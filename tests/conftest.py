@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pytest_roadmap.sandbox import SandboxServer
+from pytest_roadmap.sandbox import configure_remote, fetch_log, reset_remote
 
 # The original system's variables, which would leak into the sessions under test.
 ENV_SETTINGS = (
@@ -30,10 +32,62 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+class RemoteSandbox:
+    """The sandbox in a process of its own, so its clock is not held up by the session
+    under test, which shares this process and its GIL when pytester runs it in-process."""
+
+    OFF: dict[str, Any] = {  # noqa: RUF012 - every knob back to "off"
+        "latency": 0.0,
+        "capacity": None,
+        "rate_limit": None,
+        "failure_rate": 0.0,
+        "seed": 0,
+        "down": False,
+        "rules": [],
+    }
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "pytest_roadmap.sandbox", "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if "listening on " not in line:
+            self._process.kill()
+            raise RuntimeError(f"the sandbox did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[1].strip()
+
+    def log(self) -> list[dict[str, Any]]:
+        return fetch_log(self.url)
+
+    def configure(self, **changes: Any) -> None:
+        configure_remote(self.url, **changes)
+
+    def reset(self) -> None:
+        reset_remote(self.url)
+
+    def restore(self) -> None:
+        self.configure(**self.OFF)
+        self.reset()
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[RemoteSandbox]:
+    server = RemoteSandbox()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer() as server:
-        yield server
+def sandbox(sandbox_process: RemoteSandbox) -> RemoteSandbox:
+    sandbox_process.restore()
+    return sandbox_process
 
 
 def task_toml(task_id: str, month: int = 1, week: int = 1, **extra: Any) -> str:
@@ -60,7 +114,7 @@ def task_toml(task_id: str, month: int = 1, week: int = 1, **extra: Any) -> str:
 class Roadmap:
     """A project under pytester: task files in roadmap_tasks/, runs against the sandbox."""
 
-    def __init__(self, pytester: pytest.Pytester, sandbox: SandboxServer) -> None:
+    def __init__(self, pytester: pytest.Pytester, sandbox: RemoteSandbox) -> None:
         self.pytester = pytester
         self.sandbox = sandbox
         (pytester.path / "roadmap_tasks").mkdir(exist_ok=True)
@@ -107,5 +161,5 @@ class Roadmap:
 
 
 @pytest.fixture
-def roadmap(pytester: pytest.Pytester, sandbox: SandboxServer) -> Roadmap:
+def roadmap(pytester: pytest.Pytester, sandbox: RemoteSandbox) -> Roadmap:
     return Roadmap(pytester, sandbox)

@@ -508,6 +508,11 @@ def test_redis_jobs_with_the_same_run_id_share_everything(redis_url: str) -> Non
             assert second.gate_state("gate") == (1, 0)
 
 
+def test_redis_worker_does_not_start_a_run(redis_url: str) -> None:
+    with pytest.raises(StoreError, match=r"holds no run 'never-created'"):
+        open_store(run_url(redis_url, run="never-created"))
+
+
 def test_redis_every_key_expires(redis_url: str) -> None:
     with RedisStore.from_url(run_url(redis_url, ttl=600), create=True) as store:
         use_everything(store)

@@ -377,8 +377,10 @@ class RedisStore(Store):
     ) -> None:
         """Connect to the Redis at `server_url` (no run parameters) for run `run_id`.
 
-        With `create` (the controller) an unreachable Redis fails at once; a worker
-        joining a run keeps trying for `retry` seconds, as every operation does.
+        With `create` (the controller), start the run, or join it if another job of the
+        same run already has; an unreachable Redis fails at once. Without it (a worker),
+        the run must exist; an unreachable Redis is retried for `retry` seconds, as
+        every operation is.
         """
         shown = redact(server_url)
         if not _RUN_ID.match(run_id):
@@ -487,6 +489,17 @@ class RedisStore(Store):
                     0.0,
                     "cannot reach",
                 )
+            elif not self._retrying(lambda: self._client.exists(self._meta), retry, "cannot reach"):
+                # As a worker never creates a SQLite store: a run nobody created is a
+                # wrong run id (or one that expired), not a fresh start.
+                raise StoreError(
+                    f"the Redis store at {self._shown} holds no run {run_id!r}: the"
+                    " controller creates it (open_store(url, create=True)), or it expired"
+                )
+        except TypeError as exc:
+            # redis-py takes unknown URL parameters as keywords and fails on them here.
+            self._client.close()
+            raise SettingError(f"store URL {self._shown}: {_reason(exc)}") from None
         except BaseException:
             self._client.close()
             raise
@@ -749,6 +762,8 @@ class RedisStore(Store):
     def put(self, key: str, value: str, ttl: float | None = None) -> None:
         if ttl is not None and not ttl > 0:
             raise ValueError(f"ttl must be positive or None, not {ttl}")
+        if ttl is not None and math.isinf(ttl):
+            ttl = None
         self._run("put", [self._value_key(key)], [value, "" if ttl is None else repr(ttl)])
 
     def get(self, key: str) -> str | None:
