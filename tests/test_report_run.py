@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -270,3 +271,34 @@ def test_sigterm_ends_the_run_cleanly(roadmap: Roadmap) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
+
+
+def test_html_report_of_a_real_run_renders_in_chromium(roadmap: Roadmap, tmp_path: Path) -> None:
+    from tests.test_report import CHROMIUM, console_lines, run_chromium
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed")
+    roadmap.tasks(
+        "month1",
+        task_toml("ok1", title="<b>bold</b> & co"),
+        task_toml("ok2"),
+        task_toml("flaky"),
+        task_toml("bad"),
+    )
+    roadmap.sandbox.configure(
+        latency=0.1,
+        rules=[
+            {"match": "do flaky", "status": 503, "times": 1},
+            {"match": "do bad", "status": 400, "body": "<script>alert(1)</script>"},
+        ],
+    )
+    roadmap.run("-n", "2", "--roadmap-health-interval", "0.3")
+    page = roadmap.pytester.path / "roadmap-report" / "report.html"
+    done = run_chromium(page, tmp_path / "profile", "--dump-dom")
+    dom = done.stdout
+    assert 'id="timeline"' in dom
+    workers = {e["worker"] for e in roadmap.chats()}
+    assert sorted(set(re.findall(r'class="lane" data-worker="([^"]+)"', dom))) == sorted(workers)
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in dom
+    assert "<script>alert(1)</script>" not in dom
+    assert console_lines(done.stderr) == []

@@ -32,10 +32,11 @@ def test_one_rate_limit_for_all_workers(roadmap: Roadmap, workers: str) -> None:
     assert len(roadmap.chats()) == 36
 
 
-def test_backoff_between_attempts(roadmap: Roadmap) -> None:
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_backoff_between_attempts(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", task_toml("flaky"))
     roadmap.sandbox.configure(rules=[{"match": "do flaky", "status": 503, "times": 2}])
-    result = roadmap.run("--roadmap-retry-delay", "300", "--roadmap-backoff", "2")
+    result = roadmap.run("-n", workers, "--roadmap-retry-delay", "300", "--roadmap-backoff", "2")
     assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
     chats = roadmap.chats("flaky")
     assert [e["status"] for e in chats] == [503, 503, 200]
@@ -76,7 +77,8 @@ def test_retry_after_is_honoured(roadmap: Roadmap) -> None:
     assert second["arrived"] - first["answered"] >= 1.0
 
 
-def test_api_down_at_start_then_up(roadmap: Roadmap) -> None:
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_api_down_at_start_then_up(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(4)))
     roadmap.sandbox.configure(down=True)
     came_up: list[float] = []
@@ -89,7 +91,7 @@ def test_api_down_at_start_then_up(roadmap: Roadmap) -> None:
 
     thread = threading.Thread(target=bring_up)
     thread.start()
-    result = roadmap.run("-n", "2", "--roadmap-health-wait", "60")
+    result = roadmap.run("-n", workers, "--roadmap-health-wait", "60")
     thread.join()
     result.assert_outcomes(passed=4)
     chats = roadmap.chats()
@@ -140,9 +142,10 @@ def test_unhealthy_too_long_fails_with_the_reason(roadmap: Roadmap) -> None:
     assert roadmap.chats() == []
 
 
-def test_queue_limit_skips_the_rest_with_a_hint(roadmap: Roadmap) -> None:
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_queue_limit_skips_the_rest_with_a_hint(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(5)))
-    result = roadmap.run("--roadmap-max-queue", "3", "-rs")
+    result = roadmap.run("-n", workers, "--roadmap-max-queue", "3", "-rs")
     result.assert_outcomes(passed=3, skipped=2)
     result.stdout.fnmatch_lines(
         ["SKIPPED 2: queue full (max 3): raise --roadmap-max-queue or select fewer tasks with -k"]
