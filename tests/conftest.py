@@ -72,22 +72,40 @@ class RemoteSandbox:
         self.configure(**self.OFF)
         self.reset()
 
+    def busy(self) -> bool:
+        """Requests still in flight: a test left one hanging, and it would count against the
+        capacity of the next test's sandbox."""
+        return any(e["answered"] is None for e in self.log())
+
     def stop(self) -> None:
         self._process.terminate()
         self._process.wait(timeout=30)
 
 
+class SandboxProcess:
+    """The session's sandbox; a new one replaces it when a test left requests hanging."""
+
+    def __init__(self) -> None:
+        self.server = RemoteSandbox()
+
+    def fresh(self) -> RemoteSandbox:
+        if self.server.busy():
+            self.server.stop()
+            self.server = RemoteSandbox()
+        self.server.restore()
+        return self.server
+
+
 @pytest.fixture(scope="session")
-def sandbox_process() -> Iterator[RemoteSandbox]:
-    server = RemoteSandbox()
-    yield server
-    server.stop()
+def sandbox_process() -> Iterator[SandboxProcess]:
+    holder = SandboxProcess()
+    yield holder
+    holder.server.stop()
 
 
 @pytest.fixture
-def sandbox(sandbox_process: RemoteSandbox) -> RemoteSandbox:
-    sandbox_process.restore()
-    return sandbox_process
+def sandbox(sandbox_process: SandboxProcess) -> RemoteSandbox:
+    return sandbox_process.fresh()
 
 
 def task_toml(task_id: str, month: int = 1, week: int = 1, **extra: Any) -> str:
@@ -131,6 +149,8 @@ class Roadmap:
     def args(self, *args: str) -> list[str]:
         given = list(args)
         base = ["-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest"]
+        # The outer session imported the plugin already, so the inner one cannot rewrite it.
+        base += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
         base.append("--roadmap")
         if not any(a.startswith("--roadmap-api") for a in given):
             base += ["--roadmap-api", self.sandbox.url]
