@@ -169,6 +169,27 @@ class Roadmap:
     def run(self, *args: str) -> pytest.RunResult:
         return self.pytester.runpytest(*self.args(*args))
 
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        """`pytest *args` in its own process in the project, output captured: for runs that
+        must overlap or be sent a signal."""
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:benchmark",
+                "-p",
+                "no:hypothesispytest",
+                *args,
+            ],
+            cwd=self.pytester.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
     def run_subprocess(self, *args: str, timeout: float = 120) -> pytest.RunResult:
         return self.pytester.runpytest_subprocess(*self.args(*args), timeout=timeout)
 

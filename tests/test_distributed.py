@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,35 +22,21 @@ PER_SHARD = 6
 def _shard(
     roadmap: Roadmap, store: str, run_id: str, pattern: str, *extra: str
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:hypothesispytest",
-            "-p",
-            "no:benchmark",
-            "--roadmap",
-            "-n",
-            "2",
-            "--roadmap-api",
-            roadmap.sandbox.url,
-            "--roadmap-store",
-            store,
-            "--roadmap-run-id",
-            run_id,
-            "-k",
-            pattern,
-            "--roadmap-report",
-            f"report-{pattern.replace(' ', '')}",
-            *extra,
-        ],
-        cwd=roadmap.pytester.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    return roadmap.spawn(
+        "--roadmap",
+        "-n",
+        "2",
+        "--roadmap-api",
+        roadmap.sandbox.url,
+        "--roadmap-store",
+        store,
+        "--roadmap-run-id",
+        run_id,
+        "-k",
+        pattern,
+        "--roadmap-report",
+        f"report-{pattern.replace(' ', '')}",
+        *extra,
     )
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -179,24 +177,6 @@ def test_unwritable_report_folder_is_reported_not_raised(roadmap: Roadmap) -> No
     assert "Traceback" not in result.stdout.str()
 
 
-def _run_cli(path: Path, *args: str, timeout: float = 120) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:hypothesispytest",
-            *args,
-        ],
-        cwd=path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 def test_two_runs_finishing_together_lose_no_update(roadmap: Roadmap) -> None:
     tracker = roadmap.pytester.path / "ROADMAP_PROGRESS.json"
     tracker.write_text(json.dumps(ORIGINAL))
@@ -211,12 +191,8 @@ def test_two_runs_finishing_together_lose_no_update(roadmap: Roadmap) -> None:
         "--roadmap-rate-limit",
         "500",
     ]
-    first = _run_cli(
-        roadmap.pytester.path, *common, "-k", "t0 or t1 or t2", "--roadmap-report", "r1"
-    )
-    second = _run_cli(
-        roadmap.pytester.path, *common, "-k", "t3 or t4 or t5", "--roadmap-report", "r2"
-    )
+    first = roadmap.spawn(*common, "-k", "t0 or t1 or t2", "--roadmap-report", "r1")
+    second = roadmap.spawn(*common, "-k", "t3 or t4 or t5", "--roadmap-report", "r2")
     for proc in (first, second):
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out.decode()
@@ -232,9 +208,7 @@ def test_interrupted_run_leaves_valid_files(roadmap: Roadmap) -> None:
     before = tracker.read_bytes()
     roadmap.tasks("month1", task_toml("quick"), task_toml("stuck"))
     roadmap.sandbox.configure(rules=[{"match": "do stuck", "hang": True}])
-    proc = _run_cli(
-        roadmap.pytester.path, "--roadmap", "-n", "0", "--roadmap-api", roadmap.sandbox.url
-    )
+    proc = roadmap.spawn("--roadmap", "-n", "0", "--roadmap-api", roadmap.sandbox.url)
     deadline = time.monotonic() + 60
     while not any(e["task"] == "stuck" for e in roadmap.chats()):
         assert time.monotonic() < deadline, "the stuck task never reached the server"
@@ -256,9 +230,7 @@ def test_interrupted_run_leaves_valid_files(roadmap: Roadmap) -> None:
 def test_sigterm_ends_the_run_cleanly(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("stuck"))
     roadmap.sandbox.configure(rules=[{"match": "do stuck", "hang": True}])
-    proc = _run_cli(
-        roadmap.pytester.path, "--roadmap", "-n", "0", "--roadmap-api", roadmap.sandbox.url
-    )
+    proc = roadmap.spawn("--roadmap", "-n", "0", "--roadmap-api", roadmap.sandbox.url)
     done = threading.Event()
 
     def wait_for_request() -> None:
