@@ -9,12 +9,16 @@ import stat
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
     """Replace `path` with `text` (UTF-8) in one step.
 
     The text goes to a temporary file in the same folder (os.replace is atomic only
     within one file system), is flushed and fsynced, then renamed over `path`. On any
     error the temporary file is removed and the old file is left as it was.
+
+    `durable=False` skips both fsyncs: the file is still never seen half written by a
+    reader or after the writer is killed, only a power cut could lose it. Callers writing
+    many files use it and sync the folder once with `sync_folder`.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -25,7 +29,8 @@ def write_atomic(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
@@ -33,10 +38,11 @@ def write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _sync_folder(path.parent)
+    if durable:
+        sync_folder(path.parent)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make the rename itself durable; best effort, as not every system allows it."""
     try:
         fd = os.open(folder, os.O_RDONLY)

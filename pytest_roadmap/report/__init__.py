@@ -7,7 +7,7 @@ import json as jsonlib
 from pathlib import Path
 from typing import Any
 
-from pytest_roadmap.atomic import write_atomic
+from pytest_roadmap.atomic import sync_folder, write_atomic
 from pytest_roadmap.errors import ReportError
 from pytest_roadmap.report.html import render_html
 from pytest_roadmap.report.json import SCHEMA_VERSION, build_json, render_json
@@ -18,6 +18,7 @@ from pytest_roadmap.report.markdown import (
     render_markdown,
 )
 from pytest_roadmap.results import PASSED, RunRecord, TaskResult
+from pytest_roadmap.tasks import ID_PATTERN
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -42,10 +43,16 @@ def output_path(folder: Path, task_id: str, suffix: str) -> Path:
     """
     root = Path(folder).resolve()
     outputs = (root / OUTPUTS).resolve()
-    target = (root / OUTPUTS / f"{task_id}{suffix}").resolve()
-    if not outputs.is_relative_to(root) or target.parent != outputs:
+    return _contained(root, outputs, task_id, suffix)
+
+
+def _contained(root: Path, outputs: Path, task_id: str, suffix: str) -> Path:
+    # A plain id cannot climb out of `outputs`, and os.replace swaps a symlink standing
+    # at the target rather than writing through it, so no per-file resolve is needed.
+    if not outputs.is_relative_to(root) or not ID_PATTERN.fullmatch(task_id):
+        target = (outputs / f"{task_id}{suffix}").resolve()
         raise ValueError(f"task id {task_id!r} would put its output at {target}, outside {outputs}")
-    return target
+    return outputs / f"{task_id}{suffix}"
 
 
 def render_output_markdown(result: TaskResult, code: str, message: object) -> str:
@@ -69,6 +76,8 @@ def render_output_markdown(result: TaskResult, code: str, message: object) -> st
 def _outputs(record: RunRecord, folder: Path) -> list[tuple[Path, str, TaskResult]]:
     """Every output file to write, with its text; paths are checked before anything is written."""
     planned: list[tuple[Path, str, TaskResult]] = []
+    root = Path(folder).resolve()  # once: resolving costs a system call per path part
+    outputs = (root / OUTPUTS).resolve()
     for result in record.results:
         if result.outcome != PASSED or not isinstance(result.answer, dict):
             continue
@@ -76,10 +85,10 @@ def _outputs(record: RunRecord, folder: Path) -> list[tuple[Path, str, TaskResul
         code, message = answer.get("code"), answer.get("message")
         saved = {"code": code, "message": message}
         text = jsonlib.dumps(saved, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        planned.append((output_path(folder, result.task.id, ".json"), text, result))
+        planned.append((_contained(root, outputs, result.task.id, ".json"), text, result))
         if isinstance(code, str) and code:
             page = render_output_markdown(result, code, message)
-            planned.append((output_path(folder, result.task.id, ".md"), page, result))
+            planned.append((_contained(root, outputs, result.task.id, ".md"), page, result))
     return planned
 
 
@@ -113,7 +122,13 @@ def write_reports(record: RunRecord, folder: Path) -> list[Path]:
         if planned:
             current = folder / OUTPUTS
             current.mkdir(exist_ok=True)
-        for current, text in files:
+        # One fsync per task output would cost most of the run's tail on a slow disk:
+        # outputs are written atomically but synced once, as a folder, at the end.
+        for current, text in files[3:]:
+            write_atomic(current, text, durable=False)
+        if planned:
+            sync_folder(folder / OUTPUTS)
+        for current, text in files[:3]:
             write_atomic(current, text)
     except OSError as exc:
         raise ReportError(
