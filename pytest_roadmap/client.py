@@ -96,9 +96,11 @@ class RoadmapClient:
         """Send one throttled request; network failures become a TaskFailure."""
         url = self.url(path)
         limit = self.timeout if timeout is None else timeout
-        self._throttle.acquire()
         if self._on_request is not None:
             self._on_request()
+        # Nothing may stand between the throttle's admission and the send: a send that goes
+        # out late lets the next reserved one crowd in behind it.
+        self._throttle.acquire()
         try:
             return self._session.request(
                 method, url, timeout=(min(10.0, limit), limit), headers=headers, **kwargs
