@@ -15,7 +15,7 @@ from redis_server import private_server, run_url
 # The store fixture comes from test_store, so these run against every backend too.
 from test_store import PATIENCE, spawn, store_fixture, wait_for  # noqa: F401
 
-from pytest_roadmap.ratelimit import RateLimiter
+from pytest_roadmap.ratelimit import MARGIN, RateLimiter
 from pytest_roadmap.store import Store, open_store
 
 RATE = 20.0
@@ -47,7 +47,7 @@ def test_rejects_bad_settings(
 
 
 def test_interval_carries_the_safety_margin(store: Store) -> None:
-    assert RateLimiter(store, 20).interval == pytest.approx(1.01 / 20)
+    assert RateLimiter(store, 20).interval == pytest.approx((1 + MARGIN) / 20)
     assert RateLimiter(store, 20, margin=0).interval == pytest.approx(1 / 20)
 
 
