@@ -106,8 +106,8 @@ def test_api_down_mid_run_every_task_still_passes(roadmap: Roadmap) -> None:
 
     def outage() -> None:
         _wait_for(lambda: sum(e["status"] == 200 for e in roadmap.chats()) >= 3)
-        window.append(time.time())
         roadmap.sandbox.configure(down=True)
+        window.append(time.time())  # from here on the server answers 503
         _wait_for(
             lambda: (
                 sum(
