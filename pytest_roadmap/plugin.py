@@ -39,7 +39,7 @@ from pytest_roadmap.safeguards import (
     batch_gate_key,
     store_failures_are_transient,
 )
-from pytest_roadmap.sequencing import Sequencer
+from pytest_roadmap.sequencing import Sequencer, ShardsMissing
 from pytest_roadmap.settings import Settings, Sources, concurrency_from_env, resolve_settings
 from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store, StoreError
@@ -555,8 +555,10 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
             runtime.safeguards().store,
             plan,
             stop_on_failure=config.option.roadmap_stop_on_failure,
+            shards=settings.shards,
+            shard_wait=settings.shard_wait,
         )
-        runtime.sequencer.register(task_items)
+        runtime.sequencer.register(task_items, shard=runtime.instance)
         for task_id in resumed:  # done in an earlier run: its dependants may go ahead
             runtime.sequencer.mark_done(task_id, PASSED)
 
@@ -616,8 +618,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         batch = runtime.sequencer.batch_of(item.task.id)
         if failed_before == 0:
             # Batch barriers and dependencies: wait here, where no slot is held yet.
-            with store_failures_are_transient():
-                reason = runtime.sequencer.wait_turn(item.task)
+            try:
+                with store_failures_are_transient():
+                    reason = runtime.sequencer.wait_turn(item.task)
+            except ShardsMissing as exc:
+                # Fails in the call phase, like an unhealthy API: one line, no traceback.
+                state.unhealthy = str(exc)
+                return
             if reason is not None:
                 pytest.skip(reason)
     guards.enter_batch(batch)

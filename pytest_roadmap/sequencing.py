@@ -6,6 +6,9 @@ make progress: the earliest unfinished one has nothing left to wait for.
 
 All state is per task id in the store, so runs that share a store (CI shards with one run
 id) share it too: a barrier waits for every task of the batch that any of them selected.
+Shards start at different times, so a barrier or dependency first waits until every one of
+the `shards` runs has announced its tasks: a late shard's batch-one tasks are then known
+before anyone passes the barrier.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from pytest_roadmap.store.base import Store
 from pytest_roadmap.tasks import Task
 
 CURRENT_BATCH_KEY = "batch:current"
+SHARDS_KEY = "shards:announced"
+
+
+class ShardsMissing(Exception):
+    """Not every shard of the run announced its tasks within the shard wait."""
 
 
 def _done(task_id: str) -> str:
@@ -38,19 +46,30 @@ class Sequencer:
         plan: BatchPlan | None,
         *,
         stop_on_failure: bool = False,
+        shards: int = 1,
+        shard_wait: float = 600.0,
         poll: float = 0.02,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
         self._plan = plan
         self._stop_on_failure = stop_on_failure
+        self._shards = shards
+        self._shard_wait = shard_wait
+        self._shards_seen = 0
         self._poll = poll
         self._sleep = sleep
 
-    def register(self, task_ids: Iterable[str]) -> None:
-        """Announce the tasks this run will end, before any of its tasks waits."""
+    def register(self, task_ids: Iterable[str], shard: str) -> None:
+        """Announce the tasks shard `shard` will end, before any of its tasks waits.
+
+        Every xdist worker of a shard selects the same tasks, so the first of them to get
+        here announces the shard; the counter per shard keeps the others from counting it
+        again."""
         for task_id in task_ids:
             self._store.put(_selected(task_id), "1")
+        if self._store.incr(f"shard:{shard}") == 1:
+            self._store.incr(SHARDS_KEY)
 
     def batch_of(self, task_id: str) -> Batch | None:
         return self._plan.batch_of(task_id) if self._plan else None
@@ -58,6 +77,8 @@ class Sequencer:
     def wait_turn(self, task: Task) -> str | None:
         """Block until `task` may start; None, or the reason it must be skipped instead."""
         batch = self.batch_of(task.id)
+        if batch is not None or task.depends_on:
+            self._wait_for_shards()
         if batch is not None and self._plan is not None:
             reason = self._wait_for_earlier_batches(batch, self._plan)
             if reason:
@@ -71,6 +92,20 @@ class Sequencer:
                 words = "was skipped" if outcome == "skipped" else "failed"
                 return f"dependency {dep!r} {words}"
         return None
+
+    def _wait_for_shards(self) -> None:
+        if self._shards_seen >= self._shards:
+            return
+        deadline = self._store.clock() + self._shard_wait
+        while (seen := int(self._store.get(SHARDS_KEY) or 0)) < self._shards:
+            if self._store.clock() >= deadline:
+                raise ShardsMissing(
+                    f"only {seen} of {self._shards} shards (--roadmap-shards) announced their"
+                    f" tasks within {self._shard_wait:g} s (--roadmap-shard-wait); start every"
+                    " shard with the same --roadmap-run-id and store"
+                )
+            self._sleep(self._poll)
+        self._shards_seen = seen
 
     def _wait_for_earlier_batches(self, batch: Batch, plan: BatchPlan) -> str | None:
         last: Batch | None = None

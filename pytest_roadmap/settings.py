@@ -401,10 +401,35 @@ RUN_ID = Spec[str](
     "the store (env ROADMAP_RUN_ID; default: a new id per run).",
 )
 
+SHARDS = Spec[int](
+    "shards",
+    "--roadmap-shards",
+    "ROADMAP_SHARDS",
+    "roadmap_shards",
+    1,
+    _integer(1, 1000),
+    "an integer from 1 to 1000",
+    "How many runs share the run id (CI shards): batches and dependencies wait until all "
+    "of them have announced their tasks (env ROADMAP_SHARDS; default 1).",
+)
+SHARD_WAIT = Spec[float](
+    "shard wait",
+    "--roadmap-shard-wait",
+    None,
+    "roadmap_shard_wait",
+    600.0,
+    _number(0, 86400, open_low=False),
+    "a number of seconds from 0 to 86400",
+    "Seconds a batch or dependency waits for the other shards to start before its task "
+    "fails (default 600).",
+)
+
 # The specs the plugin registers as `--option` / ini key.
 SPECS: tuple[Spec[Any], ...] = (
     STORE,
     RUN_ID,
+    SHARDS,
+    SHARD_WAIT,
     BATCHES,
     API,
     MODEL,
@@ -452,6 +477,8 @@ class Settings:
     batches: Path | None = None
     store: str = ""
     run_id: str = ""
+    shards: int = 1
+    shard_wait: float = 600.0
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -518,6 +545,8 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         batches=_place(batches, origins[BATCHES.name], sources) if batches else None,
         store=get(STORE),
         run_id=get(RUN_ID),
+        shards=get(SHARDS),
+        shard_wait=get(SHARD_WAIT),
         origins=origins,
     )
 

@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from pytest_roadmap.sandbox import max_in_flight, max_in_window
+from pytest_roadmap.sequencing import SHARDS_KEY
+from pytest_roadmap.store import open_store
+from pytest_roadmap.store.base import StoreError
+from pytest_roadmap.store.redis import with_run_id
 from tests.conftest import Roadmap, task_toml
 from tests.redis_server import private_server, redis_url_fixture  # noqa: F401
 
@@ -89,6 +93,21 @@ def test_shards_with_different_run_ids_are_independent(roadmap: Roadmap, redis_u
 
 def test_batches_stay_in_order_across_shards(roadmap: Roadmap, redis_url: str) -> None:
     roadmap.sandbox.configure(latency=0.2)
+    first, second = _write_two_batches(roadmap)
+    run_id = f"batches-{uuid.uuid4().hex[:8]}"
+    _run_shards(
+        roadmap,
+        redis_url,
+        [run_id] * SHARDS,
+        "--roadmap-batches",
+        "batches.json",
+        "--roadmap-shards",
+        str(SHARDS),
+    )
+    _assert_batch_order(roadmap, first, second)
+
+
+def _write_two_batches(roadmap: Roadmap) -> tuple[list[str], list[str]]:
     first = [f"s{s}t{i}" for s in range(SHARDS) for i in range(3)]
     second = [f"s{s}t{i}" for s in range(SHARDS) for i in range(3, PER_SHARD)]
     (roadmap.pytester.path / "batches.json").write_text(
@@ -99,13 +118,63 @@ def test_batches_stay_in_order_across_shards(roadmap: Roadmap, redis_url: str) -
             }
         )
     )
-    run_id = f"batches-{uuid.uuid4().hex[:8]}"
-    _run_shards(roadmap, redis_url, [run_id] * SHARDS, "--roadmap-batches", "batches.json")
+    return first, second
+
+
+def _assert_batch_order(roadmap: Roadmap, first: list[str], second: list[str]) -> None:
     chats = roadmap.chats()
     one = [e for e in chats if e["task"] in first]
     two = [e for e in chats if e["task"] in second]
     assert len(one) == len(first) and len(two) == len(second)
     assert min(e["arrived"] for e in two) >= max(e["answered"] for e in one) + 0.3
+
+
+def _announced_shards(redis_url: str, run_id: str) -> int:
+    try:
+        with open_store(with_run_id(redis_url, run_id)) as store:
+            return int(store.get(SHARDS_KEY) or 0)
+    except StoreError:  # the first shard has not created the run yet
+        return 0
+
+
+def test_a_late_shard_runs_its_first_batch_before_any_shard_runs_the_second(
+    roadmap: Roadmap, redis_url: str
+) -> None:
+    roadmap.sandbox.configure(latency=0.2)
+    first, second = _write_two_batches(roadmap)
+    roadmap.tasks(
+        "month1", *(task_toml(f"s{s}t{i}") for s in range(SHARDS) for i in range(PER_SHARD))
+    )
+    run_id = f"late-{uuid.uuid4().hex[:8]}"
+    extra = ("--roadmap-batches", "batches.json", "--roadmap-shards", str(SHARDS))
+    early = [_shard(roadmap, redis_url, run_id, f"s{s}", *extra) for s in range(SHARDS - 1)]
+    deadline = time.monotonic() + 120
+    while _announced_shards(redis_url, run_id) < SHARDS - 1:
+        assert time.monotonic() < deadline, "the early shards never announced their tasks"
+        assert all(p.poll() is None for p in early), "an early shard ended before the last began"
+        time.sleep(0.05)
+    # Two of three shards are ready: none of them may start a task of a batch yet.
+    assert roadmap.chats() == []
+    procs = [*early, _shard(roadmap, redis_url, run_id, f"s{SHARDS - 1}", *extra)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, out.decode()
+    _assert_batch_order(roadmap, first, second)
+
+
+def test_a_shard_that_never_starts_fails_the_batch_tasks_clearly(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("a"), task_toml("b"))
+    (roadmap.pytester.path / "batches.json").write_text(
+        json.dumps({"batches": [{"name": "one", "tasks": ["a", "b"]}]})
+    )
+    result = roadmap.run(
+        "--roadmap-batches", "batches.json", "--roadmap-shards", "2", "--roadmap-shard-wait", "0.5"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*only 1 of 2 shards (--roadmap-shards) announced their tasks*"])
+    assert result.parseoutcomes() == {"failed": 2}
+    assert "Traceback" not in result.stdout.str()
+    assert roadmap.chats() == []
 
 
 def test_unreachable_redis_is_a_clear_error_before_any_task(roadmap: Roadmap) -> None:

@@ -110,6 +110,8 @@ BAD = [
     ([], {"MAX_CONCURRENCY": "two"}, "invalid concurrency 'two'*"),
     (["--roadmap-timeout", "1e9"], {}, "invalid task timeout '1e9' from option*"),
     (["--roadmap-max-queue", "1.5"], {}, "invalid queue limit '1.5'*"),
+    ([], {"ROADMAP_SHARDS": "0"}, "invalid shards '0' from environment variable*1 to 1000"),
+    (["--roadmap-shard-wait", "-1"], {}, "invalid shard wait '-1'*from 0 to 86400"),
     (["--roadmap-api", "ftp://x.example"], {}, "invalid API URL 'ftp://x.example'*"),
     (["--roadmap-ca-bundle", "missing.pem"], {}, "invalid CA bundle 'missing.pem'*PEM file"),
     (
