@@ -840,7 +840,7 @@ def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
     try:
         folder = runtime.settings.report_dir
         paths = write_reports(record, folder)
-        names = ", ".join(p.name for p in paths[:3])
+        names = ", ".join(paths[:3])
         outputs = len(paths) - 3
         lines.append(
             f"report: {names} in {folder}" + (f" (+{outputs} task outputs)" if outputs > 0 else "")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_roadmap.atomic import write_atomic
+from pytest_roadmap.atomic import write_atomic, write_many_atomic
 from pytest_roadmap.errors import ReportError, RoadmapError
 from pytest_roadmap.report import (
     SCHEMA_VERSION,
@@ -378,7 +378,7 @@ def test_outputs(record: RunRecord, tmp_path: Path) -> None:
     written = write_reports(record, tmp_path)
     outputs = tmp_path / "outputs"
     assert sorted(p.name for p in outputs.iterdir()) == ["alpha.json", "alpha.md", "delta.json"]
-    assert {p.relative_to(tmp_path).as_posix() for p in written} == {
+    assert set(written) == {
         "report.json",
         "report.md",
         "report.html",
@@ -465,7 +465,7 @@ def test_write_atomic_replaces(tmp_path: Path) -> None:
 def test_write_atomic_failure_midway_keeps_old_file(tmp_path: Path) -> None:
     target = tmp_path / "f.txt"
     target.write_text("old", encoding="utf-8")
-    # A lone surrogate cannot be encoded: the write fails after the temp file exists.
+    # A lone surrogate cannot be encoded: the write fails, and leaves no temporary file.
     with pytest.raises(UnicodeEncodeError):
         write_atomic(target, "new \udc80 text")
     assert target.read_text(encoding="utf-8") == "old"
@@ -486,6 +486,26 @@ def test_write_atomic_fsync_failure_keeps_old_file(
         write_atomic(target, "new")
     assert target.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_write_many_atomic_writes_all_and_keeps_modes(tmp_path: Path) -> None:
+    (tmp_path / "old.json").write_text("old", encoding="utf-8")
+    (tmp_path / "old.json").chmod(0o600)
+    write_many_atomic(tmp_path, [("old.json", "new"), ("fresh.md", "page ✓")])
+    assert (tmp_path / "old.json").read_text(encoding="utf-8") == "new"
+    assert (tmp_path / "old.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "fresh.md").read_text(encoding="utf-8") == "page ✓"
+    assert _leftovers(tmp_path) == []
+
+
+def test_write_many_atomic_failure_names_the_file_and_keeps_it(tmp_path: Path) -> None:
+    (tmp_path / "b.json").mkdir()  # a folder where a file should go: the rename fails
+    with pytest.raises(OSError) as caught:
+        write_many_atomic(tmp_path, [("a.json", "one"), ("b.json", "two"), ("c.json", "three")])
+    assert caught.value.filename == str(tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_text(encoding="utf-8") == "one"
+    assert (tmp_path / "b.json").is_dir() and not (tmp_path / "c.json").exists()
+    assert _leftovers(tmp_path) == []
 
 
 def test_write_atomic_keeps_mode_of_existing_file(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import json as jsonlib
 from pathlib import Path
 from typing import Any
 
-from pytest_roadmap.atomic import sync_folder, write_atomic
+from pytest_roadmap.atomic import write_atomic, write_many_atomic
 from pytest_roadmap.errors import ReportError
 from pytest_roadmap.report.html import render_html
 from pytest_roadmap.report.json import SCHEMA_VERSION, build_json, render_json
@@ -43,16 +43,18 @@ def output_path(folder: Path, task_id: str, suffix: str) -> Path:
     """
     root = Path(folder).resolve()
     outputs = (root / OUTPUTS).resolve()
-    return _contained(root, outputs, task_id, suffix)
+    return outputs / _contained(outputs, outputs.is_relative_to(root), task_id, suffix)
 
 
-def _contained(root: Path, outputs: Path, task_id: str, suffix: str) -> Path:
+def _contained(outputs: Path, inside: bool, task_id: str, suffix: str) -> str:
+    """The output's file name in `outputs`, or ValueError if it would not stay there."""
     # A plain id cannot climb out of `outputs`, and os.replace swaps a symlink standing
     # at the target rather than writing through it, so no per-file resolve is needed.
-    if not outputs.is_relative_to(root) or not ID_PATTERN.fullmatch(task_id):
+    # `inside`: outputs/ itself lies within the report folder (checked once per report).
+    if not inside or not ID_PATTERN.fullmatch(task_id):
         target = (outputs / f"{task_id}{suffix}").resolve()
         raise ValueError(f"task id {task_id!r} would put its output at {target}, outside {outputs}")
-    return outputs / f"{task_id}{suffix}"
+    return f"{task_id}{suffix}"
 
 
 def render_output_markdown(result: TaskResult, code: str, message: object) -> str:
@@ -73,27 +75,43 @@ def render_output_markdown(result: TaskResult, code: str, message: object) -> st
     return "\n".join(parts)
 
 
-def _outputs(record: RunRecord, folder: Path) -> list[tuple[Path, str, TaskResult]]:
-    """Every output file to write, with its text; paths are checked before anything is written."""
-    planned: list[tuple[Path, str, TaskResult]] = []
+def _outputs(record: RunRecord, folder: Path) -> list[tuple[str, str, TaskResult]]:
+    """Every output file (its name in outputs/) with its text; checked before anything is
+    written."""
+    planned: list[tuple[str, str, TaskResult]] = []
     root = Path(folder).resolve()  # once: resolving costs a system call per path part
     outputs = (root / OUTPUTS).resolve()
+    inside = outputs.is_relative_to(root)
     for result in record.results:
         if result.outcome != PASSED or not isinstance(result.answer, dict):
             continue
         answer: dict[str, Any] = result.answer
         code, message = answer.get("code"), answer.get("message")
-        saved = {"code": code, "message": message}
-        text = jsonlib.dumps(saved, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        planned.append((_contained(root, outputs, result.task.id, ".json"), text, result))
+        text = _saved_answer(code, message)
+        planned.append((_contained(outputs, inside, result.task.id, ".json"), text, result))
         if isinstance(code, str) and code:
             page = render_output_markdown(result, code, message)
-            planned.append((_contained(root, outputs, result.task.id, ".md"), page, result))
+            planned.append((_contained(outputs, inside, result.task.id, ".md"), page, result))
     return planned
 
 
-def write_reports(record: RunRecord, folder: Path) -> list[Path]:
-    """Write every report of `record` into `folder` and return the files written.
+def _saved_answer(code: object, message: object) -> str:
+    """`{"code": ..., "message": ...}` as json.dumps(indent=2) writes it."""
+    if all(value is None or isinstance(value, str) for value in (code, message)):
+        # The same text, without json's pure-Python indenting encoder (a third of the
+        # report's time at 10,000 tasks): a string or null has no inner lines to indent.
+        return f'{{\n  "code": {_dumps(code)},\n  "message": {_dumps(message)}\n}}\n'
+    saved = {"code": code, "message": message}
+    return jsonlib.dumps(saved, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _dumps(value: object) -> str:
+    return jsonlib.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def write_reports(record: RunRecord, folder: Path) -> list[str]:
+    """Write every report of `record` into `folder`; return the files written, as paths
+    relative to `folder` ("report.json", ..., "outputs/<id>.json").
 
     Sets each saved task's `TaskResult.output`, appends report.md to the GitHub step
     summary when GITHUB_STEP_SUMMARY is set, and raises ReportError (one line naming
@@ -105,34 +123,29 @@ def write_reports(record: RunRecord, folder: Path) -> list[Path]:
     except OSError as exc:
         raise ReportError(f"cannot create report folder {folder}: {exc.strerror or exc}") from None
     planned = _outputs(record, folder)
-    for path, _, result in planned:
-        if path.suffix == ".json":
-            result.output = f"{OUTPUTS}/{path.name}"
+    for name, _, result in planned:
+        if name.endswith(".json"):
+            result.output = f"{OUTPUTS}/{name}"
     # Render everything before writing anything: a value that cannot be rendered
     # then leaves the folder as it was.
     markdown = render_markdown(record)
-    files = [
+    reports = [
         (folder / "report.json", render_json(record)),
         (folder / "report.md", markdown),
         (folder / "report.html", render_html(record)),
-        *((path, text) for path, text, _ in planned),
     ]
     current = folder
     try:
         if planned:
             current = folder / OUTPUTS
             current.mkdir(exist_ok=True)
-        # One fsync per task output would cost most of the run's tail on a slow disk:
-        # outputs are written atomically but synced once, as a folder, at the end.
-        for current, text in files[3:]:
-            write_atomic(current, text, durable=False)
-        if planned:
-            sync_folder(folder / OUTPUTS)
-        for current, text in files[:3]:
+            write_many_atomic(current, ((name, text) for name, text, _ in planned))
+        for current, text in reports:
             write_atomic(current, text)
     except OSError as exc:
+        failed = Path(exc.filename).name if isinstance(exc.filename, str) else current.name
         raise ReportError(
-            f"cannot write reports to {folder}: {current.name}: {exc.strerror or exc}"
+            f"cannot write reports to {folder}: {failed}: {exc.strerror or exc}"
         ) from None
     append_step_summary(markdown)
-    return [path for path, _ in files]
+    return [path.name for path, _ in reports] + [f"{OUTPUTS}/{name}" for name, _, _ in planned]

@@ -124,5 +124,22 @@ def build_json(record: RunRecord) -> dict[str, Any]:
 
 
 def render_json(record: RunRecord) -> str:
-    """report.json as text; a value JSON cannot hold raises instead of writing bad JSON."""
-    return json.dumps(build_json(record), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """report.json as text; a value JSON cannot hold raises instead of writing bad JSON.
+
+    Indented, except that each task is one line: json's indenting encoder is pure Python
+    and took 2 s of a 10,000-task report, the compact one is C (benchmarks/report_bench.py).
+    """
+    parts = []
+    for key, value in build_json(record).items():
+        if key == "tasks" and value:
+            lines = ",\n    ".join(_dumps(task, None) for task in value)
+            text = f"[\n    {lines}\n  ]"
+        else:
+            # JSON strings hold no raw line breaks, so every break is indentation.
+            text = _dumps(value, 2).replace("\n", "\n  ")
+        parts.append(f"  {_dumps(key, None)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def _dumps(value: Any, indent: int | None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)

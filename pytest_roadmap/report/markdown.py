@@ -46,6 +46,8 @@ def md_code(value: object) -> str:
 
 def longest_backtick_run(text: str) -> int:
     """Length of the longest run of backticks in `text`."""
+    if "`" not in text:  # most text has none: skip the regex (10,000 tasks, 3 calls each)
+        return 0
     return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
