@@ -7,7 +7,10 @@ cannot honour `Retry-After`, add jitter, or stop growing at a cap.
 
 from __future__ import annotations
 
+import email.utils
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Statuses that say "try again later" rather than "your request is wrong".
@@ -77,14 +80,23 @@ def is_retryable(error: BaseException | None) -> bool:
     return error is not None and type(error).__name__ == "Failed" and "Timeout" in str(error)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header in its delta-seconds form; None if absent or odd."""
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds from a Retry-After header, in either of its forms (RFC 9110 10.2.3):
+    delta-seconds, or an HTTP date, counted from `now()`. None if absent or odd; at most
+    an hour, so a confused server cannot park a run."""
     if not value:
         return None
+    text = value.strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(text)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": not an HTTP date, which is always GMT
+            return None
+        seconds = max(0.0, when.timestamp() - now())
     if seconds < 0 or seconds != seconds:
         return None
     return min(seconds, 3600.0)

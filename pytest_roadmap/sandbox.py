@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import email.utils
 import hashlib
 import json
 import math
@@ -97,7 +98,8 @@ class Rule:
 
     The first rule that matches and still has `times` left answers instead of the
     generator: with `status` (200 gives the normal answer unless `body` is set), an
-    optional `Retry-After`, after `delay` extra seconds; `hang` never answers until the
+    optional `Retry-After` (in seconds, or with `retry_after_date` as the HTTP date that
+    many seconds ahead), after `delay` extra seconds; `hang` never answers until the
     server stops, `close` cuts the connection mid-answer.
     """
 
@@ -105,6 +107,7 @@ class Rule:
     status: int = 200
     times: int | None = None
     retry_after: int | None = None
+    retry_after_date: bool = False
     body: str | None = None
     delay: float = 0.0
     hang: bool = False
@@ -138,6 +141,7 @@ class Rule:
             raise SettingError(f"{owner} body must be a string or null, got {self.body!r}")
         _check_number(owner, "delay", self.delay, what="seconds >= 0")
         _check_bool(owner, "hang", self.hang)
+        _check_bool(owner, "retry_after_date", self.retry_after_date)
         _check_bool(owner, "close", self.close)
         if self.hang and self.close:
             raise SettingError(f"{owner} cannot both hang and close (match {self.match!r})")
@@ -413,7 +417,10 @@ class _SandboxState:
             decision.wait += rule.delay
             decision.hang = rule.hang
             decision.close = rule.close
-            if rule.retry_after is not None:
+            if rule.retry_after is not None and rule.retry_after_date:
+                when = time.time() + rule.retry_after
+                decision.headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
+            elif rule.retry_after is not None:
                 decision.headers["Retry-After"] = str(rule.retry_after)
             if rule.body is not None:
                 decision.raw = rule.body

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from pytest_roadmap.retry import parse_retry_after
 from pytest_roadmap.sandbox import max_in_window
 from tests.conftest import Roadmap, task_toml
 
@@ -75,6 +76,26 @@ def test_retry_after_is_honoured(roadmap: Roadmap) -> None:
     assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
     first, second = roadmap.chats("busy")
     assert second["arrived"] - first["answered"] >= 1.0
+
+
+def test_retry_after_as_an_http_date_is_honoured(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("busy"))
+    roadmap.sandbox.configure(
+        rules=[
+            {
+                "match": "do busy",
+                "status": 503,
+                "times": 1,
+                "retry_after": 3,
+                "retry_after_date": True,
+            }
+        ]
+    )
+    result = roadmap.run("--roadmap-retry-delay", "10")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    first, second = roadmap.chats("busy")
+    # The date has whole seconds: "3 s from now" is 2 to 3 s after the answer.
+    assert second["arrived"] - first["answered"] >= 2.0
 
 
 @pytest.mark.parametrize("workers", ["1", "2", "4"])
@@ -233,3 +254,22 @@ def test_killed_worker_gives_its_slot_back(roadmap: Roadmap) -> None:
         and b["arrived"] < crashed_at + 8
     ]
     assert overlaps
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("2", 2.0),
+        (" 1.5 ", 1.5),
+        ("Thu, 01 Jan 1970 00:01:40 GMT", 40.0),  # 100 s after the epoch, "now" is 60
+        ("Thu, 01 Jan 1970 00:00:30 GMT", 0.0),  # already past: go now
+        ("99999", 3600.0),  # capped at an hour
+        ("-1", None),
+        ("soon", None),
+        ("Thu, 01 Jan 1970 00:01:40 -0000", None),  # not GMT: not an HTTP date
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=lambda: 60.0) == seconds
