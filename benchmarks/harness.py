@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -18,10 +17,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from pytest_roadmap.sandbox import configure_remote, fetch_log, reset_remote
+from pytest_roadmap.sandbox import SandboxSubprocess
 
 HOST = "127.0.0.1"
 CHAT_PATH = "/api/codebase/chat"
@@ -43,8 +41,9 @@ def task_id(index: int) -> str:
 # --------------------------------------------------------------------------- sandbox
 
 
-class Sandbox:
-    """`python -m pytest_roadmap.sandbox` in its own process, so it competes for no GIL."""
+class Sandbox(SandboxSubprocess):
+    """The sandbox in its own process, so it competes for no GIL, with the knobs a
+    benchmark sets."""
 
     def __init__(
         self,
@@ -52,50 +51,12 @@ class Sandbox:
         capacity: int | None = None,
         rate_limit: float | None = None,
     ) -> None:
-        self.args = [sys.executable, "-m", "pytest_roadmap.sandbox", "--host", HOST, "--port", "0"]
-        self.args += ["--latency-ms", f"{latency_ms:g}"]
+        args = ["--latency-ms", f"{latency_ms:g}"]
         if capacity is not None:
-            self.args += ["--capacity", str(capacity)]
+            args += ["--capacity", str(capacity)]
         if rate_limit is not None:
-            self.args += ["--rate-limit", f"{rate_limit:g}"]
-        self.process: subprocess.Popen[str] | None = None
-        self.url = ""
-
-    def __enter__(self) -> Sandbox:
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()  # "roadmap-sandbox listening on URL"
-        if "listening on " not in line:
-            self.process.kill()
-            raise RuntimeError(f"sandbox did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[-1]
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def log(self) -> list[dict[str, Any]]:
-        return fetch_log(self.url)
-
-    def reset(self) -> None:
-        reset_remote(self.url)
-
-    def configure(self, **changes: Any) -> None:
-        configure_remote(self.url, **changes)
+            args += ["--rate-limit", f"{rate_limit:g}"]
+        super().__init__(*args)
 
 
 @dataclass(frozen=True)

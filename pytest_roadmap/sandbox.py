@@ -20,6 +20,7 @@ import re
 import signal
 import socket
 import socketserver
+import subprocess
 import sys
 import threading
 import time
@@ -909,6 +910,61 @@ def reset_remote(url: str) -> None:
 
     response = requests.post(url.rstrip("/") + "/_sandbox/reset", timeout=REMOTE_TIMEOUT)
     response.raise_for_status()
+
+
+class SandboxSubprocess:
+    """`python -m pytest_roadmap.sandbox` in a process of its own, for tests and benchmarks:
+    its clock is then not held up by the GIL of the process that drives the run.
+
+    `args` are the command line's knobs (`--latency-ms 50`, ...); it listens on
+    127.0.0.1 on a free port, given in `url` once it is up.
+    """
+
+    def __init__(self, *args: str) -> None:
+        command = [sys.executable, "-u", "-m", "pytest_roadmap.sandbox"]
+        self.process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # "roadmap-sandbox listening on URL"
+        if "listening on " not in line:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"the sandbox did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[1].strip()
+
+    def log(self) -> list[dict[str, Any]]:
+        return fetch_log(self.url)
+
+    def configure(self, **changes: Any) -> None:
+        configure_remote(self.url, **changes)
+
+    def reset(self) -> None:
+        reset_remote(self.url)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self: _SelfSandbox) -> _SelfSandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+_SelfSandbox = TypeVar("_SelfSandbox", bound=SandboxSubprocess)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_roadmap.sandbox import configure_remote, fetch_log, reset_remote
+from pytest_roadmap.sandbox import SandboxSubprocess
 
 # The original system's variables, which would leak into the sessions under test.
 ENV_SETTINGS = (
@@ -32,7 +32,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-class RemoteSandbox:
+class RemoteSandbox(SandboxSubprocess):
     """The sandbox in a process of its own, so its clock is not held up by the session
     under test, which shares this process and its GIL when pytester runs it in-process."""
 
@@ -46,28 +46,6 @@ class RemoteSandbox:
         "rules": [],
     }
 
-    def __init__(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "pytest_roadmap.sandbox", "--port", "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if "listening on " not in line:
-            self._process.kill()
-            raise RuntimeError(f"the sandbox did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[1].strip()
-
-    def log(self) -> list[dict[str, Any]]:
-        return fetch_log(self.url)
-
-    def configure(self, **changes: Any) -> None:
-        configure_remote(self.url, **changes)
-
-    def reset(self) -> None:
-        reset_remote(self.url)
-
     def restore(self) -> None:
         self.configure(**self.OFF)
         self.reset()
@@ -76,10 +54,6 @@ class RemoteSandbox:
         """Requests still in flight: a test left one hanging, and it would count against the
         capacity of the next test's sandbox."""
         return any(e["answered"] is None for e in self.log())
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=30)
 
 
 class SandboxProcess:
