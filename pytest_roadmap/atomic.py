@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import secrets
 import stat
@@ -18,7 +17,8 @@ def write_atomic(path: str | os.PathLike[str], text: str, *, durable: bool = Tru
     error the temporary file is removed and the old file is left as it was.
 
     `durable=False` skips both fsyncs: the file is still never seen half written by a
-    reader or after the writer is killed, only a power cut could lose it.
+    reader or after the writer is killed, only a power cut could lose it. An OSError names
+    `path` in its `filename`, never the temporary file.
     """
     target = os.fspath(path)
     folder, name = os.path.split(target)
@@ -37,20 +37,16 @@ def write_many_atomic(folder: str | os.PathLike[str], files: Iterable[tuple[str,
 
     For thousands of small files (a report's task outputs): one fsync per file would cost
     most of a run's tail, and the per-file stat of the old file is replaced by one listing.
-    An OSError names the file it failed on in its `filename`; the files before it are
-    written, the one it failed on is left as it was.
+    An OSError names the file it failed on in its `filename` (as with `write_atomic`); the
+    files before it are written, the one it failed on is left as it was.
     """
     where = os.fspath(folder)
     existing = {entry.name: entry for entry in os.scandir(where)}
     token = secrets.token_hex(6)
-    for number, (name, text) in zip(itertools.count(), files):
+    for number, (name, text) in enumerate(files):
         entry = existing.get(name)
-        try:
-            mode = stat.S_IMODE(entry.stat().st_mode) if entry is not None else None
-            _replace(where, name, text, f"{token}{number}", durable=False, mode=mode)
-        except OSError as exc:
-            exc.filename = os.path.join(where, name)
-            raise
+        mode = stat.S_IMODE(entry.stat().st_mode) if entry is not None else None
+        _replace(where, name, text, f"{token}{number}", durable=False, mode=mode)
     sync_folder(where)
 
 
@@ -60,8 +56,15 @@ def _replace(
     # os.path on strings, not pathlib: a report writes two files per passed task, and
     # pathlib's per-call cost showed in benchmarks/report_bench.py's profile.
     target = os.path.join(folder, name)
+    try:
+        _write_then_rename(target, os.path.join(folder, f".{name}.{tag}.tmp"), text, durable, mode)
+    except OSError as exc:
+        exc.filename = target  # the file the caller asked for, not the temporary one
+        raise
+
+
+def _write_then_rename(target: str, tmp: str, text: str, durable: bool, mode: int | None) -> None:
     data = text.encode("utf-8")  # before anything exists: text it cannot encode leaves no trace
-    tmp = os.path.join(folder, f".{name}.{tag}.tmp")
     # os.open with 0o666 lets the umask decide the mode, as a plain open() would;
     # mkstemp would leave every report readable by its owner only.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

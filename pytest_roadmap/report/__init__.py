@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-# Aliased: importing the submodule report.json binds `json` in this package's namespace.
-import json as jsonlib
 from pathlib import Path
 from typing import Any
 
 from pytest_roadmap.atomic import write_atomic, write_many_atomic
 from pytest_roadmap.errors import ReportError
 from pytest_roadmap.report.html import render_html
-from pytest_roadmap.report.json import SCHEMA_VERSION, build_json, render_json
+from pytest_roadmap.report.json import SCHEMA_VERSION, build_json, dumps, render_json
 from pytest_roadmap.report.markdown import (
     append_step_summary,
     fenced,
@@ -100,13 +98,8 @@ def _saved_answer(code: object, message: object) -> str:
     if all(value is None or isinstance(value, str) for value in (code, message)):
         # The same text, without json's pure-Python indenting encoder (a third of the
         # report's time at 10,000 tasks): a string or null has no inner lines to indent.
-        return f'{{\n  "code": {_dumps(code)},\n  "message": {_dumps(message)}\n}}\n'
-    saved = {"code": code, "message": message}
-    return jsonlib.dumps(saved, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def _dumps(value: object) -> str:
-    return jsonlib.dumps(value, ensure_ascii=False, allow_nan=False)
+        return f'{{\n  "code": {dumps(code)},\n  "message": {dumps(message)}\n}}\n'
+    return dumps({"code": code, "message": message}, 2) + "\n"
 
 
 def write_reports(record: RunRecord, folder: Path) -> list[str]:
@@ -143,6 +136,7 @@ def write_reports(record: RunRecord, folder: Path) -> list[str]:
         for current, text in reports:
             write_atomic(current, text)
     except OSError as exc:
+        # write_atomic and write_many_atomic name the file; mkdir and a bare OSError may not
         failed = Path(exc.filename).name if isinstance(exc.filename, str) else current.name
         raise ReportError(
             f"cannot write reports to {folder}: {failed}: {exc.strerror or exc}"

@@ -132,14 +132,15 @@ def render_json(record: RunRecord) -> str:
     parts = []
     for key, value in build_json(record).items():
         if key == "tasks" and value:
-            lines = ",\n    ".join(_dumps(task, None) for task in value)
+            lines = ",\n    ".join(dumps(task) for task in value)
             text = f"[\n    {lines}\n  ]"
         else:
             # JSON strings hold no raw line breaks, so every break is indentation.
-            text = _dumps(value, 2).replace("\n", "\n  ")
-        parts.append(f"  {_dumps(key, None)}: {text}")
+            text = dumps(value, 2).replace("\n", "\n  ")
+        parts.append(f"  {dumps(key)}: {text}")
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def _dumps(value: Any, indent: int | None) -> str:
+def dumps(value: Any, indent: int | None = None) -> str:
+    """JSON as every report file writes it: UTF-8 as is, and no NaN or Infinity."""
     return json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
