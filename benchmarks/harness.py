@@ -187,6 +187,19 @@ if _plugin is not None and hasattr(_plugin, "write_reports"):
     _plugin.write_reports = _timed_write_reports
 
 
+def _last(name):
+    PROBE["marks"][name] = time.time()
+
+
+def pytest_runtest_logreport(report):
+    _last("last_report")
+
+
+def pytest_testnodedown(node, error):
+    _mark("first_nodedown")
+    _last("last_nodedown")
+
+
 def pytest_configure(config):
     _mark("configure")
     PROBE["role"] = getattr(config, "workerinput", {}).get("workerid", "controller")

@@ -73,6 +73,11 @@ def phases_of(probes: dict[str, dict[str, Any]], started: float) -> dict[str, An
     if workers:
         phases["workers_configured_at"] = max(w["marks"]["configure"] for w in workers) - started
         phases["workers_done_at"] = max(w["marks"]["unconfigure"] for w in workers) - started
+        # Per phase, the first and the last worker to reach it: how staggered start-up is.
+        for name in ("configure", "collected", "first_test", "sessionfinish", "unconfigure"):
+            seen = sorted(w["marks"][name] - started for w in workers if name in w["marks"])
+            if seen:
+                phases[f"workers_{name}_first_last"] = [round(seen[0], 3), round(seen[-1], 3)]
     phases["write_reports_s"] = controller.get("write_reports_s")
     phases["summary_s"] = controller.get("summary_s")
     return phases

@@ -42,6 +42,65 @@ def test_parallel_run_spreads_tasks_over_workers(roadmap: Roadmap) -> None:
     assert {e["worker"] for e in chats} == {"gw0", "gw1"}
 
 
+def test_tasks_start_before_the_last_worker_is_ready(roadmap: Roadmap) -> None:
+    # gw1 finishes starting only once the server has answered three tasks. xdist's own
+    # scheduling waits for every worker to collect, so there it would wait out its 30 s
+    # and the first answers would come after it was ready.
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
+    roadmap.pytester.makeconftest(
+        f"""
+        import os, time, requests
+
+        def pytest_configure(config):
+            if os.environ.get("PYTEST_XDIST_WORKER") != "gw1":
+                return
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                log = requests.get("{roadmap.sandbox.url}/_sandbox/log", timeout=5).json()
+                if sum(e["path"] == "/api/codebase/chat" and e["status"] == 200
+                       for e in log) >= 3:
+                    break
+                time.sleep(0.05)  # poll interval
+            with open("gw1-ready", "w") as handle:
+                handle.write(repr(time.time()))
+        """
+    )
+    result = roadmap.run("-n", "2")
+    result.assert_outcomes(passed=6)
+    ready = float((roadmap.pytester.path / "gw1-ready").read_text())
+    early = [e for e in roadmap.chats() if e["answered"] is not None and e["answered"] < ready]
+    assert len(early) >= 3
+    assert {e["worker"] for e in early} == {"gw0"}
+    assert sorted(e["task"] for e in roadmap.chats()) == sorted(f"t{i}" for i in range(6))
+
+
+def test_a_worker_that_collects_differently_gets_no_task(roadmap: Roadmap) -> None:
+    # gw1 drops a task from its collection, after gw0 has started working.
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
+    roadmap.sandbox.configure(latency=0.3)  # tasks are still pending when gw1 is ready
+    roadmap.pytester.makeconftest(
+        f"""
+        import os, time, requests
+
+        def pytest_collection_modifyitems(items):
+            if os.environ.get("PYTEST_XDIST_WORKER") != "gw1":
+                return
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                log = requests.get("{roadmap.sandbox.url}/_sandbox/log", timeout=5).json()
+                if any(e["path"] == "/api/codebase/chat" for e in log):
+                    break
+                time.sleep(0.05)  # poll interval
+            del items[-1]
+        """
+    )
+    result = roadmap.run("-n", "2")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*Different tests were collected between gw0 and gw1*"])
+    assert {e["worker"] for e in roadmap.chats()} == {"gw0"}
+    assert sorted(e["task"] for e in roadmap.chats()) == [f"t{i}" for i in range(6)]
+
+
 @pytest.mark.parametrize(
     ("rule", "words"),
     [
@@ -159,3 +218,14 @@ def test_n0_and_no_xdist_run_one_at_a_time(roadmap: Roadmap) -> None:
     result = roadmap.run("-p", "no:xdist")
     result.assert_outcomes(passed=3)
     assert {e["worker"] for e in roadmap.chats()} == {"main"}
+
+
+@pytest.mark.parametrize(("workers", "frozen"), [("1", True), ("0", False)])
+def test_workers_freeze_their_heap(roadmap: Roadmap, workers: str, frozen: bool) -> None:
+    # A worker exits with its heap frozen (its exit-time garbage collections took 1.9 s at
+    # -n 8); a session without workers, whose process may outlive it, leaves it alone.
+    roadmap.tasks("month1", task_toml("t0"))
+    (roadmap.pytester.path / "roadmap_tasks" / "test_gc.py").write_text(
+        f"import gc\ndef test_gc():\n    assert (gc.get_freeze_count() > 0) is {frozen}\n"
+    )
+    roadmap.run_subprocess("-n", workers).assert_outcomes(passed=2)
