@@ -155,7 +155,7 @@ def _chunks(count: int, parts: int) -> list[range]:
 # A conftest.py dropped into a run's folder: each process (controller and workers) notes
 # when it reached the main phases of a run and its own peak RSS, and the controller times
 # pytest_roadmap's write_reports call (the report) and its whole terminal summary. It
-# patches the name the plugin module calls, so it measures the real call in the real run.
+# patches the function the plugin calls, so it measures the real call in the real run.
 PROBE_CONFTEST = """\
 import json, os, resource, time
 
@@ -170,11 +170,11 @@ def _mark(name):
 
 
 try:
-    import pytest_roadmap.plugin as _plugin
+    import pytest_roadmap.report as _report
 except ImportError:
-    _plugin = None
-if _plugin is not None and hasattr(_plugin, "write_reports"):
-    _write_reports = _plugin.write_reports
+    _report = None
+if _report is not None:
+    _write_reports = _report.write_reports
 
     def _timed_write_reports(record, folder):
         start = time.perf_counter()
@@ -184,7 +184,7 @@ if _plugin is not None and hasattr(_plugin, "write_reports"):
             PROBE["write_reports_s"] = time.perf_counter() - start
             PROBE["tasks_in_record"] = len(record.results)
 
-    _plugin.write_reports = _timed_write_reports
+    _report.write_reports = _timed_write_reports
 
 
 def _last(name):

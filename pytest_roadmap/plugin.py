@@ -30,7 +30,6 @@ from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import PROBES_KEY
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
-from pytest_roadmap.report import write_reports
 from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure, is_retryable
 from pytest_roadmap.safeguards import (
@@ -46,7 +45,6 @@ from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import load_tasks
 from pytest_roadmap.terminal import header_line, summary_lines
-from pytest_roadmap.tracker import ProgressTracker
 
 # Extra seconds pytest-timeout allows beyond the HTTP read timeout, so a slow API is
 # reported by the client's clear words; pytest-timeout catches whatever else hangs.
@@ -613,6 +611,8 @@ class _Marks:
 def _completed_in_tracker(config: pytest.Config, settings: Settings) -> set[str]:
     if not config.option.roadmap_resume:
         return set()
+    from pytest_roadmap.tracker import ProgressTracker  # the controller's end-of-run work
+
     try:
         return ProgressTracker(settings.tracker).completed_keys()
     except RoadmapError as exc:
@@ -857,10 +857,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
     """Write the report folder and (never on the sandbox) the tracker; say what happened."""
+    # Imported here, at the end of the run, and only by the process that writes them.
+    from pytest_roadmap import report
+    from pytest_roadmap.tracker import ProgressTracker
+
     lines: list[str] = []
     try:
         folder = runtime.settings.report_dir
-        paths = write_reports(record, folder)
+        paths = report.write_reports(record, folder)
         names = ", ".join(paths[:3])
         outputs = len(paths) - 3
         lines.append(

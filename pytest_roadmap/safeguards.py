@@ -9,10 +9,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_roadmap.batches import Batch
-from pytest_roadmap.client import RoadmapClient
 from pytest_roadmap.gate import ConcurrencyGate, Slot
 from pytest_roadmap.health import HealthProbe
 from pytest_roadmap.ratelimit import RateLimiter, acquire_together
@@ -20,6 +19,9 @@ from pytest_roadmap.retry import Backoff, TaskFailure
 from pytest_roadmap.settings import Settings
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import Task
+
+if TYPE_CHECKING:
+    from pytest_roadmap.client import RoadmapClient
 
 GATE_KEY = "gate"
 REQUESTS_KEY = "requests"
@@ -103,7 +105,12 @@ class Safeguards:
         self._batch_gates: dict[int, ConcurrencyGate] = {}
         self._batch_limiters: dict[int, RateLimiter] = {}
         self._batch_starts: dict[int, RateLimiter] = {}
-        self.client = RoadmapClient(
+        # Imported here: requests is a third of the plugin's import time, and only a
+        # process that runs tasks needs it (not the xdist controller, not a run without
+        # --roadmap).
+        from pytest_roadmap.client import RoadmapClient
+
+        self.client: RoadmapClient = RoadmapClient(
             api_url,
             model=settings.model,
             token=settings.token,

@@ -9,8 +9,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests  # noqa: F401 - see below
 
 from pytest_roadmap.sandbox import SandboxSubprocess
+
+# requests is imported here, by this process, on purpose: the plugin imports it only once
+# a task runs, and pytester's in-process sessions unload every module first imported inside
+# them, so the next import would build a second http.cookiejar whose classes the first
+# requests no longer recognises ("You can only merge into CookieJar").
 
 # The original system's variables, which would leak into the sessions under test.
 ENV_SETTINGS = (

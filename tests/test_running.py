@@ -229,3 +229,31 @@ def test_workers_freeze_their_heap(roadmap: Roadmap, workers: str, frozen: bool)
         f"import gc\ndef test_gc():\n    assert (gc.get_freeze_count() > 0) is {frozen}\n"
     )
     roadmap.run_subprocess("-n", workers).assert_outcomes(passed=2)
+
+
+def test_each_process_imports_only_what_it_uses(roadmap: Roadmap) -> None:
+    # requests (a third of the plugin's import time) comes in with the client, in the
+    # processes that run tasks; the report code only where the report is written; and a
+    # session without --roadmap, where the plugin is merely installed, loads neither.
+    roadmap.tasks("month1", task_toml("t0"))
+    roadmap.pytester.makeconftest(
+        """
+        import os, sys
+
+        def pytest_unconfigure(config):
+            role = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            watched = ("requests", "pytest_roadmap.client", "pytest_roadmap.report")
+            with open(f"modules-{role}", "w") as handle:
+                handle.write(" ".join(m for m in watched if m in sys.modules))
+        """
+    )
+    roadmap.pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    path = roadmap.pytester.path
+
+    roadmap.run_subprocess("-n", "1", "roadmap_tasks").assert_outcomes(passed=1)
+    assert (path / "modules-main").read_text() == "pytest_roadmap.report"
+    assert (path / "modules-gw0").read_text() == "requests pytest_roadmap.client"
+
+    plain = ["-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest"]
+    roadmap.pytester.runpytest_subprocess(*plain, "test_plain.py").assert_outcomes(passed=1)
+    assert (path / "modules-main").read_text() == ""

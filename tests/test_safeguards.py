@@ -202,7 +202,7 @@ def test_adaptive_concurrency_backs_off_under_overload(roadmap: Roadmap) -> None
     )
     result.assert_outcomes(passed=12)
     result.stdout.fnmatch_lines(
-        ["roadmap: concurrency 3 -> 2: *% of * attempts failed in the last 0.5 s (> 10%)"]
+        ["roadmap: concurrency 3 -> 2: *% of * attempt* failed in the last 0.5 s (> 10%)"]
     )
 
 
