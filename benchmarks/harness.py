@@ -176,10 +176,10 @@ except ImportError:
 if _report is not None:
     _write_reports = _report.write_reports
 
-    def _timed_write_reports(record, folder):
+    def _timed_write_reports(record, folder, *more):
         start = time.perf_counter()
         try:
-            return _write_reports(record, folder)
+            return _write_reports(record, folder, *more)
         finally:
             PROBE["write_reports_s"] = time.perf_counter() - start
             PROBE["tasks_in_record"] = len(record.results)

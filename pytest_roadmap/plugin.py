@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -45,6 +45,9 @@ from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import load_tasks
 from pytest_roadmap.terminal import header_line, summary_lines
+
+if TYPE_CHECKING:
+    from pytest_roadmap.report import OutputWriter
 
 # Extra seconds pytest-timeout allows beyond the HTTP read timeout, so a slow API is
 # reported by the client's clear words; pytest-timeout catches whatever else hangs.
@@ -82,6 +85,7 @@ class Runtime:
     run_dir: Path | None = None
     sandbox: Any = None
     recorder: RunRecorder | None = None
+    outputs: OutputWriter | None = None  # writes passed tasks' outputs during the run
     monitor: Monitor | None = None
     expected: int = 0
     left_out: int = 0  # tasks in no batch, in batch mode
@@ -397,6 +401,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     if runtime.monitor is not None:
         runtime.monitor.stop()
+    if runtime.outputs is not None:
+        runtime.outputs.close()
     if runtime.safeguards_ is not None:
         runtime.safeguards_.close()
     if runtime.store is not None:
@@ -822,7 +828,13 @@ def record_report(runtime: Runtime | None, report: pytest.TestReport) -> None:
         return
     outcome: str = report.outcome
     if outcome in (PASSED, FAILED, RERUN, SKIPPED):
-        recorder.attempt(report.nodeid, info, outcome)
+        result = recorder.attempt(report.nodeid, info, outcome)
+        if outcome == PASSED:
+            if runtime.outputs is None:
+                from pytest_roadmap.report import OutputWriter
+
+                runtime.outputs = OutputWriter(runtime.settings.report_dir)
+            runtime.outputs.add(result)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -862,9 +874,11 @@ def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
     from pytest_roadmap.tracker import ProgressTracker
 
     lines: list[str] = []
+    written = runtime.outputs.close() if runtime.outputs is not None else None
+    runtime.outputs = None
     try:
         folder = runtime.settings.report_dir
-        paths = report.write_reports(record, folder)
+        paths = report.write_reports(record, folder, written)
         names = ", ".join(paths[:3])
         outputs = len(paths) - 3
         lines.append(

@@ -53,8 +53,9 @@ class RunRecorder:
             self.record.results.append(result)
         return result
 
-    def attempt(self, nodeid: str, info: dict[str, Any], outcome: str) -> None:
-        """One attempt ended on a worker with `outcome` (passed, failed, rerun, skipped)."""
+    def attempt(self, nodeid: str, info: dict[str, Any], outcome: str) -> TaskResult:
+        """One attempt ended on a worker with `outcome` (passed, failed, rerun, skipped);
+        returns the task's result so far."""
         with self._lock:
             result = self._result(nodeid, info.get("task"))
             result.batch = info.get("batch") or result.batch
@@ -76,6 +77,7 @@ class RunRecorder:
                 result.error = attempt.error if outcome in (FAILED, SKIPPED) else None
                 if outcome == PASSED:
                     result.answer = info.get("answer")
+            return result
 
     def crashed(self, nodeid: str, worker: str, error: str, at: float) -> None:
         """A worker died while running this task: it failed, and the run goes on."""

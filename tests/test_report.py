@@ -17,6 +17,7 @@ from pytest_roadmap.atomic import write_atomic, write_many_atomic
 from pytest_roadmap.errors import ReportError, RoadmapError
 from pytest_roadmap.report import (
     SCHEMA_VERSION,
+    OutputWriter,
     build_json,
     output_path,
     render_html,
@@ -401,6 +402,39 @@ def test_outputs(record: RunRecord, tmp_path: Path) -> None:
     tasks = {t["id"]: t for t in json.loads((tmp_path / "report.json").read_text())["tasks"]}
     assert tasks["alpha"]["output"] == "outputs/alpha.json"
     assert tasks["eps"]["output"] is None
+
+
+def test_output_writer_writes_during_the_run_and_the_report_keeps_it(
+    record: RunRecord, tmp_path: Path
+) -> None:
+    writer = OutputWriter(tmp_path)
+    for result in record.results:
+        writer.add(result)  # the plugin adds passed ones only; the writer checks anyway
+    written = writer.close()
+    assert sorted(written) == ["alpha.json", "alpha.md", "delta.json"]
+    outputs = tmp_path / "outputs"
+    assert json.loads((outputs / "alpha.json").read_text())["message"] == "Here it is."
+    # What the writer wrote is not written again (the marker survives) ...
+    (outputs / "alpha.json").write_text("marker")
+    names = write_reports(record, tmp_path, written)
+    assert (outputs / "alpha.json").read_text() == "marker"
+    assert "outputs/alpha.json" in names
+    assert {r.task.id: r.output for r in record.results}["alpha"] == "outputs/alpha.json"
+    # ... and without that account every output is written.
+    write_reports(record, tmp_path)
+    assert json.loads((outputs / "alpha.json").read_text())["message"] == "Here it is."
+
+
+def test_output_writer_gives_up_quietly_and_the_report_says_why(
+    record: RunRecord, tmp_path: Path
+) -> None:
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    writer = OutputWriter(tmp_path / "blocked" / "report")
+    for result in record.results:
+        writer.add(result)
+    assert writer.close() == {}
+    with pytest.raises(ReportError, match="blocked"):
+        write_reports(record, tmp_path / "blocked" / "report", {})
 
 
 def test_output_markdown_fence_outlasts_backticks(record: RunRecord, tmp_path: Path) -> None:

@@ -112,6 +112,30 @@ def test_report_json_matches_what_the_server_saw(roadmap: Roadmap) -> None:
     assert props["retried"]["worker"] == last_worker["retried"]
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_outputs_are_written_while_the_run_goes_on(roadmap: Roadmap, workers: str) -> None:
+    # The second task waits for the first one's saved output, so it must appear before
+    # the run ends; the report at the end still lists it.
+    roadmap.tasks("month1", task_toml("first"))
+    (roadmap.pytester.path / "roadmap_tasks" / "test_later.py").write_text(
+        "import json, pathlib, time\n"
+        "def test_later():\n"
+        "    saved = pathlib.Path('roadmap-report/outputs/first.json')\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while not saved.exists():\n"
+        "        assert time.monotonic() < deadline, 'no output while the run went on'\n"
+        "        time.sleep(0.02)  # poll interval\n"
+        "    assert json.loads(saved.read_text())['code']\n"
+    )
+    result = roadmap.run("-n", workers)
+    result.assert_outcomes(passed=2)
+    report = json.loads((roadmap.pytester.path / "roadmap-report" / "report.json").read_text())
+    assert {t["id"]: t["output"] for t in report["tasks"]}["first"] == "outputs/first.json"
+    result.stdout.fnmatch_lines(
+        ["report: report.json, report.md, report.html in * (+2 task outputs)"]
+    )
+
+
 def test_step_summary_is_appended(roadmap: Roadmap, monkeypatch: pytest.MonkeyPatch) -> None:
     summary = roadmap.pytester.path / "summary.md"
     summary.write_text("# earlier step\n")

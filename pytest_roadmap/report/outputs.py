@@ -1,0 +1,146 @@
+"""Each passed task's saved output, written while the run goes on.
+
+A report writes two files per passed task (`outputs/<id>.json` and `outputs/<id>.md`). At
+the end of a 10,000-task run, creating those 20,000 files took 4-14 s on a slow disk, all
+of it after the last task, while the controller had sat idle for most of the run. The
+`OutputWriter` writes them from a daemon thread on the controller as tasks pass, in batches
+(one folder sync per batch), and the end-of-run report skips whatever it wrote already.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_roadmap.atomic import write_many_atomic
+from pytest_roadmap.report.json import dumps
+from pytest_roadmap.report.markdown import fenced, md_text
+from pytest_roadmap.results import PASSED, TaskResult
+from pytest_roadmap.tasks import ID_PATTERN
+
+OUTPUTS = "outputs"
+BATCH = 500  # most files per write_many_atomic call (and per folder sync)
+
+
+class OutputFolder:
+    """`folder/outputs/`, resolved once, and the file names of one task's outputs."""
+
+    def __init__(self, folder: Path) -> None:
+        root = Path(folder).resolve()  # once: resolving costs a system call per path part
+        self.path = (root / OUTPUTS).resolve()
+        self._inside = self.path.is_relative_to(root)
+
+    def name(self, task_id: str, suffix: str) -> str:
+        """The output's file name in outputs/, or ValueError if it would not stay there."""
+        # A plain id cannot climb out of outputs/, and os.replace swaps a symlink standing
+        # at the target rather than writing through it, so no per-file resolve is needed.
+        if not self._inside or not ID_PATTERN.fullmatch(task_id):
+            target = (self.path / f"{task_id}{suffix}").resolve()
+            raise ValueError(
+                f"task id {task_id!r} would put its output at {target}, outside {self.path}"
+            )
+        return f"{task_id}{suffix}"
+
+    def files(self, result: TaskResult) -> list[tuple[str, str]]:
+        """`(name, text)` of each output file of `result`; none unless it passed with an
+        answer."""
+        if result.outcome != PASSED or not isinstance(result.answer, dict):
+            return []
+        answer: dict[str, Any] = result.answer
+        code, message = answer.get("code"), answer.get("message")
+        files = [(self.name(result.task.id, ".json"), saved_answer(code, message))]
+        if isinstance(code, str) and code:
+            page = render_output_markdown(result, code, message)
+            files.append((self.name(result.task.id, ".md"), page))
+        return files
+
+
+def render_output_markdown(result: TaskResult, code: str, message: object) -> str:
+    """A readable page for one task's answer: title, prompt, message and code."""
+    task = result.task
+    parts = [
+        f"# {md_text(task.title)}",
+        "",
+        f"Task `{task.id}`, month {task.month}, week {task.week}.",
+        "",
+        "## Prompt",
+        "",
+        fenced(task.prompt, "text"),
+    ]
+    if isinstance(message, str) and message.strip():
+        parts += ["## Message", "", fenced(message, "text")]
+    parts += ["## Code", "", fenced(code)]
+    return "\n".join(parts)
+
+
+def saved_answer(code: object, message: object) -> str:
+    """`{"code": ..., "message": ...}` as json.dumps(indent=2) writes it."""
+    if all(value is None or isinstance(value, str) for value in (code, message)):
+        # The same text, without json's pure-Python indenting encoder (a third of the
+        # report's time at 10,000 tasks): a string or null has no inner lines to indent.
+        return f'{{\n  "code": {dumps(code)},\n  "message": {dumps(message)}\n}}\n'
+    return dumps({"code": code, "message": message}, 2) + "\n"
+
+
+class OutputWriter:
+    """Writes passed tasks' outputs into `folder/outputs/` from a daemon thread.
+
+    Best effort: on the first error (a folder that cannot be written, an id that would
+    leave it) it stops, and the end-of-run report, which writes whatever is missing, meets
+    the same error and reports it in its one line. `close()` returns what was written.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        # Resolved now, in the caller's working directory (a Python task may change it).
+        self._outputs = OutputFolder(folder)
+        self._queue: queue.SimpleQueue[TaskResult | None] = queue.SimpleQueue()
+        self._written: dict[str, str] = {}
+        self._thread = threading.Thread(target=self._run, name="roadmap-outputs", daemon=True)
+        self._thread.start()
+
+    def add(self, result: TaskResult) -> None:
+        """A task passed: write its outputs soon."""
+        self._queue.put(result)
+
+    def close(self) -> Mapping[str, str]:
+        """Write what is queued, stop, and return `{name in outputs/: text}` written."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self._written
+
+    def _batches(self) -> Iterator[list[TaskResult]]:
+        """Queued results, as many at a time as are waiting (up to BATCH), until close()."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    yield batch
+                    return
+                batch.append(more)
+            yield batch
+
+    def _run(self) -> None:
+        batches = self._batches()
+        for batch in batches:
+            try:
+                self._outputs.path.mkdir(parents=True, exist_ok=True)
+                files = [file for result in batch for file in self._outputs.files(result)]
+                write_many_atomic(self._outputs.path, files)
+            except (OSError, ValueError):
+                # The end-of-run report meets the same error and says so. Until close(),
+                # take what comes without writing it.
+                for _ in batches:
+                    pass
+                return
+            self._written.update(files)
