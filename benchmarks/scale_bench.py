@@ -60,11 +60,21 @@ def full_run(sandbox: Sandbox, command: list[str], cwd: Path, timeout: float) ->
     found = read_probes(probes)
     controller = found["controller"]
     workers = [probe for role, probe in found.items() if role != "controller"]
+    # Where the wind-down goes: seconds from the last answer to each controller phase.
+    after_last = {
+        name: round(at - seen.last_answer, 3)
+        for name, at in controller["marks"].items()
+        if at >= seen.last_answer
+    }
+    if workers:
+        last_worker = max(w["marks"]["unconfigure"] for w in workers)
+        after_last["workers_unconfigure"] = round(last_worker - seen.last_answer, 3)
     return {
         "wall_s": run.wall,
         "chat": seen.chat,
         "health": seen.health,
         "last_answer_to_exit_s": started + run.wall - seen.last_answer,
+        "controller_after_last_answer_s": after_last,
         "write_reports_s": controller.get("write_reports_s"),
         "summary_s": controller.get("summary_s"),
         "controller_rss_mb": controller["maxrss_kb"] / 1024,
@@ -81,6 +91,9 @@ def main() -> None:
     parser.add_argument("--run-repeat", type=int, default=1, help="full runs (median)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run, at most")
     parser.add_argument("--json", type=Path, help="also save the result here")
+    parser.add_argument(
+        "--no-plain", action="store_true", help="skip the plain pytest runs (comparisons)"
+    )
     options = parser.parse_args()
 
     rows: dict[int, dict[str, Any]] = {}
@@ -101,25 +114,28 @@ def main() -> None:
                         options.co_repeat,
                         options.timeout,
                     ),
-                    "plain_collect_s": collection(
+                }
+                if not options.no_plain:
+                    row["plain_collect_s"] = collection(
                         plain_command(0, collect_only=True),
                         plain_dir,
                         options.co_repeat,
                         options.timeout,
-                    ),
-                }
+                    )
                 runs = [
                     full_run(sandbox, plugin_run, roadmap_dir, options.timeout)
                     for _ in range(options.run_repeat)
                 ]
                 plains = [
                     full_run_plain(sandbox, plain_run, plain_dir, options.timeout)
-                    for _ in range(options.run_repeat)
+                    for _ in range(0 if options.no_plain else options.run_repeat)
                 ]
-                for key in runs[0]:
-                    if runs[0][key] is not None:
+                for key, first in runs[0].items():
+                    if isinstance(first, dict):
+                        row[key] = first  # phase marks: the first run's
+                    elif first is not None:
                         row[key] = round(median(r[key] for r in runs), 3)
-                for key in plains[0]:
+                for key in plains[0] if plains else ():
                     row[f"plain_{key}"] = round(median(r[key] for r in plains), 3)
                 rows[count] = row
                 print(f"{count} tasks: {row}", file=sys.stderr)

@@ -849,6 +849,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     record.finished = time.time()
     if runtime.store is not None:
         record.health_probes = runtime.store.incr(PROBES_KEY, 0)
+    if len(record.results) >= FREEZE_FROM:
+        # An xdist controller collects no items, so it freezes here, once the run's
+        # results are in, for pytest's exit-time collections (see pytest_collection_finish).
+        gc.freeze()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

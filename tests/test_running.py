@@ -42,29 +42,35 @@ def test_parallel_run_spreads_tasks_over_workers(roadmap: Roadmap) -> None:
     assert {e["worker"] for e in chats} == {"gw0", "gw1"}
 
 
-def test_tasks_start_before_the_last_worker_is_ready(roadmap: Roadmap) -> None:
-    # gw1 finishes starting only once the server has answered three tasks. xdist's own
-    # scheduling waits for every worker to collect, so there it would wait out its 30 s
-    # and the first answers would come after it was ready.
-    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
+def gw1_waits_for_answers(roadmap: Roadmap, hook: str, answers: int, then: str) -> None:
+    """A conftest whose `hook` on worker gw1 first waits (30 s at most) until the sandbox
+    has answered `answers` chat requests, then runs `then`."""
     roadmap.pytester.makeconftest(
         f"""
         import os, time, requests
 
-        def pytest_configure(config):
+        def {hook}:
             if os.environ.get("PYTEST_XDIST_WORKER") != "gw1":
                 return
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 log = requests.get("{roadmap.sandbox.url}/_sandbox/log", timeout=5).json()
                 if sum(e["path"] == "/api/codebase/chat" and e["status"] == 200
-                       for e in log) >= 3:
+                       for e in log) >= {answers}:
                     break
                 time.sleep(0.05)  # poll interval
-            with open("gw1-ready", "w") as handle:
-                handle.write(repr(time.time()))
+            {then}
         """
     )
+
+
+def test_tasks_start_before_the_last_worker_is_ready(roadmap: Roadmap) -> None:
+    # gw1 finishes starting only once the server has answered three tasks. xdist's own
+    # scheduling waits for every worker to collect, so there it would wait out its 30 s
+    # and the first answers would come after it was ready.
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
+    ready_file = "open('gw1-ready', 'w').write(repr(time.time()))"
+    gw1_waits_for_answers(roadmap, "pytest_configure(config)", 3, ready_file)
     result = roadmap.run("-n", "2")
     result.assert_outcomes(passed=6)
     ready = float((roadmap.pytester.path / "gw1-ready").read_text())
@@ -78,22 +84,7 @@ def test_a_worker_that_collects_differently_gets_no_task(roadmap: Roadmap) -> No
     # gw1 drops a task from its collection, after gw0 has started working.
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
     roadmap.sandbox.configure(latency=0.3)  # tasks are still pending when gw1 is ready
-    roadmap.pytester.makeconftest(
-        f"""
-        import os, time, requests
-
-        def pytest_collection_modifyitems(items):
-            if os.environ.get("PYTEST_XDIST_WORKER") != "gw1":
-                return
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                log = requests.get("{roadmap.sandbox.url}/_sandbox/log", timeout=5).json()
-                if any(e["path"] == "/api/codebase/chat" for e in log):
-                    break
-                time.sleep(0.05)  # poll interval
-            del items[-1]
-        """
-    )
+    gw1_waits_for_answers(roadmap, "pytest_collection_modifyitems(items)", 1, "del items[-1]")
     result = roadmap.run("-n", "2")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*Different tests were collected between gw0 and gw1*"])
