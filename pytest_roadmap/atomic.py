@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 def write_atomic(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> None:
@@ -31,23 +31,35 @@ def write_atomic(path: str | os.PathLike[str], text: str, *, durable: bool = Tru
         sync_folder(folder or ".")
 
 
-def write_many_atomic(folder: str | os.PathLike[str], files: Iterable[tuple[str, str]]) -> None:
+def write_many_atomic(
+    folder: str | os.PathLike[str],
+    files: Iterable[tuple[str, str]],
+    existing: Mapping[str, os.DirEntry[str]] | None = None,
+) -> None:
     """Write each `(name, text)` into `folder` as `write_atomic(durable=False)` would, then
     make them durable with one sync of the folder.
 
     For thousands of small files (a report's task outputs): one fsync per file would cost
-    most of a run's tail, and the per-file stat of the old file is replaced by one listing.
-    An OSError names the file it failed on in its `filename` (as with `write_atomic`); the
-    files before it are written, the one it failed on is left as it was.
+    most of a run's tail, and the per-file stat of the old file is replaced by one listing
+    (`existing`, from `list_folder`, if the caller has it already). An OSError names the
+    file it failed on in its `filename` (as with `write_atomic`); the files before it are
+    written, the one it failed on is left as it was.
     """
     where = os.fspath(folder)
-    existing = {entry.name: entry for entry in os.scandir(where)}
+    if existing is None:
+        existing = list_folder(where)
     token = secrets.token_hex(6)
     for number, (name, text) in enumerate(files):
         entry = existing.get(name)
         mode = stat.S_IMODE(entry.stat().st_mode) if entry is not None else None
         _replace(where, name, text, f"{token}{number}", durable=False, mode=mode)
     sync_folder(where)
+
+
+def list_folder(folder: str | os.PathLike[str]) -> dict[str, os.DirEntry[str]]:
+    """The entries of `folder` by name, from one listing."""
+    with os.scandir(folder) as entries:
+        return {entry.name: entry for entry in entries}
 
 
 def _replace(
