@@ -407,12 +407,17 @@ def test_outputs(record: RunRecord, tmp_path: Path) -> None:
 def test_output_writer_writes_during_the_run_and_the_report_keeps_it(
     record: RunRecord, tmp_path: Path
 ) -> None:
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "alpha.md").write_text("from an earlier run")
+    (outputs / "alpha.md").chmod(0o600)
     writer = OutputWriter(tmp_path)
     for result in record.results:
         writer.add(result)  # the plugin adds passed ones only; the writer checks anyway
     written = writer.close()
     assert sorted(written) == ["alpha.json", "alpha.md", "delta.json"]
-    outputs = tmp_path / "outputs"
+    assert (outputs / "alpha.md").read_text().startswith("# Title of alpha")
+    assert (outputs / "alpha.md").stat().st_mode & 0o777 == 0o600  # as writing in place would
     assert json.loads((outputs / "alpha.json").read_text())["message"] == "Here it is."
     # What the writer wrote is not written again (the marker survives) ...
     (outputs / "alpha.json").write_text("marker")
