@@ -617,7 +617,7 @@ class _Marks:
 def _completed_in_tracker(config: pytest.Config, settings: Settings) -> set[str]:
     if not config.option.roadmap_resume:
         return set()
-    from pytest_roadmap.tracker import ProgressTracker  # the controller's end-of-run work
+    from pytest_roadmap.tracker import ProgressTracker  # needed only with --roadmap-resume
 
     try:
         return ProgressTracker(settings.tracker).completed_keys()
