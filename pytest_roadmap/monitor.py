@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -12,14 +13,23 @@ from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import FAILED, PASSED, RERUN, ConcurrencyChange, Sample
 from pytest_roadmap.safeguards import GATE_KEY, REQUESTS_KEY
 from pytest_roadmap.sequencing import CURRENT_BATCH_KEY
-from pytest_roadmap.store.base import Store
+from pytest_roadmap.store.base import Store, StoreError, TicketLost
+
+# CI shards sharing a run id share the concurrency limit, so they share its steering too:
+# each monitor adds the attempts its controller saw to two counters in the store, and one
+# of them, the leader (the holder of a one-slot gate, handed on when it ends or dies),
+# decides from the run's totals. One decision per interval for the whole run, whatever the
+# worker or shard count; with one shard this is the monitor's own count.
+LEADER_KEY = "adaptive:leader"
+ENDED_KEY = "adaptive:ended"
+FAILED_KEY = "adaptive:failed"
 
 
 class Monitor:
     """Looks at the attempts that ended in each interval and steers the shared limit.
 
     Runs in a daemon thread on the controller only, so there is one decision per interval
-    for the whole run, whatever the worker count.
+    for the whole run, whatever the worker count (and, through the store, the shard count).
     """
 
     def __init__(
@@ -32,6 +42,7 @@ class Monitor:
         expected: Callable[[], int],
         write: Callable[[str], None],
         clock: Callable[[], float] = time.time,
+        holder: str = "controller",
     ) -> None:
         self._store = store
         self._recorder = recorder
@@ -44,14 +55,46 @@ class Monitor:
         self._thread = threading.Thread(target=self._run, name="roadmap-monitor", daemon=True)
         self._last_at = clock()
         self._last_requests = store.incr(REQUESTS_KEY, 0)
+        self._holder = holder  # names this controller's leader ticket in the store
+        self._ticket: int | None = None
+        self._leading = False
+        self._seen = (0, 0)  # the run's (ended, failed) totals at the last decision
 
     def start(self) -> None:
+        if self._adaptive is not None:
+            self.lead()  # a lone controller leads from the first interval on
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
+        if self._ticket is not None:  # the next shard's monitor takes over at once
+            with contextlib.suppress(StoreError):
+                self._store.gate_release(LEADER_KEY, self._ticket)
+            self._ticket, self._leading = None, False
+
+    def lead(self) -> bool:
+        """Whether this monitor decides this interval; queues for the lead if it does not
+        have it. A monitor that just took over decides from the next interval on."""
+        lease = 3 * self._interval  # renewed every interval; expires if this one dies
+        try:
+            if self._ticket is None:
+                self._ticket = self._store.gate_enqueue(LEADER_KEY, self._holder, lease)
+            if self._leading:
+                self._leading = self._store.gate_renew(LEADER_KEY, self._ticket, lease)
+                if not self._leading:
+                    self._ticket = None  # taken for dead: queue again next time
+                return self._leading
+            if self._store.gate_try_acquire(LEADER_KEY, self._ticket, lease):
+                self._leading = True
+                self._seen = self._totals()
+        except TicketLost:
+            self._ticket, self._leading = None, False
+        return False
+
+    def _totals(self) -> tuple[int, int]:
+        return self._store.incr(ENDED_KEY, 0), self._store.incr(FAILED_KEY, 0)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -66,9 +109,17 @@ class Monitor:
         ended = self._recorder.take_ended()
         failed = sum(1 for a in ended if a.outcome in (FAILED, RERUN))
         record = self._recorder.record
-        limit = self._store.gate_limit(GATE_KEY)
         if self._adaptive is not None:
-            change = self._adaptive.observe(len(ended), failed)
+            self._store.incr(ENDED_KEY, len(ended))
+            self._store.incr(FAILED_KEY, failed)
+        limit = self._store.gate_limit(GATE_KEY)
+        if self._adaptive is not None and self.lead():
+            totals = self._totals()
+            run_ended, run_failed = totals[0] - self._seen[0], totals[1] - self._seen[1]
+            self._seen = totals
+            # Another shard's monitor may have moved it (within its own worker count).
+            self._adaptive.value = max(1, min(limit, self._adaptive.maximum))
+            change = self._adaptive.observe(run_ended, run_failed)
             if change is not None:
                 self._store.gate_set_limit(GATE_KEY, change.new)
                 record.concurrency_changes.append(

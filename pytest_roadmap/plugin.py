@@ -442,6 +442,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         ),
         expected=lambda: runtime.expected,
         write=(lambda line: _status(terminal, line)) if terminal else (lambda line: None),
+        holder=f"{runtime.instance}:monitor",
     )
     runtime.monitor.start()
 

@@ -15,6 +15,10 @@ import pytest
 from test_store import PATIENCE, spawn, store_fixture, wait_for, wait_past  # noqa: F401
 
 from pytest_roadmap.gate import AdaptiveLimit, Change, ConcurrencyGate, GateTimeout, Slot
+from pytest_roadmap.monitor import Monitor
+from pytest_roadmap.recorder import RunRecorder
+from pytest_roadmap.results import RunRecord
+from pytest_roadmap.safeguards import GATE_KEY
 from pytest_roadmap.store import Store, open_store
 
 
@@ -306,3 +310,68 @@ def test_change_is_frozen() -> None:
     change = Change(2, 3, "why")
     with pytest.raises(dataclasses.FrozenInstanceError):
         change.new = 4  # type: ignore[misc]
+
+
+# -- the monitors of CI shards sharing one run ------------------------------------------
+
+
+def shard_monitor(store: Store, name: str, workers: int = 4) -> tuple[Monitor, RunRecorder]:
+    """A controller's monitor and recorder, as one shard of a run sharing `store` has."""
+    recorder = RunRecorder(
+        RunRecord(
+            api="http://a",
+            sandbox=False,
+            model="m",
+            workers=workers,
+            rate_limit=10.0,
+            started=time.time(),
+        )
+    )
+    monitor = Monitor(
+        store=store,
+        recorder=recorder,
+        interval=60.0,  # ticked by hand below; the lease on the lead is 3 intervals
+        adaptive=AdaptiveLimit(workers, interval=60.0),
+        expected=lambda: 0,
+        write=lambda line: None,
+        holder=f"{name}:monitor",
+    )
+    return monitor, recorder
+
+
+def attempts(recorder: RunRecorder, shard: str, passed: int, failed: int) -> None:
+    task = {"id": "t", "title": "T", "prompt": "p", "month": 1, "week": 1}
+    for n in range(passed + failed):
+        outcome = "rerun" if n < failed else "passed"
+        recorder.attempt(f"{shard}::t{n}", {"task": task, "attempt": 1}, outcome)
+
+
+def test_shards_steer_one_limit_one_step_per_interval(store: Store) -> None:
+    store.gate_set_limit(GATE_KEY, 4)
+    first, first_seen = shard_monitor(store, "a")
+    second, second_seen = shard_monitor(store, "b")
+    assert first.lead() is False and second.lead() is False  # a takes the lead, b queues
+    # Both shards see overload: the run's limit goes down by one, not by one per shard.
+    # (Each tick adds that shard's counts; a follower's counts that come in after the
+    # leader's tick count in the leader's next interval.)
+    attempts(first_seen, "a", passed=2, failed=2)
+    attempts(second_seen, "b", passed=2, failed=2)
+    second.tick()
+    first.tick()
+    assert store.gate_limit(GATE_KEY) == 3
+    # Only b saw a failure this time: 1 of the run's 10 attempts, 10%, so no change,
+    # though b alone saw 100%.
+    attempts(first_seen, "a", passed=9, failed=0)
+    attempts(second_seen, "b", passed=0, failed=1)
+    second.tick()
+    first.tick()
+    assert store.gate_limit(GATE_KEY) == 3
+    # ... and when the leader ends, b takes over and goes on from the run's limit.
+    first.stop()
+    assert second.lead() is False  # took over; decides from the next interval
+    attempts(second_seen, "b", passed=0, failed=3)
+    second.tick()
+    assert store.gate_limit(GATE_KEY) == 2
+    changes = first_seen.record.concurrency_changes + second_seen.record.concurrency_changes
+    assert [(c.old, c.new) for c in changes] == [(4, 3), (3, 2)]
+    second.stop()
