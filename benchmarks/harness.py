@@ -169,22 +169,24 @@ def _mark(name):
     PROBE["marks"].setdefault(name, time.time())
 
 
-try:
-    import pytest_roadmap.report as _report
-except ImportError:
-    _report = None
-if _report is not None:
-    _write_reports = _report.write_reports
+def _time_write_reports():
+    # Only in the controller, at configure time: importing the report code in every
+    # process would add to the workers' start-up the plugin spares them.
+    try:
+        import pytest_roadmap.report as report
+    except ImportError:
+        return
+    write_reports = report.write_reports
 
-    def _timed_write_reports(record, folder, *more):
+    def timed(record, folder, *more):
         start = time.perf_counter()
         try:
-            return _write_reports(record, folder, *more)
+            return write_reports(record, folder, *more)
         finally:
             PROBE["write_reports_s"] = time.perf_counter() - start
             PROBE["tasks_in_record"] = len(record.results)
 
-    _report.write_reports = _timed_write_reports
+    report.write_reports = timed
 
 
 def _last(name):
@@ -203,6 +205,8 @@ def pytest_testnodedown(node, error):
 def pytest_configure(config):
     _mark("configure")
     PROBE["role"] = getattr(config, "workerinput", {}).get("workerid", "controller")
+    if PROBE["role"] == "controller":
+        _time_write_reports()
 
 
 def pytest_collection_finish(session):

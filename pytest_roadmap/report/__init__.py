@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection
 from pathlib import Path
 
 from pytest_roadmap.atomic import write_atomic, write_many_atomic
@@ -43,16 +43,16 @@ def output_path(folder: Path, task_id: str, suffix: str) -> Path:
 
 
 def write_reports(
-    record: RunRecord, folder: Path, written: Mapping[str, str] | None = None
+    record: RunRecord, folder: Path, written: Collection[str] | None = None
 ) -> list[str]:
     """Write every report of `record` into `folder`; return the files written, as paths
     relative to `folder` ("report.json", ..., "outputs/<id>.json").
 
-    `written`: task outputs an `OutputWriter` wrote during the run (name in outputs/ ->
-    text); those are not written again. Sets each saved task's `TaskResult.output`, appends
-    report.md to the GitHub step summary when GITHUB_STEP_SUMMARY is set, and raises
-    ReportError (one line naming the folder and the OS reason) when the folder cannot be
-    created or written.
+    `written`: names (in outputs/) of the task outputs an `OutputWriter` wrote during the
+    run; those are neither rendered nor written again. Sets each saved task's
+    `TaskResult.output`, appends report.md to the GitHub step summary when
+    GITHUB_STEP_SUMMARY is set, and raises ReportError (one line naming the folder and the
+    OS reason) when the folder cannot be created or written.
     """
     folder = Path(folder)
     try:
@@ -60,17 +60,17 @@ def write_reports(
     except OSError as exc:
         raise ReportError(f"cannot create report folder {folder}: {exc.strerror or exc}") from None
     outputs = OutputFolder(folder)
-    done = written or {}
+    done = written or ()
     names: list[str] = []
     missing: list[tuple[str, str]] = []
     for result in record.results:
-        files = outputs.files(result)
-        if files:
-            result.output = f"{OUTPUTS}/{files[0][0]}"
-        for name, text in files:
-            names.append(name)
-            if done.get(name) != text:
-                missing.append((name, text))
+        saved = outputs.names(result)
+        if not saved:
+            continue
+        result.output = f"{OUTPUTS}/{saved[0]}"
+        names += saved
+        if any(name not in done for name in saved):  # rendered only if still to write
+            missing += [(name, text) for name, text in outputs.files(result) if name not in done]
     # Render everything before writing anything: a value that cannot be rendered
     # then leaves the folder as it was.
     markdown = render_markdown(record)

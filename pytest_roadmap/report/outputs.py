@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pytest_roadmap.atomic import list_folder, write_many_atomic
 from pytest_roadmap.report.json import dumps
@@ -49,17 +49,27 @@ class OutputFolder:
             )
         return f"{task_id}{suffix}"
 
-    def files(self, result: TaskResult) -> list[tuple[str, str]]:
-        """`(name, text)` of each output file of `result`; none unless it passed with an
-        answer."""
+    def names(self, result: TaskResult) -> list[str]:
+        """The output files of `result` (`<id>.json`, then `<id>.md` if it has code); none
+        unless it passed with an answer. Cheap: nothing is rendered."""
         if result.outcome != PASSED or not isinstance(result.answer, dict):
             return []
-        answer: dict[str, Any] = result.answer
-        code, message = answer.get("code"), answer.get("message")
-        files = [(self.name(result.task.id, ".json"), saved_answer(code, message))]
+        names = [self.name(result.task.id, ".json")]
+        code = result.answer.get("code")
         if isinstance(code, str) and code:
-            page = render_output_markdown(result, code, message)
-            files.append((self.name(result.task.id, ".md"), page))
+            names.append(self.name(result.task.id, ".md"))
+        return names
+
+    def files(self, result: TaskResult) -> list[tuple[str, str]]:
+        """`(name, text)` of each output file of `result`, as `names` lists them."""
+        names = self.names(result)
+        if not names:
+            return []
+        answer = cast("dict[str, Any]", result.answer)  # `names` checked that it is one
+        code, message = answer.get("code"), answer.get("message")
+        files = [(names[0], saved_answer(code, message))]
+        if len(names) > 1:
+            files.append((names[1], render_output_markdown(result, str(code), message)))
         return files
 
 
@@ -95,14 +105,14 @@ class OutputWriter:
 
     Best effort: on the first error (a folder that cannot be written, an id that would
     leave it) it stops, and the end-of-run report, which writes whatever is missing, meets
-    the same error and reports it in its one line. `close()` returns what was written.
+    the same error and reports it in its one line. `close()` says what was written.
     """
 
     def __init__(self, folder: Path) -> None:
         # Resolved now, in the caller's working directory (a Python task may change it).
         self._outputs = OutputFolder(folder)
         self._queue: queue.SimpleQueue[TaskResult | None] = queue.SimpleQueue()
-        self._written: dict[str, str] = {}
+        self._written: dict[str, str] = {}  # file name in outputs/ -> its task's id
         self._thread = threading.Thread(target=self._run, name="roadmap-outputs", daemon=True)
         self._thread.start()
 
@@ -111,7 +121,8 @@ class OutputWriter:
         self._queue.put(result)
 
     def close(self) -> Mapping[str, str]:
-        """Write what is queued, stop, and return `{name in outputs/: text}` written."""
+        """Write what is queued, stop, and return `{file name in outputs/: task id}` of
+        every file written."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -145,7 +156,12 @@ class OutputWriter:
                 if existing is None:
                     self._outputs.path.mkdir(parents=True, exist_ok=True)
                     existing = list_folder(self._outputs.path)
-                files = [file for result in batch for file in self._outputs.files(result)]
+                files: list[tuple[str, str]] = []
+                owners: dict[str, str] = {}
+                for result in batch:
+                    for name, text in self._outputs.files(result):
+                        files.append((name, text))
+                        owners[name] = result.task.id
                 write_many_atomic(self._outputs.path, files, existing)
             except (OSError, ValueError):
                 # The end-of-run report meets the same error and says so. Until close(),
@@ -153,4 +169,4 @@ class OutputWriter:
                 for _ in batches:
                     pass
                 return
-            self._written.update(files)
+            self._written.update(owners)
