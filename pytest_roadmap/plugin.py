@@ -40,7 +40,13 @@ from pytest_roadmap.safeguards import (
     store_failures_are_transient,
 )
 from pytest_roadmap.sequencing import Sequencer, ShardsMissing
-from pytest_roadmap.settings import Settings, Sources, concurrency_from_env, resolve_settings
+from pytest_roadmap.settings import (
+    Settings,
+    Sources,
+    check_workers,
+    concurrency_from_env,
+    resolve_settings,
+)
 from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import load_tasks
@@ -216,27 +222,43 @@ def _tasks_dir(config: pytest.Config) -> Path:
 # --- start-up --------------------------------------------------------------------------
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
-    # Runs before xdist reads -n, so MAX_CONCURRENCY (default 3) can stand in for it.
-    if not config.option.roadmap or not is_controller(config):
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
+    """MAX_CONCURRENCY (default 3) stands in for `-n` when it is not given.
+
+    pytest parses the command line into options only after this hook, so an `-n` added to
+    `args` here is there before any plugin's `pytest_cmdline_main` reads it (xdist reads it
+    in a `tryfirst` one, and which of two `tryfirst` hooks runs first depends on the order
+    the plugins' entry points happen to be listed in). pytest's docs show this very hook
+    for adding `-n` ("Dynamically adding command line options").
+    """
+    known = early_config.known_args_namespace
+    if not getattr(known, "roadmap", False) or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    if getattr(config.option, "numprocesses", "absent") is None and not config.option.collectonly:
-        try:
-            config.option.numprocesses = concurrency_from_env(os.environ)
-        except RoadmapError as exc:
-            raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
+    if not hasattr(known, "numprocesses"):  # xdist is not installed or disabled: one process
+        return
+    try:
+        if known.numprocesses is not None:
+            check_workers(known.numprocesses)
+        elif not (known.collectonly or getattr(known, "usepdb", False)):
+            args[:] = [f"--numprocesses={concurrency_from_env(os.environ)}", *args]
+    except RoadmapError as exc:
+        raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
 
 
 def _distributing(config: pytest.Config) -> bool:
-    return _worker_count(config) > 1 or bool(getattr(config.option, "tx", None))
+    """Whether xdist runs the tasks in worker processes (it has decided by configure time)."""
+    return (
+        config.pluginmanager.hasplugin("xdist")
+        and getattr(config.option, "dist", "no") != "no"
+        and not config.option.collectonly
+    )
 
 
 def _worker_count(config: pytest.Config) -> int:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return 1
-    count = getattr(config.option, "numprocesses", None)
-    return count if isinstance(count, int) and count > 0 else 1
+    """The processes that run tasks: xdist's workers, or this one."""
+    return max(1, len(getattr(config.option, "tx", None) or ())) if _distributing(config) else 1
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-rerunfailures has opened its socket
@@ -418,7 +440,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     runtime = runtime_of(config)
     if runtime is None or not is_controller(config):
         return None
-    lines = [header_line(runtime.settings, runtime.api_url, runtime.workers)]
+    lines = [
+        header_line(runtime.settings, runtime.api_url, runtime.workers, not runtime.runs_tasks)
+    ]
     if runtime.settings.store and runtime.store is not None:
         shown = getattr(runtime.store, "shown_url", runtime.settings.store)
         lines.append(f"roadmap: store={shown} run={runtime.run_id}")

@@ -94,7 +94,8 @@ class Sequencer:
         return None
 
     def _wait_for_shards(self) -> None:
-        if self._shards_seen >= self._shards:
+        # One shard is this run alone, and it announced its tasks before any of them ran.
+        if self._shards <= 1 or self._shards_seen >= self._shards:
             return
         deadline = self._store.clock() + self._shard_wait
         while (seen := int(self._store.get(SHARDS_KEY) or 0)) < self._shards:

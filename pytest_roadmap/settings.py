@@ -181,14 +181,18 @@ MODEL = Spec[str](
     "a non-empty model name",
     "Model asked for in each request (env CUSTOM_MODEL).",
 )
+MAX_WORKERS = 64
+WORKERS_ALLOWED = (
+    f"an integer from 0 to {MAX_WORKERS} (0: no worker processes, tasks run one at a time)"
+)
 CONCURRENCY = Spec[int](
     "concurrency",
     None,
     "MAX_CONCURRENCY",
     None,
     3,
-    _integer(1, 64),
-    "an integer from 1 to 64",
+    _integer(0, MAX_WORKERS),
+    WORKERS_ALLOWED,
     "Workers when -n is not given.",
 )
 RATE_LIMIT = Spec[float](
@@ -555,3 +559,13 @@ def concurrency_from_env(env: Mapping[str, str]) -> int:
     """Workers for `-n` when it was not given: MAX_CONCURRENCY or 3."""
     sources = Sources({}, env, {}, Path("."), Path("."))
     return resolve(CONCURRENCY, sources)[0]
+
+
+def check_workers(value: object) -> None:
+    """`-n` obeys the rule MAX_CONCURRENCY does; xdist's own "auto" and "logical" pass."""
+    if value in ("auto", "logical"):
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WORKERS:
+        return
+    shown = str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
+    raise SettingError(f"invalid worker count {shown!r} from option -n: must be {WORKERS_ALLOWED}")

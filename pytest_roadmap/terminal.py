@@ -8,10 +8,12 @@ from pytest_roadmap.results import FAILED, PASSED, SKIPPED, RunRecord
 from pytest_roadmap.settings import Settings
 
 
-def header_line(settings: Settings, api_url: str, workers: int) -> str:
+def header_line(settings: Settings, api_url: str, workers: int, distributed: bool) -> str:
+    """What the run will do; `workers` only when xdist really runs the tasks in workers."""
     where = f"{api_url} (sandbox)" if settings.sandbox else api_url
+    shown = str(workers) if distributed else "0 (in-process, one task at a time)"
     return (
-        f"roadmap: api={where} model={settings.model} workers={workers} "
+        f"roadmap: api={where} model={settings.model} workers={shown} "
         f"rate={settings.rate_limit:g}/s timeout={settings.timeout:g}s"
     )
 

@@ -27,7 +27,7 @@ def test_defaults_of_the_original_system(one_task: Roadmap) -> None:
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "roadmap: api=http://127.0.0.1:* (sandbox) model=custom:default workers=1 rate=10/s "
+            "roadmap: api=http://127.0.0.1:* (sandbox) model=custom:default workers=0 (in-process, one task at a time) rate=10/s "
             "timeout=30s"
         ]
     )
@@ -54,7 +54,9 @@ def test_precedence_cli_env_ini(one_task: Roadmap, monkeypatch: pytest.MonkeyPat
     header = one_task.pytester.runpytest(
         "-p", "no:cacheprovider", "--roadmap", "-n", "0", "--roadmap-api", one_task.sandbox.url
     ).stdout.str()
-    assert "model=from-env workers=1 rate=9/s timeout=1.5s" in header
+    assert (
+        "model=from-env workers=0 (in-process, one task at a time) rate=9/s timeout=1.5s" in header
+    )
     # command line beats environment
     header = _header(one_task, "--roadmap-model", "from-cli", "--roadmap-timeout", "4")
     assert "model=from-cli" in header and "timeout=4s" in header
@@ -86,9 +88,27 @@ BAD = [
     ),
     (
         [],
-        {"MAX_CONCURRENCY": "0"},
-        "invalid concurrency '0' from environment variable "
-        "MAX_CONCURRENCY: must be an integer from 1 to 64",
+        {"MAX_CONCURRENCY": "-1"},
+        "invalid concurrency '-1' from environment variable "
+        "MAX_CONCURRENCY: must be an integer from 0 to 64 (0: no worker processes, tasks run "
+        "one at a time)",
+    ),
+    # -n obeys the same rule as MAX_CONCURRENCY (it was an OverflowError traceback, a silent
+    # single worker for -1, and 100 workers while MAX_CONCURRENCY=100 was refused).
+    (
+        ["-n", "-1"],
+        {},
+        "invalid worker count '-1' from option -n: must be an integer from 0 to 64*",
+    ),
+    (
+        ["-n", "100"],
+        {},
+        "invalid worker count '100' from option -n: must be an integer from 0 to 64*",
+    ),
+    (
+        ["-n", "99999999999999999999"],
+        {},
+        "invalid worker count '99999999999999999999' from option -n*",
     ),
     (
         [],
@@ -106,7 +126,7 @@ BAD = [
     (["--roadmap-max-queue", "-1"], {}, "invalid queue limit '-1'*"),
     (["--roadmap-model", " "], {}, "invalid model ' '*"),
     ([], {"RATE_LIMIT": "1e400"}, "invalid rate limit '1e400' from environment variable*"),
-    ([], {"MAX_CONCURRENCY": "100000"}, "invalid concurrency '100000'*from 1 to 64"),
+    ([], {"MAX_CONCURRENCY": "100000"}, "invalid concurrency '100000'*from 0 to 64*"),
     ([], {"MAX_CONCURRENCY": "two"}, "invalid concurrency 'two'*"),
     (["--roadmap-timeout", "1e9"], {}, "invalid task timeout '1e9' from option*"),
     (["--roadmap-max-queue", "1.5"], {}, "invalid queue limit '1.5'*"),
