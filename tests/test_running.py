@@ -23,7 +23,8 @@ def test_tasks_pass_and_the_server_saw_each_prompt(roadmap: Roadmap) -> None:
     assert all(e["status"] == 200 for e in chats)
     result.stdout.fnmatch_lines(
         [
-            "roadmap: api=http://127.0.0.1:* model=custom:test-model workers=0 (in-process, one task at a time) rate=500/s "
+            "roadmap: api=http://127.0.0.1:* model=custom:test-model "
+            "workers=0 (in-process, one task at a time) rate=500/s "
             "timeout=30s",
             "*roadmap summary*",
             "roadmap: 2 tasks: 2 completed, 0 failed, 0 skipped; success rate 100%",

@@ -27,7 +27,8 @@ def test_defaults_of_the_original_system(one_task: Roadmap) -> None:
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "roadmap: api=http://127.0.0.1:* (sandbox) model=custom:default workers=0 (in-process, one task at a time) rate=10/s "
+            "roadmap: api=http://127.0.0.1:* (sandbox) model=custom:default "
+            "workers=0 (in-process, one task at a time) rate=10/s "
             "timeout=30s"
         ]
     )
