@@ -22,16 +22,38 @@ BODY_PREVIEW = 200
 
 
 class Throttle(Protocol):
-    """Anything that blocks until one more request may go out (the shared rate limiter)."""
+    """The shared safeguards around every request: `acquire` blocks until one more may go
+    out and returns what the request carries to its answer; `settle` hears the answer."""
 
-    def acquire(self) -> float: ...
+    def acquire(self) -> Any: ...
+
+    def settle(
+        self,
+        ticket: Any,
+        status: int | None,
+        headers: Mapping[str, str],
+        *,
+        overload: str | None = None,
+        retry_after: float | None = None,
+    ) -> None: ...
 
 
 class Unthrottled:
-    """A throttle that never waits."""
+    """A throttle that never waits and learns nothing."""
 
-    def acquire(self) -> float:
-        return 0.0
+    def acquire(self) -> Any:
+        return None
+
+    def settle(
+        self,
+        ticket: Any,
+        status: int | None,
+        headers: Mapping[str, str],
+        *,
+        overload: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        return None
 
 
 def _preview(text: str) -> str:
@@ -100,12 +122,13 @@ class RoadmapClient:
             self._on_request()
         # Nothing may stand between the throttle's admission and the send: a send that goes
         # out late lets the next reserved one crowd in behind it.
-        self._throttle.acquire()
+        ticket = self._throttle.acquire()
         try:
-            return self._session.request(
+            response = self._session.request(
                 method, url, timeout=(min(10.0, limit), limit), headers=headers, **kwargs
             )
         except requests.exceptions.Timeout:
+            self._throttle.settle(ticket, None, {}, overload="a timeout")
             raise TaskFailure(
                 f"no answer within {limit:g} s from {method} {self.redact(url)} "
                 "(raise --roadmap-timeout or TASK_TIMEOUT if the API is just slow)",
@@ -119,8 +142,11 @@ class RoadmapClient:
                 transient=False,
             ) from None
         except requests.exceptions.ConnectionError as exc:
+            words = self._connection_words(exc)
+            if words.startswith(("connection refused", "connection closed")):
+                self._throttle.settle(ticket, None, {}, overload=words.split(":")[0])
             raise TaskFailure(
-                f"{self._connection_words(exc)} for {method} {self.redact(url)}",
+                f"{words} for {method} {self.redact(url)}",
                 transient=True,
                 overload=True,
             ) from None
@@ -140,6 +166,13 @@ class RoadmapClient:
                 transient=True,
                 overload=True,
             ) from None
+        retry_after = None
+        if response.status_code in OVERLOAD_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        self._throttle.settle(
+            ticket, response.status_code, response.headers, retry_after=retry_after
+        )
+        return response
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)
@@ -176,6 +209,7 @@ class RoadmapClient:
                 transient=status in TRANSIENT_STATUSES,
                 overload=status in OVERLOAD_STATUSES,
                 retry_after=retry_after,
+                refused=status in OVERLOAD_STATUSES,
             )
         try:
             answer = json.loads(text)

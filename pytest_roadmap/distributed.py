@@ -26,6 +26,8 @@ class ControllerHooks:
         node.workerinput["roadmap_api"] = self.runtime.api_url
         node.workerinput["roadmap_run"] = self.runtime.run_id
         node.workerinput["roadmap_instance"] = self.runtime.instance
+        # A worker's own options say "no workers"; the learned pace is bounded by the run's.
+        node.workerinput["roadmap_workers"] = self.runtime.workers
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         # A crashed worker's slot goes back at once instead of at lease expiry.

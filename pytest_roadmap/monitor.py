@@ -9,8 +9,16 @@ from collections.abc import Callable
 
 from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import HEALTH_KEY, OK
+from pytest_roadmap.pacing import REFUSED_KEY, Event, Pacer, describe
 from pytest_roadmap.recorder import RunRecorder
-from pytest_roadmap.results import FAILED, PASSED, RERUN, ConcurrencyChange, Sample
+from pytest_roadmap.results import (
+    FAILED,
+    PASSED,
+    RERUN,
+    ConcurrencyChange,
+    PaceChange,
+    Sample,
+)
 from pytest_roadmap.safeguards import GATE_KEY, REQUESTS_KEY
 from pytest_roadmap.sequencing import CURRENT_BATCH_KEY
 from pytest_roadmap.store.base import Store, StoreError, TicketLost
@@ -23,6 +31,9 @@ from pytest_roadmap.store.base import Store, StoreError, TicketLost
 LEADER_KEY = "adaptive:leader"
 ENDED_KEY = "adaptive:ended"
 FAILED_KEY = "adaptive:failed"
+# The learned pace changes on every worker's answers; the monitor samples the request
+# counters for it and shows its changes this often, between its status lines.
+SAMPLE_EVERY = 0.25
 
 
 class Monitor:
@@ -43,6 +54,7 @@ class Monitor:
         write: Callable[[str], None],
         clock: Callable[[], float] = time.time,
         holder: str = "controller",
+        pacer: Pacer | None = None,
     ) -> None:
         self._store = store
         self._recorder = recorder
@@ -59,6 +71,9 @@ class Monitor:
         self._ticket: int | None = None
         self._leading = False
         self._seen = (0, 0)  # the run's (ended, failed) totals at the last decision
+        self._pacer = pacer
+        self._events_seen = 0
+        self._events_lock = threading.Lock()
 
     def start(self) -> None:
         if self._adaptive is not None:
@@ -69,6 +84,8 @@ class Monitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
+        with contextlib.suppress(StoreError):
+            self.show_pace_changes()  # the last ones, for the report
         if self._ticket is not None:  # the next shard's monitor takes over at once
             with contextlib.suppress(StoreError):
                 self._store.gate_release(LEADER_KEY, self._ticket)
@@ -97,11 +114,37 @@ class Monitor:
         return self._store.incr(ENDED_KEY, 0), self._store.incr(FAILED_KEY, 0)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        due = self._clock() + self._interval
+        while not self._stop.wait(min(SAMPLE_EVERY, self._interval)):
             try:
-                self.tick()
+                if self._pacer is not None:
+                    self._pacer.sample()
+                    self.show_pace_changes()
+                if self._clock() >= due:
+                    due += self._interval
+                    self.tick()
             except Exception as exc:  # a monitoring hiccup must never take the run down
                 self._write(f"roadmap: monitor skipped a tick: {type(exc).__name__}: {exc}")
+
+    def show_pace_changes(self) -> list[Event]:
+        """Print and record the learned pace's changes since the last look (every shard's)."""
+        if self._pacer is None:
+            return []
+        with self._events_lock:
+            self._events_seen, events = self._pacer.events_since(self._events_seen)
+        record = self._recorder.record
+        for event in events:
+            if event.kind == "concurrency":
+                change = ConcurrencyChange(event.at, int(event.old), int(event.new), event.reason)
+                record.concurrency_changes.append(change)
+            else:
+                record.pace_changes.append(
+                    PaceChange(event.at, event.kind, event.old, event.new, event.reason)
+                )
+                if event.kind == "stop":
+                    record.stopped = event.reason
+            self._write(describe(event, self._pacer.ceiling))
+        return events
 
     def tick(self) -> Sample:
         """One look: adjust the limit if the failure rate says so, then one status line."""
@@ -142,10 +185,21 @@ class Monitor:
         sample = Sample(now, limit, rate, running, healthy)
         record.samples.append(sample)
         batch = self._store.get(CURRENT_BATCH_KEY)
+        pace = ""
+        if self._pacer is not None:
+            learned = self._pacer.read()
+            store_now = self._store.clock()
+            allowed = learned.rate(self._pacer.ceiling, store_now)
+            refused = self._store.incr(REFUSED_KEY, 0)
+            pace = f" (rate {allowed:.3g}/s of {self._pacer.ceiling:g}/s"
+            pace += (
+                f", paused {learned.until - store_now:.1f} s" if learned.until > store_now else ""
+            )
+            pace += f", {refused} refused)"
         self._write(
             f"roadmap: running {running}, queued {queued}, completed {counts[PASSED]}, "
             f"failed {counts[FAILED]}, success {success}, limit {limit}, "
-            f"{rate:.1f} req/s, health {'ok' if healthy else 'DOWN'}"
+            f"{rate:.1f} req/s{pace}, health {'ok' if healthy else 'DOWN'}"
             + (f", batch {batch!r}" if batch else "")
         )
         return sample

@@ -29,6 +29,7 @@ from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import PROBES_KEY
 from pytest_roadmap.monitor import Monitor
+from pytest_roadmap.pacing import REFUSED_KEY, RunStopped
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
 from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure, is_retryable
@@ -37,6 +38,7 @@ from pytest_roadmap.safeguards import (
     Safeguards,
     Slots,
     batch_gate_key,
+    pacer_of,
     store_failures_are_transient,
 )
 from pytest_roadmap.sequencing import Sequencer, ShardsMissing
@@ -59,7 +61,9 @@ if TYPE_CHECKING:
 # reported by the client's clear words; pytest-timeout catches whatever else hangs.
 TIMEOUT_GRACE = 2.0
 CLIENT_FIXTURE = "roadmap_client"
-JUNIT_PROPERTIES = frozenset({"attempts", "worker", "dogfooding", "month", "week", "batch"})
+JUNIT_PROPERTIES = frozenset(
+    {"attempts", "refusals", "worker", "dogfooding", "month", "week", "batch"}
+)
 
 
 @dataclass
@@ -69,6 +73,8 @@ class AttemptState:
     unhealthy: str | None = None
     slot: Slots | None = None
     last_error: BaseException | None = None
+    refusals: int = 0  # attempts refused for load in a row (the task did not run)
+    refused_since: float | None = None  # when that run of refusals began
 
 
 @dataclass
@@ -151,9 +157,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         dest="no_roadmap_adaptive",
-        help="Keep the concurrency limit fixed at the worker count.",
+        help="The same as --roadmap-adaptive off (kept for earlier command lines).",
     )
-    parser.addini("roadmap_adaptive", setting_specs.ADAPTIVE.help, default=None)
     group.addoption(
         "--roadmap-batch",
         action="append",
@@ -268,7 +273,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _no_delay_for_rerun_state(config)
     try:
-        settings = resolve_settings(_sources(config), _worker_count(config))
+        info = getattr(config, "workerinput", {})
+        workers = int(info.get("roadmap_workers") or _worker_count(config))
+        settings = resolve_settings(_sources(config), workers)
         plan = _batch_plan(config, settings)
     except RoadmapError as exc:
         raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
@@ -280,7 +287,6 @@ def pytest_configure(config: pytest.Config) -> None:
             )
         config.args = [str(settings.tasks_dir)]
     if not is_controller(config):
-        info = config.workerinput  # type: ignore[attr-defined]
         config.stash[RUNTIME] = Runtime(
             settings=settings,
             api_url=info["roadmap_api"],
@@ -461,9 +467,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         interval=settings.health_interval,
         adaptive=(
             AdaptiveLimit(runtime.workers, interval=settings.health_interval)
-            if settings.adaptive
+            if settings.adaptive == "seed"
             else None
         ),
+        pacer=pacer_of(settings, runtime.store),
         expected=lambda: runtime.expected,
         write=(lambda line: _status(terminal, line)) if terminal else (lambda line: None),
         holder=f"{runtime.instance}:monitor",
@@ -680,7 +687,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             if reason is not None:
                 pytest.skip(reason)
     guards.enter_batch(batch)
-    state.unhealthy = guards.before_attempt(failed_before, state.last_error)
+    try:
+        state.unhealthy = guards.before_attempt(failed_before, state.last_error, state.refusals)
+    except RunStopped as stopped:
+        pytest.skip(str(stopped))
     if state.unhealthy is None:
         between = runtime.plan.between_tasks if runtime.plan else 0.0
         state.slot = guards.acquire_slot(batch, between)
@@ -699,6 +709,8 @@ def run_task(item: TaskItem) -> dict[str, Any]:
         raise TaskFailure(state.unhealthy, transient=False)
     try:
         return runtime.safeguards().chat(item.task, int(getattr(item, "execution_count", 1)))
+    except RunStopped as stopped:
+        pytest.skip(str(stopped))
     finally:
         _release(state)
 
@@ -767,14 +779,22 @@ def pytest_runtest_makereport(
         info["error"] = _error_line(runtime, call.excinfo)
         failure = call.excinfo.value
         info["overload"] = getattr(failure, "overload", False) or "Timeout" in str(failure)
+        if isinstance(failure, TaskFailure) and failure.refused:
+            info["refused"] = True
+            _refused(runtime, item, state, call.stop, info)
+    if not info.get("refused"):
+        state.refusals, state.refused_since = 0, None
     if report.passed and isinstance(item, TaskItem):
         info["answer"] = item.answer
     report.roadmap = info  # type: ignore[attr-defined]
     task = item.task if isinstance(item, TaskItem) else None
     # junitxml reads the teardown report's properties, which come from the item.
+    refused = bool(info.get("refused"))
+    refusals = _refusal_count(item, refused)
     item.user_properties[:] = [
         *[(k, v) for k, v in item.user_properties if k not in JUNIT_PROPERTIES],
-        ("attempts", attempt),
+        ("attempts", attempt + refusals - refused),  # every try, as report.json counts them
+        ("refusals", refusals),
         ("worker", runtime.worker),
         ("dogfooding", (task.dogfooding if task else None) or ""),
         ("month", task.month if task else ""),
@@ -783,6 +803,40 @@ def pytest_runtest_makereport(
     ]
     report.user_properties = list(item.user_properties)
     return report
+
+
+def _refused(
+    runtime: Runtime, item: pytest.Item, state: AttemptState, at: float, info: dict[str, Any]
+) -> None:
+    """The API refused this attempt for load: it did not run the task, so it spends none of
+    the task's retries, unless the API has been refusing it for longer than the longest wait.
+
+    pytest-rerunfailures counts attempts in `item.execution_count` and decides whether to run
+    again from it once this attempt's reports are made; taking this one back keeps the count
+    of real attempts.
+    """
+    state.refusals += 1
+    if state.refused_since is None:
+        state.refused_since = at
+    waited = at - state.refused_since
+    limit = runtime.settings.max_wait
+    if waited <= limit:
+        item.execution_count = max(0, int(getattr(item, "execution_count", 1)) - 1)  # type: ignore[attr-defined]
+    else:
+        info["error"] = (
+            f"the API kept refusing for load for {waited:.0f} s (more than --roadmap-max-wait "
+            f"{limit:g} s): {info['error']}"
+        )
+
+
+REFUSALS = pytest.StashKey[int]()
+
+
+def _refusal_count(item: pytest.Item, refused: bool) -> int:
+    """The task's refusals so far, kept on the item across its attempts."""
+    count = item.stash.get(REFUSALS, 0) + (1 if refused else 0)
+    item.stash[REFUSALS] = count
+    return count
 
 
 def _task_wire(item: pytest.Item) -> dict[str, Any]:
@@ -874,6 +928,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     record.finished = time.time()
     if runtime.store is not None:
         record.health_probes = runtime.store.incr(PROBES_KEY, 0)
+        for status in (429, 503):
+            count = runtime.store.incr(f"{REFUSED_KEY}:{status}", 0)
+            if count:
+                record.refusals[status] = count
+        stop = pacer_of(runtime.settings, runtime.store).read().stop
+        record.stopped = stop or record.stopped
+    if record.stopped:
+        # Tasks were skipped because the API's quota is gone: the run did not do its work.
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
     if len(record.results) >= FREEZE_FROM:
         # An xdist controller collects no items, so it freezes here, once the run's
         # results are in, for pytest's exit-time collections (see pytest_collection_finish).

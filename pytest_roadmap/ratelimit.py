@@ -35,12 +35,14 @@ class RateLimiter:
     enforces a strict sliding window.
     """
 
+    RUN_KEY = "rate"  # the run's own limit, which every request passes
+
     def __init__(
         self,
         store: Store,
         rate: float,
         burst: int = 1,
-        key: str = "rate",
+        key: str = RUN_KEY,
         sleep: Callable[[float], object] = time.sleep,
         margin: float = MARGIN,
     ) -> None:
@@ -54,10 +56,17 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
         self.key = key
+        self._margin = margin
         self.interval = (1.0 + margin) / rate
         # Lateness up to this is left to the margin; beyond it, it is charged to the store.
         self.tolerance = margin / 2
         self._sleep = sleep
+
+    def set_rate(self, rate: float) -> None:
+        """Space the next reservations for `rate` (the learned pace moves it)."""
+        if rate != self.rate:
+            self.rate = rate
+            self.interval = (1.0 + self._margin) / rate
 
     def acquire(self) -> float:
         """Wait for this process's turn to send one request; return the seconds slept."""

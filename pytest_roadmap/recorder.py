@@ -67,6 +67,7 @@ class RunRecorder:
                 worker=str(info.get("worker") or "main"),
                 error=info.get("error"),
                 overload=bool(info.get("overload")),
+                refused=bool(info.get("refused")),
             )
             if outcome != SKIPPED:
                 result.attempts.append(attempt)

@@ -37,6 +37,7 @@ class Attempt:
     worker: str  # "gw0", ... or "main" without xdist
     error: str | None = None  # one-line reason, token-free
     overload: bool = False  # 429, 503, timeout or connection error
+    refused: bool = False  # the API refused it for load (429, 503) or the run was paused
 
     @property
     def duration_s(self) -> float:
@@ -71,6 +72,11 @@ class TaskResult:
     def worker(self) -> str | None:
         return self.attempts[-1].worker if self.attempts else None
 
+    @property
+    def refusals(self) -> int:
+        """Attempts the API refused for load: they did not run the task."""
+        return sum(1 for a in self.attempts if a.refused)
+
 
 @dataclass(frozen=True)
 class ConcurrencyChange:
@@ -79,6 +85,18 @@ class ConcurrencyChange:
     at: float
     old: int
     new: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PaceChange:
+    """One change of the learned send rate (requests/s), or a pause of the whole run
+    (`kind` "pause": `new` is its length in seconds), or the stop of an exhausted quota."""
+
+    at: float
+    kind: str  # rate | pause | stop
+    old: float
+    new: float
     reason: str
 
 
@@ -106,6 +124,9 @@ class RunRecord:
     finished: float = 0.0
     results: list[TaskResult] = field(default_factory=list)
     concurrency_changes: list[ConcurrencyChange] = field(default_factory=list)
+    pace_changes: list[PaceChange] = field(default_factory=list)
+    refusals: dict[int, int] = field(default_factory=dict)  # status -> requests refused
+    stopped: str | None = None  # why the run stopped starting tasks (quota exhausted)
     samples: list[Sample] = field(default_factory=list)
     health_probes: int = 0
     unhealthy_s: float = 0.0
@@ -117,6 +138,14 @@ class RunRecord:
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def rate_changes(self) -> list[PaceChange]:
+        return [c for c in self.pace_changes if c.kind == "rate"]
+
+    @property
+    def pauses(self) -> list[PaceChange]:
+        return [c for c in self.pace_changes if c.kind == "pause"]
 
     @property
     def reruns(self) -> int:

@@ -23,7 +23,8 @@ class TaskFailure(Exception):
 
     `reason` is one token-free paragraph for the user. `transient` failures are retried;
     `overload` ones (429, 503, timeouts, connection errors) also tell the adaptive
-    concurrency control to back off.
+    concurrency control to back off. `refused` ones (429, 503, or a request held back
+    because the run is paused) did not run the task: waiting them out spends no retry.
     """
 
     def __init__(
@@ -33,12 +34,14 @@ class TaskFailure(Exception):
         transient: bool,
         overload: bool = False,
         retry_after: float | None = None,
+        refused: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
         self.overload = overload
         self.retry_after = retry_after
+        self.refused = refused
 
     def __str__(self) -> str:
         return self.reason

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pytest_roadmap.batches import Batch
 from pytest_roadmap.gate import ConcurrencyGate, Slot
 from pytest_roadmap.health import HealthProbe
+from pytest_roadmap.pacing import Pacer, Paused, Ticket
 from pytest_roadmap.ratelimit import RateLimiter, acquire_together
 from pytest_roadmap.retry import Backoff, TaskFailure
 from pytest_roadmap.settings import Settings
@@ -35,26 +36,77 @@ def batch_gate_key(batch: Batch) -> str:
     return f"{GATE_KEY}:batch{batch.index}"
 
 
+def pacer_of(
+    settings: Settings, store: Store, sleep: Callable[[float], None] = time.sleep
+) -> Pacer:
+    """The run's learned pace over `store`, as these settings bound it."""
+    return Pacer(
+        store,
+        gate_key=GATE_KEY,
+        maximum=settings.workers,
+        ceiling=settings.rate_limit,
+        max_wait=settings.max_wait,
+        mode=settings.adaptive,
+        requests_key=REQUESTS_KEY,
+        rate_key=RateLimiter.RUN_KEY,
+        sleep=sleep,
+    )
+
+
 class _Throttles:
-    """Every request: the run's rate limit and the current batch's (batches never overlap).
+    """Every request: the learned pace, the run's rate limit and the current batch's
+    (batches never overlap); every answer teaches the pace.
 
     A task's first request in a batch with `betweenTasks` is also a start, so it reserves
     the start spacing in the same atomic reservation (see `Store.reserve_all`).
     """
 
-    def __init__(self, run: RateLimiter) -> None:
+    def __init__(self, run: RateLimiter, pacer: Pacer) -> None:
         self.run = run
+        self.pacer = pacer
         self.batch: RateLimiter | None = None
         self.start: RateLimiter | None = None  # armed for the next request only
 
-    def acquire(self) -> float:
-        limiters = [self.run]
-        if self.batch is not None:
-            limiters.append(self.batch)
-        if self.start is not None:
-            limiters.append(self.start)
-            self.start = None
-        return acquire_together(limiters)
+    def acquire(self) -> Ticket:
+        with store_failures_are_transient():
+            try:
+                pace, rate = self.pacer.before_send()
+                self.run.set_rate(rate)
+                limiters = [self.run]
+                if self.batch is not None:
+                    limiters.append(self.batch)
+                if self.start is not None:
+                    limiters.append(self.start)
+                    self.start = None
+                if acquire_together(limiters) > 0:
+                    # Another worker may have been told to pause while this one slept: its
+                    # slot came before the pause, so it goes back in line after it.
+                    pace = self.pacer.check()
+                    if pace.until > self.pacer.store.clock():
+                        raise Paused(pace.until, pace.until_reason)
+            except Paused as paused:
+                # Nothing was sent, so nothing ran: the attempt waits in its next setup.
+                raise TaskFailure(
+                    f"not sent: every worker waits ({paused.reason})",
+                    transient=True,
+                    refused=True,
+                ) from None
+            return Ticket(self.pacer.store.clock(), pace.epoch)
+
+    def settle(
+        self,
+        ticket: Any,
+        status: int | None,
+        headers: Mapping[str, str],
+        *,
+        overload: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        if isinstance(ticket, Ticket):
+            with store_failures_are_transient():
+                self.pacer.answered(
+                    ticket, status, headers, overload=overload, retry_after=retry_after
+                )
 
 
 class Slots:
@@ -100,7 +152,8 @@ class Safeguards:
         self.holder = holder or worker
         self._sleep = sleep
         self.limiter = RateLimiter(store, settings.rate_limit, settings.burst)
-        self._throttles = _Throttles(self.limiter)
+        self.pacer = pacer_of(settings, store, sleep=sleep)
+        self._throttles = _Throttles(self.limiter, self.pacer)
         self.gate = ConcurrencyGate(store, holder=self.holder, key=GATE_KEY, lease=GATE_LEASE)
         self._batch_gates: dict[int, ConcurrencyGate] = {}
         self._batch_limiters: dict[int, RateLimiter] = {}
@@ -133,16 +186,26 @@ class Safeguards:
     def _count_request(self) -> None:
         self.store.incr(REQUESTS_KEY)
 
-    def before_attempt(self, failed_attempts: int, last: BaseException | None) -> str | None:
-        """Wait out the backoff after a failed attempt, then for a healthy API.
+    def before_attempt(
+        self, failed_attempts: int, last: BaseException | None, refusals: int = 0
+    ) -> str | None:
+        """Wait out the backoff after a failed attempt, a pause of the whole run, then for a
+        healthy API.
 
-        Returns None when the attempt may go ahead, or why the API is not usable. The
-        caller holds no concurrency slot yet, so sleeping here blocks no one.
+        After `refusals` refusals in a row (the API refused for load; the task did not
+        run), the first is retried at once (the learned pace has already moved) and later
+        ones back off as failures do, spending no retry. Returns None when the attempt may
+        go ahead, or why the API is not usable; raises `RunStopped` once the quota is gone.
+        The caller holds no concurrency slot yet, so sleeping here blocks no one.
         """
-        if failed_attempts:
+        refused = isinstance(last, TaskFailure) and last.refused
+        if refused and refusals > 1:
+            self._sleep(self.backoff.wait(refusals - 1))
+        elif failed_attempts and not refused:
             retry_after = last.retry_after if isinstance(last, TaskFailure) else None
             self._sleep(self.backoff.wait(failed_attempts, retry_after))
         with store_failures_are_transient():
+            self.pacer.wait_pause()
             return self.health.wait_healthy()
 
     def enter_batch(self, batch: Batch | None) -> None:
@@ -192,7 +255,8 @@ class Safeguards:
             with store_failures_are_transient():
                 return self.client.chat(task.prompt, headers=headers)
         except TaskFailure as failure:
-            if failure.overload:
+            # A refusal is an answer: the API is up, only busy; the pace deals with it.
+            if failure.overload and not failure.refused:
                 self.health.invalidate()
             raise
 

@@ -325,15 +325,43 @@ MAX_QUEUE = Spec[int](
     "an integer >= 0 (0: no limit)",
     "Most tasks one run takes; the rest are skipped (0: no limit).",
 )
-ADAPTIVE = Spec[bool](
-    "adaptive concurrency",
-    None,
+ADAPTIVE_MODES = ("aimd", "seed", "off")
+
+
+def _adaptive(raw: str, origin: str) -> str:
+    lowered = raw.lower()
+    if lowered in ADAPTIVE_MODES:
+        return lowered
+    # The ini key was a flag before the modes: true meant the adaptive rule, false none.
+    if origin.startswith("ini") and lowered in ("true", "false"):
+        return "aimd" if lowered == "true" else "off"
+    raise ValueError(raw)
+
+
+ADAPTIVE = Spec[str](
+    "adaptive mode",
+    "--roadmap-adaptive",
     None,
     "roadmap_adaptive",
-    True,
-    _flag,
-    "true or false",
-    "Adjust the concurrency limit to the failure rate (default true).",
+    "aimd",
+    _adaptive,
+    "aimd, seed or off",
+    "How the run learns the API's limits: aimd (default; each refusal for load halves the "
+    "concurrency limit, a 429 lowers the send rate, both grow back), seed (the original "
+    "system's rule: the limit moves by one per health interval), off (limit and rate as "
+    "configured). Retry-After and rate-limit headers are obeyed in every mode.",
+)
+MAX_WAIT = Spec[float](
+    "longest wait",
+    "--roadmap-max-wait",
+    None,
+    "roadmap_max_wait",
+    300.0,
+    _number(1, 86400, open_low=False),
+    "a number of seconds from 1 to 86400",
+    "Longest the run waits for an API that refuses for load or asks it to wait: a "
+    "Retry-After beyond it means the quota is exhausted and the run stops starting tasks; a "
+    "task refused for load longer than it fails (default 300).",
 )
 RERUNS = Spec[int](
     "reruns",
@@ -450,6 +478,8 @@ SPECS: tuple[Spec[Any], ...] = (
     BACKOFF,
     MAX_DELAY,
     MAX_QUEUE,
+    ADAPTIVE,
+    MAX_WAIT,
     CA_BUNDLE,
 )
 
@@ -471,11 +501,12 @@ class Settings:
     health_path: str
     health_interval: float
     health_wait: float
+    max_wait: float
     retry_delay: float  # seconds
     backoff: float
     max_delay: float  # seconds
     max_queue: int
-    adaptive: bool
+    adaptive: str  # aimd | seed | off
     reruns: int
     ca_bundle: Path | None
     batches: Path | None = None
@@ -524,7 +555,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
             f"invalid CA bundle {ca!r} from {origins[CA_BUNDLE.name]}: must be a path to a PEM file"
         )
     batches = get(BATCHES)
-    adaptive = get(ADAPTIVE) and not sources.options.get("no_roadmap_adaptive")
+    adaptive = "off" if sources.options.get("no_roadmap_adaptive") else get(ADAPTIVE)
     return Settings(
         api=get(API),
         model=get(MODEL),
@@ -539,6 +570,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         health_path=get(HEALTH_PATH),
         health_interval=get(HEALTH_INTERVAL),
         health_wait=get(HEALTH_WAIT),
+        max_wait=get(MAX_WAIT),
         retry_delay=get(RETRY_DELAY) / 1000.0,
         backoff=get(BACKOFF),
         max_delay=get(MAX_DELAY) / 1000.0,

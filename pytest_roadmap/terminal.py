@@ -55,6 +55,27 @@ def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int 
         )
     for change in record.concurrency_changes:
         lines.append(f"concurrency {change.old} -> {change.new}: {change.reason}")
+    for pace in record.rate_changes:
+        if pace.old != pace.new:
+            lines.append(f"rate {pace.old:.3g}/s -> {pace.new:.3g}/s: {pace.reason}")
+    pauses = record.pauses
+    if pauses:
+        lines.append(
+            f"{len(pauses)} pauses of every worker, {sum(p.new for p in pauses):.1f} s in all"
+            f" (last: {pauses[-1].reason})"
+        )
+    refused = sum(record.refusals.values())
+    if refused:
+        by_status = ", ".join(f"{n} x {status}" for status, n in sorted(record.refusals.items()))
+        lines.append(
+            f"{refused} requests refused for load ({by_status}): they ran nothing and spent "
+            "no retry"
+        )
+    if record.stopped:
+        lines.append(
+            f"STOPPED: {record.stopped}; the tasks not run are skipped "
+            "(--roadmap-resume continues later)"
+        )
     months: dict[int, list[bool]] = {}
     for result in record.results:
         months.setdefault(result.task.month, []).append(result.outcome == PASSED)

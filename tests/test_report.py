@@ -35,6 +35,7 @@ from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
     Attempt,
     ConcurrencyChange,
+    PaceChange,
     RunRecord,
     Sample,
     TaskResult,
@@ -145,6 +146,11 @@ def sample_record() -> RunRecord:
         ConcurrencyChange(T0 + 4, 4, 2, "429 | too many <requests>"),
         ConcurrencyChange(T0 + 12, 2, 3, "recovered"),
     ]
+    record.pace_changes = [
+        PaceChange(T0 + 6, "rate", 5.0, 3.8, "429\n| slow"),
+        PaceChange(T0 + 6, "pause", 0.0, 1.0, "429"),
+    ]
+    record.refusals = {503: 1, 429: 3}
     record.samples = [
         Sample(T0 + s, 4 if s < 4 else 2 if s < 12 else 3, s / 4, 1, s != 6)
         for s in range(0, 21, 2)
@@ -188,6 +194,15 @@ def test_json_run_and_totals(record: RunRecord) -> None:
             },
             {"at": "2025-01-10T12:00:12.000Z", "from": 2, "to": 3, "reason": "recovered"},
         ],
+        "rate_changes": [
+            {"at": "2025-01-10T12:00:06.000Z", "from": 5.0, "to": 3.8, "reason": "429 | slow"}
+        ],
+        "pauses": [{"at": "2025-01-10T12:00:06.000Z", "seconds": 1.0, "reason": "429"}],
+        "refusals": {
+            "total": 4,
+            "by_status": [{"status": 429, "count": 3}, {"status": 503, "count": 1}],
+        },
+        "stopped": None,
         "health": {"probes": 7, "unhealthy_s": 1.5},
     }
     assert doc["totals"] == {
@@ -213,6 +228,7 @@ def test_json_tasks(record: RunRecord) -> None:
         "batch": "b1",
         "outcome": "passed",
         "attempts": 1,
+        "refusals": 0,
         "duration_s": 2.0,
         "started": "2025-01-10T12:00:01.000Z",
         "finished": "2025-01-10T12:00:03.000Z",

@@ -107,6 +107,10 @@ def test_report_json_matches_what_the_server_saw(roadmap: Roadmap) -> None:
         for case in tree.iter("testcase")
     }
     assert props["retried"]["attempts"] == "2"
+    # Its 503 was a refusal for load: it ran nothing and spent none of the retries.
+    assert props["retried"]["refusals"] == "1"
+    assert tasks["retried"]["refusals"] == 1 and tasks["good"]["refusals"] == 0
+    assert report["run"]["refusals"] == {"total": 1, "by_status": [{"status": 503, "count": 1}]}
     assert props["retried"]["dogfooding"] == "test"
     assert props["retried"]["month"] == "1" and props["retried"]["week"] == "2"
     assert props["retried"]["worker"] == last_worker["retried"]

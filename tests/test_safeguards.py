@@ -36,11 +36,11 @@ def test_one_rate_limit_for_all_workers(roadmap: Roadmap, workers: str) -> None:
 @pytest.mark.parametrize("workers", ["1", "2", "4"])
 def test_backoff_between_attempts(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", task_toml("flaky"))
-    roadmap.sandbox.configure(rules=[{"match": "do flaky", "status": 503, "times": 2}])
+    roadmap.sandbox.configure(rules=[{"match": "do flaky", "status": 500, "times": 2}])
     result = roadmap.run("-n", workers, "--roadmap-retry-delay", "300", "--roadmap-backoff", "2")
     assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
     chats = roadmap.chats("flaky")
-    assert [e["status"] for e in chats] == [503, 503, 200]
+    assert [e["status"] for e in chats] == [500, 500, 200]
     gaps = [b["arrived"] - a["answered"] for a, b in itertools.pairwise(chats)]
     assert gaps[0] >= 0.3
     assert gaps[1] >= 0.6
@@ -182,15 +182,18 @@ def test_live_status_line(roadmap: Roadmap) -> None:
     result.stdout.fnmatch_lines(
         [
             "roadmap: running *, queued *, completed *, failed 0, success *, limit 1, "
-            "* req/s, health ok"
+            "* req/s (rate 500/s of 500/s, 0 refused), health ok"
         ]
     )
 
 
-def test_adaptive_concurrency_backs_off_under_overload(roadmap: Roadmap) -> None:
+def test_seed_rule_backs_off_under_overload(roadmap: Roadmap) -> None:
+    # The original system's rule, kept as --roadmap-adaptive seed: one step per interval.
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
     roadmap.sandbox.configure(latency=0.3, capacity=1)
     result = roadmap.run(
+        "--roadmap-adaptive",
+        "seed",
         "-n",
         "3",
         "--reruns",

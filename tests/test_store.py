@@ -175,6 +175,58 @@ def test_incr_is_atomic_across_processes(store: Store) -> None:
         assert reopened.get("hits") == "800"
 
 
+def test_swap_sets_only_over_the_expected_value(store: Store) -> None:
+    assert store.swap("doc", None, "one")
+    assert not store.swap("doc", None, "two")  # no longer unset
+    assert not store.swap("doc", "zero", "two")
+    assert store.get("doc") == "one"
+    assert store.swap("doc", "one", "two")
+    assert store.get("doc") == "two"
+
+
+def test_swap_takes_an_expired_value_as_unset(store: Store) -> None:
+    store.put("doc", "old", ttl=0.2)
+    written = store.clock()
+    assert not store.swap("doc", None, "new")
+    wait_past(store, written + 0.2)
+    assert not store.swap("doc", "old", "new")
+    assert store.swap("doc", None, "new")
+    assert store.get("doc") == "new"
+
+
+def _add_by_swapping(url: str, times: int, go: Event, done: Queue[int]) -> None:
+    with open_store(url) as store:
+        go.wait(PATIENCE)
+        lost = 0
+        for _ in range(times):
+            while True:
+                seen = store.get("doc")
+                if store.swap("doc", seen, str(int(seen or 0) + 1)):
+                    break
+                lost += 1
+    done.put(lost)
+
+
+def test_swap_loses_no_update_across_processes(store: Store) -> None:
+    # Read, compute, swap, again on a lost race: four processes adding one 300 times each
+    # end at 1200, with some races lost on the way (else the test proves nothing).
+    url = store.url
+    store.close()
+    go = spawn.Event()
+    done: Queue[int] = spawn.Queue()
+    procs = [spawn.Process(target=_add_by_swapping, args=(url, 300, go, done)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    go.set()
+    lost = [done.get(timeout=PATIENCE) for _ in procs]
+    for proc in procs:
+        proc.join(PATIENCE)
+        assert proc.exitcode == 0
+    with open_store(url) as reopened:
+        assert reopened.get("doc") == "1200"
+    assert sum(lost) > 0
+
+
 # -- GCRA reservations -------------------------------------------------------------------
 
 

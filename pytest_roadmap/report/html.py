@@ -30,6 +30,7 @@ OUTCOME_COLOURS = {PASSED: "#2e9e44", FAILED: "#d1352b", RERUN: "#f0a202", SKIPP
 LIMIT_COLOUR = "#3367d6"
 RATE_COLOUR = "#8e44ad"
 UNHEALTHY_COLOUR = "#fbe3e3"
+PAUSE_COLOUR = "#fff1c9"
 
 # Timeline geometry, in SVG user units (the SVG scales to the page width).
 WIDTH = 1000
@@ -128,6 +129,7 @@ def _time_axis(record: RunRecord) -> TimeAxis:
     starts = [a.started for r in record.results for a in r.attempts]
     ends = [a.finished for r in record.results for a in r.attempts]
     ats = [s.at for s in record.samples] + [c.at for c in record.concurrency_changes]
+    ats += [c.at for c in record.pace_changes]
     start = min([t for t in (record.started, *starts, *ats) if t > 0], default=0.0)
     end = max([record.finished, *ends, *ats], default=start)
     return TimeAxis(start, max(end, start + 1.0))
@@ -220,10 +222,14 @@ def _limit_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
     )
     base, per = _scale(top, peak)
     body: list[str] = []
+    # The limit as a step line through the monitor's samples and every change between them.
+    steps = sorted(
+        [(s.at, s.limit) for s in samples] + [(c.at, c.new) for c in record.concurrency_changes]
+    )
     if samples:
-        path = [f"M{_f(axis.x(samples[0].at))},{_f(base - samples[0].limit * per)}"]
-        for s in samples[1:]:
-            path.append(f"H{_f(axis.x(s.at))}V{_f(base - s.limit * per)}")
+        path = [f"M{_f(axis.x(steps[0][0]))},{_f(base - steps[0][1] * per)}"]
+        for at, limit in steps[1:]:
+            path.append(f"H{_f(axis.x(at))}V{_f(base - limit * per)}")
         body.append(
             f'<path class="limit" d="{"".join(path)}" fill="none" '
             f'stroke="{LIMIT_COLOUR}" stroke-width="2"/>'
@@ -253,6 +259,20 @@ def _rate_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
             f'<line class="rate-limit" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" '
             f'stroke="{RATE_COLOUR}" stroke-opacity="0.6" stroke-dasharray="5 4">'
             f"<title>rate limit {cap:g} requests/s</title></line>"
+        )
+    for pause in record.pauses:
+        x0, x1 = axis.x(pause.at), axis.x(min(pause.at + pause.new, axis.end))
+        body.append(
+            f'<rect class="pause" x="{_f(x0)}" y="{_f(top)}" width="{_f(max(1.0, x1 - x0))}" '
+            f'height="{PANEL_H}" fill="{PAUSE_COLOUR}">'
+            f"<title>{escape(f'paused {pause.new:.3g} s: {pause.reason}')}</title></rect>"
+        )
+    for change in record.rate_changes:
+        tip = escape(f"rate {change.old:.3g} → {change.new:.3g}/s: {change.reason}")
+        body.append(
+            f'<circle class="rate-change" cx="{_f(axis.x(change.at))}" '
+            f'cy="{_f(base - min(change.new, peak) * per)}" r="4" fill="#fff" '
+            f'stroke="{RATE_COLOUR}" stroke-width="2"><title>{tip}</title></circle>'
         )
     points = [
         f"{_f(axis.x(s.at))},{_f(base - s.requests_per_s * per)}"
@@ -328,7 +348,9 @@ LEGEND = [
     f'<li><span class="ln" style="color:{LIMIT_COLOUR}"></span>concurrency limit '
     f"(○ = a change)</li>",
     f'<li><span class="ln" style="color:{RATE_COLOUR}"></span>requests per second</li>',
-    f'<li><span class="ln dashed" style="color:{RATE_COLOUR}"></span>rate limit</li>',
+    f'<li><span class="ln dashed" style="color:{RATE_COLOUR}"></span>rate limit '
+    "(○ = a change of the learned rate)</li>",
+    f'<li><span class="sw" style="background:{PAUSE_COLOUR}"></span>every worker paused</li>',
     f'<li><span class="sw" style="background:{UNHEALTHY_COLOUR};border:1px solid #e6b8b8">'
     "</span>server unhealthy</li>",
 ]

@@ -17,6 +17,7 @@ from pytest_roadmap.results import (
     PASSED,
     SKIPPED,
     ConcurrencyChange,
+    PaceChange,
     RunRecord,
     TaskResult,
     iso_utc,
@@ -60,6 +61,24 @@ CHANGE_FIELDS: Fields[ConcurrencyChange] = (
     ("reason", lambda c: one_line(c.reason)),
 )
 
+RATE_FIELDS: Fields[PaceChange] = (
+    ("at", lambda c: _iso(c.at)),
+    ("from", lambda c: _number(c.old)),
+    ("to", lambda c: _number(c.new)),
+    ("reason", lambda c: one_line(c.reason)),
+)
+
+PAUSE_FIELDS: Fields[PaceChange] = (
+    ("at", lambda c: _iso(c.at)),
+    ("seconds", lambda c: _number(c.new)),
+    ("reason", lambda c: one_line(c.reason)),
+)
+
+REFUSAL_FIELDS: Fields[RunRecord] = (
+    ("total", lambda r: sum(r.refusals.values())),
+    ("by_status", lambda r: [{"status": k, "count": v} for k, v in sorted(r.refusals.items())]),
+)
+
 HEALTH_FIELDS: Fields[RunRecord] = (
     ("probes", lambda r: r.health_probes),
     ("unhealthy_s", lambda r: _number(r.unhealthy_s)),
@@ -76,6 +95,10 @@ RUN_FIELDS: Fields[RunRecord] = (
     ("workers", lambda r: r.workers),
     ("rate_limit", lambda r: _number(r.rate_limit)),
     ("concurrency_changes", lambda r: [section(CHANGE_FIELDS, c) for c in r.concurrency_changes]),
+    ("rate_changes", lambda r: [section(RATE_FIELDS, c) for c in r.rate_changes]),
+    ("pauses", lambda r: [section(PAUSE_FIELDS, c) for c in r.pauses]),
+    ("refusals", lambda r: section(REFUSAL_FIELDS, r)),
+    ("stopped", lambda r: one_line(r.stopped)),
     ("health", lambda r: section(HEALTH_FIELDS, r)),
 )
 
@@ -98,6 +121,7 @@ TASK_FIELDS: Fields[TaskResult] = (
     ("batch", lambda t: t.batch),
     ("outcome", lambda t: t.outcome),
     ("attempts", lambda t: len(t.attempts)),
+    ("refusals", lambda t: t.refusals),
     ("duration_s", lambda t: _number(t.duration_s)),
     ("started", lambda t: _iso(t.started)),
     ("finished", lambda t: _iso(t.finished)),

@@ -96,11 +96,25 @@ def _summary(record: RunRecord) -> list[str]:
         ("Failed", str(failed)),
         ("Skipped", str(skipped)),
         ("Reruns", str(record.reruns)),
+        ("Refused for load", _refusals(record)),
         ("Success rate", f"{_percent(passed, ran)} of {ran} that ran"),
         ("Health probes", f"{record.health_probes}, unhealthy for {_seconds(record.unhealthy_s)}"),
     ]
+    if record.stopped:
+        rows.append(("Stopped", md_text(record.stopped)))
     rows.append(("Dogfooding", dogfooding_text(record)))
     return _table(("Run", ""), ([f"**{k}**", v] for k, v in rows))
+
+
+def _refusals(record: RunRecord) -> str:
+    """Requests the API refused (429, 503): they ran nothing and spent no retry."""
+    total = sum(record.refusals.values())
+    if not total:
+        return "0"
+    by_status = ", ".join(
+        f"{n} of status {status}" for status, n in sorted(record.refusals.items())
+    )
+    return f"{total} ({by_status})"
 
 
 def dogfooding_text(record: RunRecord) -> str:
@@ -161,6 +175,27 @@ def _concurrency(record: RunRecord) -> list[str]:
     return lines + _table(("After start", "From", "To", "Reason"), rows, "rrr")
 
 
+def _pace(record: RunRecord) -> list[str]:
+    """The learned send rate's changes and the pauses the API asked for."""
+    if not record.pace_changes:
+        return []
+    rows = (
+        [
+            f"+{_seconds(c.at - record.started)}",
+            c.kind,
+            f"{c.old:.3g}/s → {c.new:.3g}/s" if c.kind == "rate" else _seconds(c.new),
+            md_text(c.reason),
+        ]
+        for c in record.pace_changes
+        if c.kind != "stop"
+    )
+    return [
+        "## Send rate and pauses",
+        "",
+        *_table(("After start", "What", "Change", "Reason"), rows, "r"),
+    ]
+
+
 def _progress(record: RunRecord) -> list[str]:
     weeks: dict[int, dict[int, list[TaskResult]]] = defaultdict(lambda: defaultdict(list))
     for r in record.results:
@@ -193,7 +228,7 @@ def _progress(record: RunRecord) -> list[str]:
 def render_markdown(record: RunRecord) -> str:
     """report.md as text."""
     lines = ["# Roadmap run report", ""]
-    for part in (_summary, _failures, _skipped, _retries, _concurrency, _progress):
+    for part in (_summary, _failures, _skipped, _retries, _concurrency, _pace, _progress):
         lines.extend(part(record))
     return "\n".join(lines)
 

@@ -130,6 +130,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def swap(self, key: str, expected: str | None, value: str) -> bool:
+        """Set `key` to `value` (no expiry) if it holds `expected` (None: unset or expired).
+
+        True if it was set. The compare-and-set by which processes change one shared
+        document (the learned pace) without a lock: read, compute, swap, and on False
+        read again.
+        """
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the connection; the shared state stays for the other processes."""
 

@@ -334,6 +334,32 @@ return v[1]
 """
 )
 
+# KEYS[3]: this call's op key. ARGV[3]: 1 if the value must be unset, ARGV[4]: the value
+# expected otherwise, ARGV[5]: the new value, ARGV[6]: op key TTL in ms. A retry after a lost
+# reply gets the first answer back instead of comparing again. Returns 1 if it was set.
+_SWAP = (
+    _PRELUDE
+    + """
+local done = redis.call('GET', KEYS[3])
+if done then return tonumber(done) end
+local v = redis.call('HMGET', KEYS[2], 'v', 'e')
+local current = v[1]
+if current and v[2] and tonumber(v[2]) <= NOW then current = false end
+local ok
+if ARGV[3] == '1' then ok = not current else ok = current == ARGV[4] end
+local answer = 0
+if ok then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'v', ARGV[5])
+  touch(KEYS[2])
+  answer = 1
+end
+redis.call('SET', KEYS[3], answer, 'PX', ARGV[6])
+touch(KEYS[1])
+return answer
+"""
+)
+
 # KEYS[3]: this call's op key. ARGV[3]: amount, ARGV[4]: op key TTL in ms, or 0 when
 # a repeat does no harm. Returns {1, result} or {0, the value that is no integer}.
 _INCR = (
@@ -475,6 +501,7 @@ class RedisStore(Store):
             "put": _PUT,
             "get": _GET,
             "incr": _INCR,
+            "swap": _SWAP,
         }
         self._scripts: dict[str, Script] = {
             name: self._client.register_script(text) for name, text in scripts.items()
@@ -779,6 +806,10 @@ class RedisStore(Store):
         if not ok:
             raise ValueError(f"value of {key!r} is not an integer: {value!r}")
         return _as_int(value)
+
+    def swap(self, key: str, expected: str | None, value: str) -> bool:
+        args = ["1" if expected is None else "0", expected or "", value, self._op_ttl]
+        return bool(_as_int(self._run("swap", [self._value_key(key), self._op_key()], args)))
 
     def _value_key(self, key: str) -> str:
         return f"{self._prefix}value:{key}"

@@ -314,6 +314,20 @@ class SQLiteStore(Store):
             )
         return result
 
+    def swap(self, key: str, expected: str | None, value: str) -> bool:
+        with self._write() as (conn, now):
+            row = conn.execute(
+                "SELECT value FROM value WHERE key = ? AND (expires IS NULL OR expires > ?)",
+                (key, now),
+            ).fetchone()
+            swapped = (None if row is None else str(row[0])) == expected
+            if swapped:
+                conn.execute(
+                    "INSERT OR REPLACE INTO value (key, value, expires) VALUES (?, ?, NULL)",
+                    (key, value),
+                )
+        return swapped
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

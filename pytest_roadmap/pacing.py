@@ -1,0 +1,546 @@
+"""Learned pacing: the run's concurrency limit, send rate and pauses, moved by the API's answers.
+
+Users rarely know their API's limits, and the limits move. So every answer teaches the run:
+
+- a refusal for load (503, a refused or reset connection, a timeout) halves the shared
+  concurrency limit at once; refusals of requests sent before that cut are the same burst
+  and change nothing (each request carries the limit's epoch from when it was sent). The
+  limit grows back by one per round of answers while it is in use (tasks waiting for a
+  slot), and only slowly past the level that was refused: a probe there waits
+  `PROBE_WAIT` seconds after the last change, twice as long after each failed probe;
+- a 429 says the send rate is above the server's: the shared rate drops to what the server
+  was accepting, and grows back along a CUBIC curve (as the AWS SDKs' adaptive retry
+  mode does), flat near that rate for several seconds, then faster;
+- `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
+  wait allowed means the quota is gone, and the run stops starting tasks;
+- `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
+  the run so the remaining budget lasts until the reset, and pause it at 0.
+
+All of it is one JSON document in the store (`PACE_KEY`), changed only by compare-and-set,
+so every worker and every CI shard sharing the store learns as one client. The rules are
+pure functions of that document (no I/O), so they can be tested on their own; `Pacer` is
+the I/O around them. Every change is also appended to the store as an event, which the
+controller's monitor prints and records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pytest_roadmap.store.base import Store
+
+PACE_KEY = "pace"
+EVENTS_KEY = "pace:events"
+REFUSED_KEY = "pace:refused"
+SAMPLES_KEY = "pace:samples"
+
+# Concurrency: the factor of a cut, and how long a probe past a refused level waits.
+CUT = 0.5
+PROBE_WAIT = 2.0
+MAX_PROBE_WAIT = 60.0
+# Rate: a cut sets the rate to this share of what the server accepted, then CUBIC growth
+# W(t) = W_max + C (t - K)^3 with C = CUBIC_SCALE * W_max; K makes W(0) = BETA * W_max.
+# With these, the rate stays within 2% of W_max for about 8 s after a cut and doubles
+# after about 19 s (the AWS SDKs use C = 0.4 requests/s^3 and BETA = 0.7, which at 4
+# requests/s probe past W_max within 2 s: a refusal every couple of seconds).
+BETA = 0.95
+CUBIC_SCALE = 0.0004
+CUBIC_K = float(((1 - BETA) / CUBIC_SCALE) ** (1 / 3))  # math.cbrt is 3.11+
+MIN_RATE = 0.05
+# A 429 without Retry-After: the server's window is full now, so nothing goes out for this
+# long (and refusals of requests sent within it are the same burst).
+RATE_HOLD = 1.0
+# Pauses this short are waited out inside a request; longer ones end the attempt unsent,
+# and the task waits in its next setup, holding no slot.
+INLINE_PAUSE = 1.0
+
+MODES = ("aimd", "seed", "off")
+
+
+class RunStopped(Exception):
+    """The API's quota is exhausted: no task starts any more (the reason says why)."""
+
+
+class Paused(Exception):
+    """The run is paused for longer than a request should wait; nothing was sent."""
+
+    def __init__(self, until: float, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.reason = reason
+
+
+@dataclass
+class Pace:
+    """The shared document. Times are on the store's clock."""
+
+    limit: int  # the concurrency limit in force (mirrored into the gate)
+    epoch: int = 0  # bumps with every change of `limit`
+    refused_at: int = 0  # the limit at which the server last refused for load (0: never)
+    probe_wait: float = PROBE_WAIT
+    changed_at: float = 0.0
+    acked: int = 0  # answers of this epoch while the limit was in use
+    peak: float = 0.0  # CUBIC's W_max: the rate accepted at the last 429 (0: not learned)
+    cut_at: float = 0.0
+    header_rate: float = 0.0  # the pace the server's rate-limit headers ask for (0: none)
+    header_until: float = 0.0
+    announced: str = ""  # the server's announced limit, as it last said it
+    until: float = 0.0  # nothing is sent before this
+    until_reason: str = ""
+    stop: str = ""  # the quota is exhausted: why the run stops
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None, limit: int) -> Pace:
+        if not text:
+            return cls(limit=limit)
+        try:
+            data = json.loads(text)
+            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        except (ValueError, TypeError):
+            return cls(limit=limit)
+
+    def rate(self, ceiling: float, now: float) -> float:
+        """The send rate in force: the configured ceiling, the learned curve, the headers."""
+        rate = ceiling
+        if self.peak > 0:
+            rate = min(rate, cubic(self.peak, now - self.cut_at))
+        if self.header_rate > 0 and now < self.header_until:
+            rate = min(rate, self.header_rate)
+        return max(rate, MIN_RATE)
+
+
+def cubic(peak: float, elapsed: float) -> float:
+    """CUBIC's window for a rate: BETA * peak right after the cut, flat near peak, then up."""
+    return peak + CUBIC_SCALE * peak * math.pow(max(0.0, elapsed) - CUBIC_K, 3)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change the run should show: `kind` is concurrency, rate, pause or stop."""
+
+    kind: str
+    at: float
+    old: float
+    new: float
+    reason: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        data = json.loads(text)
+        return cls(
+            str(data["kind"]),
+            float(data["at"]),
+            float(data["old"]),
+            float(data["new"]),
+            str(data["reason"]),
+        )
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def on_overload(pace: Pace, epoch: int, now: float, what: str) -> Event | None:
+    """A request sent at `epoch` was refused for load: cut the limit, once per burst."""
+    if epoch != pace.epoch or pace.limit <= 1:
+        return None
+    old = pace.limit
+    if pace.refused_at and old >= pace.refused_at:  # a probe past the refused level failed
+        pace.probe_wait = min(MAX_PROBE_WAIT, pace.probe_wait * 2)
+    else:
+        pace.probe_wait = PROBE_WAIT
+    pace.refused_at = old
+    pace.limit = max(1, math.ceil(old * CUT))
+    pace.epoch += 1
+    pace.changed_at, pace.acked = now, 0
+    return Event("concurrency", now, old, pace.limit, f"{what} at {old} in flight")
+
+
+def on_success(pace: Pace, epoch: int, in_use: bool, now: float, maximum: int) -> Event | None:
+    """An answer that was not a refusal: one round of them while the limit is in use grows
+    it by one; past the refused level only after the probe wait."""
+    if epoch != pace.epoch or not in_use or pace.limit >= maximum:
+        return None
+    pace.acked += 1
+    if pace.acked < pace.limit:
+        return None
+    new = pace.limit + 1
+    probing = bool(pace.refused_at) and new >= pace.refused_at
+    if probing and now - pace.changed_at < pace.probe_wait:
+        return None
+    old = pace.limit
+    if pace.refused_at and new > pace.refused_at:  # the refused level held: it is behind us
+        pace.refused_at, pace.probe_wait = 0, PROBE_WAIT
+    pace.limit = new
+    pace.epoch += 1
+    pace.changed_at, pace.acked = now, 0
+    if probing:
+        reason = f"no refusal for {pace.probe_wait:g} s: probing {new}, refused before"
+    else:
+        reason = f"{old} answers in a row with tasks waiting"
+    return Event("concurrency", now, old, new, reason)
+
+
+def on_throttled(
+    pace: Pace, sent_at: float, now: float, accepted: float | None, ceiling: float
+) -> Event | None:
+    """A 429: the send rate is above the server's. Cut to what it was accepting, once per
+    burst (requests sent within `RATE_HOLD` of the last cut are the same burst)."""
+    if pace.peak > 0 and sent_at < pace.cut_at + RATE_HOLD:
+        return None
+    old = pace.rate(ceiling, now)
+    peak = accepted if accepted is not None and accepted > 0 else old / 2
+    pace.peak = max(MIN_RATE, min(old, peak))
+    pace.cut_at = now
+    new = pace.rate(ceiling, now)
+    words = f"accepted {accepted:.1f}/s" if accepted is not None else "nothing measured yet"
+    return Event("rate", now, old, new, f"429 from the API ({words})")
+
+
+def on_pause(pace: Pace, seconds: float, now: float, reason: str) -> Event | None:
+    """Nothing is sent for `seconds`, by anyone. A pause that only lengthens one already
+    running (several workers told the same) is no new event."""
+    until = now + seconds
+    if until <= pace.until:
+        return None
+    running = pace.until > now
+    pace.until, pace.until_reason = until, reason
+    return None if running else Event("pause", now, 0.0, seconds, reason)
+
+
+def on_quiet_pause(pace: Pace, seconds: float, now: float, reason: str) -> list[Event]:
+    """A pause that is routine pacing (a budget at 0 until its reset): no line for it."""
+    on_pause(pace, seconds, now, reason)
+    return []
+
+
+def on_stop(pace: Pace, now: float, reason: str) -> Event | None:
+    if pace.stop:
+        return None
+    pace.stop = reason
+    return Event("stop", now, 0.0, 0.0, reason)
+
+
+def on_headers(pace: Pace, limits: Limits, now: float, ceiling: float) -> list[Event]:
+    """Pace so that the remaining budget lasts until the reset; pause at 0."""
+    events: list[Event] = []
+    if limits.announced and limits.announced != pace.announced:
+        old = pace.rate(ceiling, now)
+        pace.announced = limits.announced
+        events.append(Event("rate", now, old, old, f"the API announces {limits.announced}"))
+    if limits.remaining <= 0:
+        return events + on_quiet_pause(pace, limits.reset, now, f"{limits.source} 0")
+    pace.header_rate = limits.remaining / max(limits.reset, 0.05)
+    pace.header_until = now + limits.reset
+    return events
+
+
+# --------------------------------------------------------------------------- headers
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a server's rate-limit headers say: requests left, seconds until the reset."""
+
+    remaining: int
+    reset: float
+    source: str  # the header family, for the reasons
+    announced: str = ""  # "5 requests per 1 s" when the server says its quota
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
+_PARAM = re.compile(r";\s*([a-z]+)=(\d+(?:\.\d+)?)")
+
+
+def _seconds(text: str) -> float | None:
+    """Seconds from "3", "1.5", "250ms", "6m0s" or "1h2m3s"; None if it is neither."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    if not _DURATION_WHOLE.fullmatch(text):
+        return None
+    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * factor[unit] for n, unit in _DURATION.findall(text))
+
+
+def _whole(text: str | None) -> int | None:
+    if text is None or not re.fullmatch(r"\s*\d{1,12}\s*", text):
+        return None
+    return int(text)
+
+
+def parse_limits(headers: Mapping[str, str]) -> Limits | None:
+    """The request budget a server announces, in any of three header families; None if none.
+
+    `RateLimit-Limit/Remaining/Reset` (IETF draft, delta seconds), `RateLimit: "p";r=R;t=S`
+    with `RateLimit-Policy: "p";q=Q;w=W` (the newer draft), and `x-ratelimit-limit-requests`
+    / `-remaining-requests` / `-reset-requests` (durations like "1s" or "6m0s"). Values that
+    do not parse are ignored, as if the header were absent.
+    """
+    get = _lower(headers)
+    remaining = _whole(get("ratelimit-remaining"))
+    reset = _seconds(get("ratelimit-reset") or "")
+    if remaining is not None and reset is not None:
+        limit = _whole(get("ratelimit-limit"))
+        said = f"{limit} requests (RateLimit-Limit)" if limit is not None else ""
+        return Limits(remaining, reset, "RateLimit-Remaining", said)
+    combined = get("ratelimit")
+    if combined:
+        params = dict(_PARAM.findall(combined))
+        if "r" in params and "t" in params:
+            said = ""
+            policy = dict(_PARAM.findall(get("ratelimit-policy") or ""))
+            if "q" in policy:
+                window = f" per {float(policy['w']):g} s" if "w" in policy else ""
+                said = f"{int(float(policy['q']))} requests{window} (RateLimit-Policy)"
+            return Limits(int(float(params["r"])), float(params["t"]), "RateLimit", said)
+    remaining = _whole(get("x-ratelimit-remaining-requests"))
+    reset = _seconds(get("x-ratelimit-reset-requests") or "")
+    if remaining is not None and reset is not None:
+        limit = _whole(get("x-ratelimit-limit-requests"))
+        said = f"{limit} requests (x-ratelimit-limit-requests)" if limit is not None else ""
+        return Limits(remaining, reset, "x-ratelimit-remaining-requests", said)
+    return None
+
+
+def _lower(headers: Mapping[str, str]) -> Callable[[str], str | None]:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return lowered.get
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What a request carries from its send to its answer."""
+
+    sent_at: float
+    epoch: int
+
+
+class Pacer:
+    """One process's hands on the shared pace: read before every send, changed by answers.
+
+    `mode` is "aimd" (the rules above), "seed" (the original system's rule moves the
+    concurrency limit, from the controller's monitor) or "off" (limit and rate stay as
+    configured). The server's own words (Retry-After, rate-limit headers, an exhausted
+    quota) are obeyed in every mode.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        gate_key: str,
+        maximum: int,
+        ceiling: float,
+        max_wait: float,
+        mode: str = "aimd",
+        requests_key: str = "requests",
+        rate_key: str = "rate",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.store = store
+        self.gate_key = gate_key
+        self.maximum = maximum
+        self.ceiling = ceiling
+        self.max_wait = max_wait
+        self.mode = mode
+        self._requests_key = requests_key
+        self._rate_key = rate_key
+        self._sleep = sleep
+
+    # -- reading
+
+    def read(self) -> Pace:
+        return Pace.from_json(self.store.get(PACE_KEY), self.maximum)
+
+    def check(self) -> Pace:
+        """The pace before a task starts or a request goes out; raises RunStopped."""
+        pace = self.read()
+        if pace.stop:
+            raise RunStopped(pace.stop)
+        return pace
+
+    def wait_pause(self) -> None:
+        """Wait out a pause (in a task's setup, holding no slot); RunStopped if it outlasts
+        the longest wait allowed."""
+        while True:
+            pace = self.check()
+            left = pace.until - self.store.clock()
+            if left <= 0:
+                return
+            self._sleep(min(left, 1.0))
+
+    def before_send(self) -> tuple[Pace, float]:
+        """The pace and the send rate for the next request; Paused if it must not go now."""
+        pace = self.check()
+        now = self.store.clock()
+        left = pace.until - now
+        if left > INLINE_PAUSE:
+            raise Paused(pace.until, pace.until_reason)
+        if left > 0:
+            self._sleep(left)
+            now = self.store.clock()
+        return pace, pace.rate(self.ceiling, now)
+
+    # -- learning
+
+    def answered(
+        self,
+        ticket: Ticket,
+        status: int | None,
+        headers: Mapping[str, str],
+        *,
+        overload: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Learn from one answer: `status` None with `overload` for a network failure that
+        smells of load (its words), else the HTTP status and headers."""
+        limits = parse_limits(headers) if status is not None else None
+        refused = status in (429, 503)
+        if refused:
+            self.store.incr(REFUSED_KEY)
+            self.store.incr(f"{REFUSED_KEY}:{status}")
+        now = self.store.clock()
+        if retry_after is not None and refused:
+            words = f"Retry-After {retry_after:g} s on a {status}"
+            if retry_after > self.max_wait:
+                self.stop(
+                    f"API quota exhausted: Retry-After {retry_after:g} s "
+                    f"(longer than --roadmap-max-wait {self.max_wait:g} s)"
+                )
+                return
+            self._change(lambda p: _listed(on_pause(p, retry_after, now, words)))
+        if limits is not None:
+            self._change(lambda p: on_headers(p, limits, now, self.ceiling))
+        if status == 429 and self.mode != "off" and limits is None:
+            accepted = self.accepted_rate(now)
+            self._change(
+                lambda p: _listed(
+                    on_throttled(p, ticket.sent_at, now, accepted, self.ceiling),
+                    None if retry_after is not None else on_pause(p, RATE_HOLD, now, "429"),
+                )
+            )
+        if self.mode != "aimd":
+            return
+        if status == 503 or overload is not None:
+            what = "503 from the API" if status == 503 else overload or "overload"
+            self._change(lambda p: _listed(on_overload(p, ticket.epoch, now, what)))
+        elif status is not None and not refused:
+            pace = self.read()
+            if pace.limit >= self.maximum or ticket.epoch != pace.epoch:
+                return  # the common case costs one read
+            in_use = self.store.gate_state(self.gate_key)[1] > 0
+            self._change(lambda p: _listed(on_success(p, ticket.epoch, in_use, now, self.maximum)))
+
+    def stop(self, reason: str) -> None:
+        now = self.store.clock()
+        self._change(lambda p: _listed(on_stop(p, now, reason)))
+
+    def accepted_rate(self, now: float) -> float | None:
+        """Requests per second the API accepted over the last second or so, from the
+        samples the controller's monitor keeps (`sample`); None before there are any."""
+        try:
+            samples = json.loads(self.store.get(SAMPLES_KEY) or "[]")
+        except ValueError:
+            return None
+        old = [s for s in samples if now - s[0] >= 0.5]
+        if not old:
+            return None
+        at, sent, refused = (float(x) for x in old[-1])
+        sent_now = self.store.incr(self._requests_key, 0)
+        refused_now = self.store.incr(REFUSED_KEY, 0)
+        accepted = (sent_now - sent) - (refused_now - refused)
+        return max(0.0, accepted / max(now - at, 1e-3))
+
+    def sample(self, keep: float = 2.0) -> None:
+        """Record (time, requests sent, refused) for `accepted_rate`; the monitor calls it
+        a few times a second."""
+        now = self.store.clock()
+        try:
+            samples = json.loads(self.store.get(SAMPLES_KEY) or "[]")
+        except ValueError:
+            samples = []
+        samples = [s for s in samples if now - s[0] <= keep]
+        sent, refused = self.store.incr(self._requests_key, 0), self.store.incr(REFUSED_KEY, 0)
+        samples.append([now, sent, refused])
+        self.store.put(SAMPLES_KEY, json.dumps(samples), ttl=keep * 4)
+
+    def _change(self, rule: Callable[[Pace], list[Event]]) -> list[Event]:
+        """Apply `rule` to the shared document by compare-and-set; publish its events."""
+        for _ in range(50):
+            text = self.store.get(PACE_KEY)
+            pace = Pace.from_json(text, self.maximum)
+            old_limit, old_until = pace.limit, pace.until
+            events = rule(pace)
+            if not events and pace.to_json() == (text or Pace(limit=self.maximum).to_json()):
+                return []
+            if self.store.swap(PACE_KEY, text, pace.to_json()):
+                if pace.limit != old_limit:
+                    self._mirror_limit()
+                if pace.until > old_until:
+                    self._hold_sends(pace.until)
+                for event in events:
+                    number = self.store.incr(EVENTS_KEY)
+                    self.store.put(f"{EVENTS_KEY}:{number}", event.to_json())
+                return events
+        return []  # pragma: no cover - 50 lost races in a row: the next answer tries again
+
+    def _hold_sends(self, until: float) -> None:
+        """Move the rate limiter's schedule past a pause, so the sends reserved after it are
+        spaced from its end instead of all going at once when it ends."""
+        left = until - self.store.clock()
+        if left > 0:
+            self.store.reserve_all([(self._rate_key, left, 1)])
+
+    def _mirror_limit(self) -> None:
+        """Make the gate's limit the document's, even if another process raced ahead."""
+        for _ in range(5):
+            pace = self.read()
+            self.store.gate_set_limit(self.gate_key, pace.limit)
+            if self.read().epoch == pace.epoch:
+                return
+
+    def events_since(self, seen: int) -> tuple[int, list[Event]]:
+        """Events after number `seen`, and the number of the last one."""
+        last = self.store.incr(EVENTS_KEY, 0)
+        events: list[Event] = []
+        for number in range(seen + 1, last + 1):
+            text = self.store.get(f"{EVENTS_KEY}:{number}")
+            if text is None:  # counted but not written yet: next time
+                return number - 1, events
+            events.append(Event.from_json(text))
+        return last, events
+
+
+def _listed(*events: Event | None) -> list[Event]:
+    return [e for e in events if e is not None]
+
+
+def describe(event: Event, ceiling: float) -> str:
+    """One line for the terminal."""
+    if event.kind == "concurrency":
+        return f"roadmap: concurrency {event.old:g} -> {event.new:g}: {event.reason}"
+    if event.kind == "rate":
+        if event.old == event.new:
+            return f"roadmap: rate {event.new:.3g}/s (of {ceiling:g}/s): {event.reason}"
+        return f"roadmap: rate {event.old:.3g}/s -> {event.new:.3g}/s: {event.reason}"
+    if event.kind == "pause":
+        return f"roadmap: every worker pauses {event.new:.3g} s: {event.reason}"
+    return f"roadmap: stopping: {event.reason}"
