@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pytest_roadmap.display import escape_controls, shown_url
 from pytest_roadmap.results import FAILED, PASSED, SKIPPED, RunRecord
 from pytest_roadmap.settings import Settings
 
 
 def header_line(settings: Settings, api_url: str, workers: int) -> str:
-    where = f"{api_url} (sandbox)" if settings.sandbox else api_url
+    shown = escape_controls(shown_url(api_url))
+    where = f"{shown} (sandbox)" if settings.sandbox else shown
     return (
         f"roadmap: api={where} model={settings.model} workers={workers} "
         f"rate={settings.rate_limit:g}/s timeout={settings.timeout:g}s"
