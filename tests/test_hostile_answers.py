@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_roadmap import cli
+from pytest_roadmap.client import RoadmapClient
 from pytest_roadmap.sandbox import CHAT_PATH, max_in_window
 from tests.conftest import Roadmap, task_toml
 
@@ -47,6 +48,20 @@ def test_a_long_redirect_chain_stops_after_five_hops(roadmap: Roadmap) -> None:
     result.stdout.fnmatch_lines(["FAILED loop: POST http://127.0.0.1:*: more than 5 redirects*"])
     assert len(roadmap.chats()) == 6  # one attempt: a redirect loop is not retried
     assert max_in_window(roadmap.sandbox.log()) <= 4
+
+
+def test_a_303_turns_the_request_into_a_bodiless_get(roadmap: Roadmap) -> None:
+    roadmap.sandbox.configure(
+        rules=[{"match": "see other", "status": 303, "redirect": CHAT_PATH, "times": 1}]
+    )
+    client = RoadmapClient(roadmap.sandbox.url, model="m")
+    try:
+        response = client.post(CHAT_PATH, json={"message": "see other"})
+    finally:
+        client.close()
+    assert response.status_code == 405 and [r.status_code for r in response.history] == [303]
+    first, second = roadmap.chats()
+    assert (first["method"], second["method"], second["message"]) == ("POST", "GET", None)
 
 
 def other_host(roadmap: Roadmap) -> str:
