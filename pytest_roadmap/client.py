@@ -134,8 +134,8 @@ class Deadline:
 class _Watchdog:
     """One daemon thread that fires each armed Deadline at its end.
 
-    One thread for all requests: a threading.Timer per request cost 0.4 ms of thread
-    start-up each, half again the cost of a whole request to a local sandbox.
+    One thread for all requests: a threading.Timer per request starts a thread each time,
+    which cost more than a whole request to a local sandbox (docs/ARCHITECTURE.md).
     """
 
     def __init__(self) -> None:
