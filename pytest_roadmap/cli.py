@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pytest_roadmap.display import escape_controls
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.results import DOGFOODING_COUNTERS
 from pytest_roadmap.tasks import load_tasks
@@ -101,7 +102,8 @@ def _status(tracker: ProgressTracker, tasks_dir: Path | None) -> None:
         raise RoadmapError(f"task folder {tasks_dir} does not exist")
     folder = tasks_dir or DEFAULT_TASKS
     tasks = load_tasks(folder) if folder.is_dir() else None
-    print("\n".join(tracker.status_lines(tasks)))
+    # Titles come from task files and the tracker file: show their control characters.
+    print("\n".join(escape_controls(line) for line in tracker.status_lines(tasks)))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -110,7 +112,8 @@ def run(args: argparse.Namespace) -> None:
     if args.command == "status":
         _status(tracker, args.tasks)
     elif args.command == "complete":
-        print(f"completed: {tracker.complete(args.month, args.week, ' '.join(args.name))}")
+        key = tracker.complete(args.month, args.week, " ".join(args.name))
+        print(f"completed: {escape_controls(key)}")
     elif args.command == "metric":
         tracker.set_metric(args.name, args.value)
         print(f"{args.name} = {args.value}")

@@ -1,24 +1,53 @@
-"""The API client every request goes through: throttled, token-safe, with clear failures."""
+"""The API client every request goes through: throttled, token-safe, bounded, with clear
+failures.
+
+Redirects are followed here, not by requests: requests follows up to 30 inside one call,
+past the rate limiter, and to any host. Here each hop is one throttled request, at most
+MAX_REDIRECTS of them, on the API's own scheme, host and port (or a host the user allowed;
+the token never goes there). Every request has one deadline, the task timeout, for
+connecting, the headers and the whole body, and its body is read up to a size cap after
+decompression.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import json
 import socket
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.retry import (
     OVERLOAD_STATUSES,
     TRANSIENT_STATUSES,
     TaskFailure,
     parse_retry_after,
 )
+from pytest_roadmap.settings import MAX_BODY, shown_size
 
 CHAT_PATH = "/api/codebase/chat"
 BODY_PREVIEW = 200
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Bytes asked of the body per read. urllib3 (2.6+) also stops each read's decompression
+# there, so a gzip bomb never inflates more than this beyond the cap.
+READ_PIECE = 1 << 14
+DEFAULT_PORTS = {"http": 80, "https": 443}
+SHOWN_URL = 300  # characters of a URL in a message
+SHOWN_REASON = 80  # characters of the status line's reason phrase
 
 
 class Throttle(Protocol):
@@ -58,15 +87,190 @@ class Unthrottled:
 
 def _preview(text: str) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= BODY_PREVIEW else flat[:BODY_PREVIEW] + "..."
+    return escape_controls(flat if len(flat) <= BODY_PREVIEW else flat[:BODY_PREVIEW] + "...")
+
+
+# --- one deadline for a whole request -------------------------------------------------
+
+_current = threading.local()  # the deadline of the request this thread is sending
+
+
+class Deadline:
+    """The end of one request: connect, headers and body together.
+
+    Socket timeouts bound each wait, not their sum, so a server that sends a byte a second
+    would hold a request forever. At the deadline the watchdog shuts down the sockets the
+    request uses, which ends a blocked read at once; the client then says it timed out.
+    Enter it around each network call of the request (`with deadline:`).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.fired = False
+        self.active = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.fired or self.remaining() <= 0
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if sock not in self._sockets:
+                self._sockets.append(sock)
+            if self.fired:
+                _cut(sock)
+
+    def fire(self) -> None:
+        """Cut the request's sockets, if it is still in a network call."""
+        with self._lock:
+            if not self.active:
+                return
+            self.fired = True
+            for sock in self._sockets:
+                _cut(sock)
+
+    def __enter__(self) -> Deadline:
+        _current.deadline = self
+        with self._lock:
+            self.active = True
+        _WATCHDOG.arm(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _current.deadline = None
+        with self._lock:
+            self.active = False
+            self._sockets.clear()
+
+
+class _Watchdog:
+    """One daemon thread that fires each armed Deadline at its end.
+
+    One thread for all requests: a threading.Timer per request starts a thread each time,
+    which cost more than a whole request to a local sandbox (docs/ARCHITECTURE.md).
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()  # ties never compare Deadlines
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: Deadline) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (deadline.end, next(self._order), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="roadmap-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is deadline:  # a new earliest end: wait less
+                self._wake.notify()
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now or not self._heap[0][2].active):
+                    _, _, deadline = heapq.heappop(self._heap)
+                    if deadline.end <= now:
+                        deadline.fire()
+                self._wake.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _cut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, also for a TLS socket: it wakes a blocked read on the
+    # file descriptor without touching the TLS object another thread is reading through.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watch(sock: socket.socket | None) -> None:
+    deadline: Deadline | None = getattr(_current, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """A connection whose socket the current request's deadline can cut."""
+
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)  # a kept-alive connection is not connected again
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with connections a deadline can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
+
+
+# --- where a request may go -----------------------------------------------------------
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # a port no origin has: never the API's own
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
+
+
+def _host_allowed(origin: tuple[str, str, int | None], allowed: tuple[str, ...]) -> bool:
+    _, host, port = origin
+    shown_host = f"[{host}]" if ":" in host else host
+    return shown_host in allowed or f"{shown_host}:{port}" in allowed
 
 
 class RoadmapClient:
     """A session bound to one API: `.chat(prompt)` for tasks, `.get`/`.post` for the rest.
 
-    Every request first passes the throttle, so the rate limit covers all of them. The token
-    goes only into the Authorization header and is scrubbed from every message this client
-    makes; requests drops that header itself on a redirect to another host.
+    Every request, each redirect hop included, first passes the throttle, so the rate limit
+    covers all of them. The token goes only into the Authorization header, only to the
+    API's own origin, and is masked in every message this client makes, as is a password
+    in the API URL (which is sent as HTTP Basic credentials, like requests does).
     """
 
     def __init__(
@@ -80,15 +284,22 @@ class RoadmapClient:
         headers: Mapping[str, str] | None = None,
         ca_bundle: Path | None = None,
         on_request: Callable[[], None] | None = None,
+        max_body: int = MAX_BODY.default,
+        redirect_hosts: tuple[str, ...] = (),
     ) -> None:
-        self.api = api.rstrip("/")
+        self.secrets = Secrets(token, api)
+        self.api, self._auth = _without_credentials(api.rstrip("/"))
         self.model = model
         self.timeout = timeout
-        self._token = token
+        self.max_body = max_body
+        self._origin = _origin(self.api)
+        self._redirect_hosts = redirect_hosts
         self._throttle = throttle or Unthrottled()
         self._on_request = on_request
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or netrc credentials picked up silently
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, _DeadlineAdapter())
         self._session.verify = str(ca_bundle) if ca_bundle else True
         self._session.headers["User-Agent"] = "pytest-roadmap"
         if headers:
@@ -100,8 +311,14 @@ class RoadmapClient:
         self._session.close()
 
     def redact(self, text: str) -> str:
-        """The text with the token (if any) replaced, for anything shown to a person."""
-        return text.replace(self._token, "***") if self._token else text
+        """The text with the token and the API's password masked, for anything shown."""
+        return self.secrets.mask(text)
+
+    def shown(self, url: str) -> str:
+        """A URL as messages show it: password masked, control characters escaped, and
+        cut short (a Location header may be 64 KB long)."""
+        text = self.redact(shown_url(url))
+        return escape_controls(text if len(text) <= SHOWN_URL else text[:SHOWN_URL] + "...")
 
     def url(self, path: str) -> str:
         return self.api + (path if path.startswith("/") else "/" + path)
@@ -115,64 +332,185 @@ class RoadmapClient:
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send one throttled request; network failures become a TaskFailure."""
+        """Send one throttled request, following redirects one throttled hop at a time.
+
+        The response's body is already read (at most `max_body` bytes); every way this
+        can go wrong is a TaskFailure that says what happened.
+        """
         url = self.url(path)
         limit = self.timeout if timeout is None else timeout
-        if self._on_request is not None:
-            self._on_request()
-        # Nothing may stand between the throttle's admission and the send: a send that goes
-        # out late lets the next reserved one crowd in behind it.
-        ticket = self._throttle.acquire()
-        try:
-            response = self._session.request(
-                method, url, timeout=(min(10.0, limit), limit), headers=headers, **kwargs
+        deadline: Deadline | None = None
+        history: list[requests.Response] = []
+        while True:
+            if self._on_request is not None:
+                self._on_request()
+            # Nothing may stand between the throttle's admission and the send: a send that
+            # goes out late lets the next reserved one crowd in behind it.
+            ticket = self._throttle.acquire()
+            if deadline is None:  # the first hop starts the clock; later ones wait in it
+                deadline = Deadline(limit)
+            elif deadline.passed():
+                raise self._too_slow(method, url, limit)
+            try:
+                response = self._send(method, url, deadline, headers, kwargs)
+            except TaskFailure as failure:
+                words = _load_words(failure) if failure.overload else None
+                if words is not None:  # the learned pace hears of load the network showed
+                    self._throttle.settle(ticket, None, {}, overload=words)
+                raise
+            retry_after = None
+            if response.status_code in OVERLOAD_STATUSES:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            self._throttle.settle(
+                ticket, response.status_code, response.headers, retry_after=retry_after
             )
-        except requests.exceptions.Timeout:
-            self._throttle.settle(ticket, None, {}, overload="a timeout")
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECT_STATUSES or location is None:
+                response.history = history
+                return response
+            history.append(response)
+            target = urljoin(response.url, location)
+            self._check_redirect(method, url, target, len(history))
+            if (response.status_code == 303 and method != "HEAD") or (
+                response.status_code in (301, 302) and method == "POST"
+            ):
+                # As browsers and requests do: these redirects turn into a GET, bodiless.
+                method = "GET"
+                kwargs = {k: v for k, v in kwargs.items() if k not in ("json", "data", "files")}
+            url = target
+
+    def _check_redirect(self, method: str, url: str, target: str, hops: int) -> None:
+        where = f"{method} {self.shown(url)}"
+        if hops > MAX_REDIRECTS:
             raise TaskFailure(
-                f"no answer within {limit:g} s from {method} {self.redact(url)} "
-                "(raise --roadmap-timeout or TASK_TIMEOUT if the API is just slow)",
-                transient=True,
-                overload=True,
-            ) from None
-        except requests.exceptions.SSLError as exc:
+                f"{where}: more than {MAX_REDIRECTS} redirects (the last to "
+                f"{self.shown(target)}); point --roadmap-api at the final address",
+                transient=False,
+            )
+        origin = _origin(target)
+        if origin == self._origin:
+            return
+        downgrade = self._origin[0] == "https" and origin[0] != "https"
+        if downgrade or origin[0] not in DEFAULT_PORTS:
             raise TaskFailure(
-                f"TLS verification failed for {method} {self.redact(url)}: "
+                f"{where} redirected to {self.shown(target)}: not followed, it would leave "
+                f"{self._origin[0]}",
+                transient=False,
+            )
+        if not _host_allowed(origin, self._redirect_hosts):
+            raise TaskFailure(
+                f"{where} redirected to another host ({self.shown(target)}): not followed; "
+                "point --roadmap-api there or allow the host with --roadmap-redirect-hosts",
+                transient=False,
+            )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        deadline: Deadline,
+        headers: Mapping[str, str] | None,
+        kwargs: dict[str, Any],
+    ) -> requests.Response:
+        """One request and its whole body, within the deadline and the size cap."""
+        own = _origin(url) == self._origin
+        sent: dict[str, str | None] = dict(headers or {})
+        options = dict(kwargs)
+        for fixed in ("allow_redirects", "stream"):  # this client's to decide
+            options.pop(fixed, None)
+        if own:
+            options.setdefault("auth", self._auth)
+        else:
+            # The token and the URL's credentials are for the API alone.
+            sent["Authorization"] = None  # None drops the session's header
+            options.pop("auth", None)
+        try:
+            with deadline:
+                left = deadline.remaining()
+                if left <= 0:
+                    raise self._too_slow(method, url, deadline.seconds)
+                response = self._session.request(
+                    method,
+                    url,
+                    timeout=(min(10.0, left), left),
+                    headers=sent,
+                    allow_redirects=False,
+                    stream=True,
+                    **options,
+                )
+                try:
+                    body = self._read_body(response, deadline)
+                finally:
+                    response.close()
+                if deadline.fired:
+                    # Cut by the deadline: what arrived may look whole (http.client takes
+                    # an end of stream inside the headers for their end) but is not.
+                    raise self._too_slow(method, url, deadline.seconds)
+        except TaskFailure:
+            raise
+        except (requests.exceptions.RequestException, OSError) as exc:
+            if deadline.passed():
+                raise self._too_slow(method, url, deadline.seconds) from None
+            raise self._network_failure(method, url, exc, deadline.seconds) from None
+        # The body read so far becomes the response's content, as if requests had read it.
+        response._content = body
+        response._content_consumed = True  # type: ignore[attr-defined]
+        return response
+
+    def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
+        data = bytearray()
+        for piece in response.iter_content(READ_PIECE):
+            data += piece
+            if len(data) > self.max_body:
+                where = f"{response.request.method} {self.shown(response.url)}"
+                raise TaskFailure(
+                    f"{where} answered {response.status_code} with a body above "
+                    f"{shown_size(self.max_body)} (--roadmap-max-body); the rest was not read",
+                    transient=False,
+                )
+            if deadline.passed():
+                raise self._too_slow(str(response.request.method), response.url, deadline.seconds)
+        return bytes(data)
+
+    def _too_slow(self, method: str, url: str, limit: float) -> TaskFailure:
+        return TaskFailure(
+            f"no answer within {limit:g} s from {method} {self.shown(url)} "
+            "(raise --roadmap-timeout or TASK_TIMEOUT if the API is just slow)",
+            transient=True,
+            overload=True,
+        )
+
+    def _network_failure(
+        self, method: str, url: str, exc: BaseException, limit: float
+    ) -> TaskFailure:
+        where = f"{method} {self.shown(url)}"
+        if isinstance(exc, requests.exceptions.Timeout):
+            return self._too_slow(method, url, limit)
+        if isinstance(exc, requests.exceptions.SSLError):
+            return TaskFailure(
+                f"TLS verification failed for {where}: "
                 f"{self.redact(_root_cause(exc))} (point --roadmap-ca-bundle at your CA)",
                 transient=False,
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            words = self._connection_words(exc)
-            if words.startswith(("connection refused", "connection closed")):
-                self._throttle.settle(ticket, None, {}, overload=words.split(":")[0])
-            raise TaskFailure(
-                f"{words} for {method} {self.redact(url)}",
-                transient=True,
-                overload=True,
-            ) from None
-        except (
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
+            )
+        if isinstance(
+            exc,
+            (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ),
         ):
-            raise TaskFailure(
-                f"connection closed before the whole answer arrived for {method} "
-                f"{self.redact(url)}",
+            return TaskFailure(
+                f"connection closed before the whole answer arrived for {where}",
                 transient=True,
                 overload=True,
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise TaskFailure(
-                f"{method} {self.redact(url)} failed: {self.redact(_root_cause(exc))}",
-                transient=True,
-                overload=True,
-            ) from None
-        retry_after = None
-        if response.status_code in OVERLOAD_STATUSES:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        self._throttle.settle(
-            ticket, response.status_code, response.headers, retry_after=retry_after
+            )
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return TaskFailure(
+                f"{self._connection_words(exc)} for {where}", transient=True, overload=True
+            )
+        return TaskFailure(
+            f"{where} failed: {self.redact(_root_cause(exc))}", transient=True, overload=True
         )
-        return response
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)
@@ -190,7 +528,7 @@ class RoadmapClient:
 
     def answer_of(self, response: requests.Response) -> dict[str, Any]:
         """The JSON answer of a chat response, or the TaskFailure it amounts to."""
-        where = f"{response.request.method} {self.redact(response.url)}"
+        where = f"{response.request.method} {self.shown(response.url)}"
         try:
             text = response.text
         except (requests.exceptions.RequestException, OSError):  # body cut off mid-read
@@ -200,12 +538,13 @@ class RoadmapClient:
                 overload=True,
             ) from None
         start = self.redact(_preview(text)) or "(empty body)"
+        phrase = escape_controls((response.reason or "")[:SHOWN_REASON])
         status = response.status_code
         if not 200 <= status < 300:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             wait = f"; Retry-After {retry_after:g} s" if retry_after is not None else ""
             raise TaskFailure(
-                f"{where} answered {status} {response.reason or ''}".rstrip() + f"{wait}: {start}",
+                f"{where} answered {status} {phrase}".rstrip() + f"{wait}: {start}",
                 transient=status in TRANSIENT_STATUSES,
                 overload=status in OVERLOAD_STATUSES,
                 retry_after=retry_after,
@@ -231,7 +570,7 @@ class RoadmapClient:
             response = self.get(path, timeout=timeout)
         except TaskFailure as failure:
             return False, failure.reason
-        detail = f"GET {self.redact(response.url)} -> {response.status_code}"
+        detail = f"GET {self.shown(response.url)} -> {response.status_code}"
         return 200 <= response.status_code < 300, detail
 
     def _connection_words(self, exc: requests.exceptions.ConnectionError) -> str:
@@ -257,6 +596,27 @@ class RoadmapClient:
         return f"cannot connect: {self.redact(cause)}"
 
 
+def _load_words(failure: TaskFailure) -> str | None:
+    """What a network failure says about load (a timeout, a refused or cut connection), in
+    the words of the pace's change lines; None for failures that say nothing of load."""
+    if failure.reason.startswith("no answer within"):
+        return "a timeout"
+    for words in ("connection refused", "connection closed"):
+        if failure.reason.startswith(words):
+            return words
+    return None
+
+
+def _without_credentials(api: str) -> tuple[str, tuple[str, str] | None]:
+    """The API URL without its user part, and the HTTP Basic credentials that held."""
+    parts = urlsplit(api)
+    if "@" not in parts.netloc:
+        return api, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return parts._replace(netloc=host).geturl(), (unquote(user), unquote(password))
+
+
 def _innermost(exc: BaseException) -> BaseException:
     seen = set()
     while True:
@@ -274,4 +634,4 @@ def _innermost(exc: BaseException) -> BaseException:
 def _root_cause(exc: BaseException) -> str:
     inner = _innermost(exc)
     text = f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
-    return " ".join(text.split())[:300]
+    return escape_controls(" ".join(text.split())[:300])

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_roadmap.display import escape_controls
 from pytest_roadmap.errors import RoadmapError, TaskFileError
 from pytest_roadmap.retry import TaskFailure
 from pytest_roadmap.tasks import Task, load_task_file
@@ -66,4 +67,4 @@ class TaskItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, 0, f"roadmap task {self.task.id}: {self.task.title}"
+        return self.path, 0, f"roadmap task {self.task.id}: {escape_controls(self.task.title)}"

@@ -25,6 +25,7 @@ import pytest
 from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
 from pytest_roadmap.collect import TaskFile, TaskItem
+from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import PROBES_KEY
@@ -102,6 +103,7 @@ class Runtime:
     expected: int = 0
     left_out: int = 0  # tasks in no batch, in batch mode
     states: dict[str, AttemptState] = field(default_factory=dict)
+    secrets_: Secrets | None = None
 
     def safeguards(self) -> Safeguards:
         if self.safeguards_ is None:
@@ -120,9 +122,15 @@ class Runtime:
     def state(self, item: pytest.Item) -> AttemptState:
         return self.states.setdefault(item.nodeid, AttemptState())
 
+    @property
+    def secrets(self) -> Secrets:
+        if self.secrets_ is None:
+            self.secrets_ = Secrets(self.settings.token, self.settings.api)
+        return self.secrets_
+
     def redact(self, text: str) -> str:
-        token = self.settings.token
-        return text.replace(token, "***") if token else text
+        """`text` as shown or saved: secrets masked, control characters escaped."""
+        return escape_controls(self.secrets.mask(text))
 
 
 RUNTIME = pytest.StashKey[Runtime]()
@@ -401,7 +409,7 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
     )
     runtime.recorder = RunRecorder(
         RunRecord(
-            api=api_url,
+            api=shown_url(api_url),
             sandbox=settings.sandbox,
             model=settings.model,
             workers=settings.workers,
@@ -785,7 +793,8 @@ def pytest_runtest_makereport(
     if not info.get("refused"):
         state.refusals, state.refused_since = 0, None
     if report.passed and isinstance(item, TaskItem):
-        info["answer"] = item.answer
+        # Saved in outputs/: an answer that quotes the token must not carry it there.
+        info["answer"] = runtime.secrets.mask_all(item.answer)
     report.roadmap = info  # type: ignore[attr-defined]
     task = item.task if isinstance(item, TaskItem) else None
     # junitxml reads the teardown report's properties, which come from the item.

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pytest_roadmap.display import escape_controls
+
 # Statuses that say "try again later" rather than "your request is wrong".
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 OVERLOAD_STATUSES = frozenset({429, 503})
@@ -21,7 +23,8 @@ OVERLOAD_STATUSES = frozenset({429, 503})
 class TaskFailure(Exception):
     """A task attempt that did not get a usable answer from the API.
 
-    `reason` is one token-free paragraph for the user. `transient` failures are retried;
+    `reason` is one token-free paragraph for the user, control characters escaped (it may
+    quote the API, and it reaches terminals and reports). `transient` failures are retried;
     `overload` ones (429, 503, timeouts, connection errors) also tell the adaptive
     concurrency control to back off. `refused` ones (429, 503, or a request held back
     because the run is paused) did not run the task: waiting them out spends no retry.
@@ -36,6 +39,7 @@ class TaskFailure(Exception):
         retry_after: float | None = None,
         refused: bool = False,
     ) -> None:
+        reason = escape_controls(reason, keep="\n")
         super().__init__(reason)
         self.reason = reason
         self.transient = transient

@@ -172,6 +172,8 @@ class Safeguards:
             headers={"X-Roadmap-Worker": worker, "X-Roadmap-Run": run_id},
             ca_bundle=settings.ca_bundle,
             on_request=self._count_request,
+            max_body=settings.max_body,
+            redirect_hosts=settings.redirect_hosts,
         )
         self.health = HealthProbe(
             self.client,

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import email.utils
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -24,8 +25,9 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +52,10 @@ TRACE_HEADERS = {
 }
 MESSAGE_PREVIEW = 80
 MAX_BODY = 1 << 20
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_PADDING = 1 << 31  # a rule's `size`: answers up to 2 GiB, made and sent in pieces
+PIECE = 1 << 16
+MAX_TRICKLE = 60.0
 RATE_WINDOW = 1.0
 # How long stop() waits for requests to notice it (they all wait on the stop event).
 STOP_GRACE = 2.0
@@ -102,6 +108,12 @@ class Rule:
     optional `Retry-After` (in seconds, or with `retry_after_date` as the HTTP date that
     many seconds ahead), after `delay` extra seconds; `hang` never answers until the
     server stops, `close` cuts the connection mid-answer.
+
+    Hostile answers: `redirect` (with a 301/302/303/307/308 `status`) sends that
+    `Location`, a path on this server or any URL; `size` makes the answer's code that
+    many bytes of filler; `gzip` sends the body gzip-encoded; `trickle` sends the body one
+    byte every that many seconds (`trickle_head`: the status line and headers too);
+    `echo_auth` quotes the Authorization header it got in the answer's code and message.
     """
 
     match: str = ""
@@ -113,6 +125,12 @@ class Rule:
     delay: float = 0.0
     hang: bool = False
     close: bool = False
+    redirect: str | None = None
+    size: int | None = None
+    gzip: bool = False
+    trickle: float = 0.0
+    trickle_head: bool = False
+    echo_auth: bool = False
 
     def __post_init__(self) -> None:
         owner = "sandbox rule"
@@ -127,6 +145,35 @@ class Rule:
             high=599,
             integer=True,
         )
+        if self.redirect is not None and (
+            not isinstance(self.redirect, str) or not self.redirect.isprintable()
+        ):
+            raise SettingError(f"{owner} redirect must be a URL or path, got {self.redirect!r}")
+        if (self.redirect is not None) != (self.status in REDIRECT_STATUSES):
+            raise SettingError(
+                f"{owner} redirect needs a status of 301, 302, 303, 307 or 308 and the other "
+                f"way round, got status {self.status} and redirect {self.redirect!r}"
+            )
+        _check_number(
+            owner,
+            "size",
+            self.size,
+            what=f"a whole number of bytes from 0 to {MAX_PADDING}",
+            high=MAX_PADDING,
+            integer=True,
+            optional=True,
+        )
+        _check_number(
+            owner, "trickle", self.trickle, what=f"seconds from 0 to {MAX_TRICKLE:g}", high=60.0
+        )
+        for name in ("gzip", "trickle_head", "echo_auth"):
+            _check_bool(owner, name, getattr(self, name))
+        if self.trickle_head and not self.trickle:
+            raise SettingError(f"{owner} trickle_head needs a trickle above 0")
+        if (self.trickle or self.gzip) and (self.hang or self.close):
+            raise SettingError(
+                f"{owner} cannot trickle or gzip an answer it hangs or cuts (match {self.match!r})"
+            )
         _check_number(
             owner, "times", self.times, what="a whole number >= 0", integer=True, optional=True
         )
@@ -251,6 +298,10 @@ class _Decision:
     wait: float = 0.0
     hang: bool = False
     close: bool = False
+    padding: int | None = None  # `size`: the answer's code is this many filler bytes
+    gzip: bool = False
+    trickle: float = 0.0
+    trickle_head: bool = False
     admitted: bool = False  # counted in flight until settled
     settled: bool = False
 
@@ -365,6 +416,8 @@ class _SandboxState:
             "model": model if isinstance(model, str) else None,
             # Only a digest: the token must never reach the log or its file.
             "auth": hashlib.sha256(auth.encode()).hexdigest() if auth is not None else None,
+            # The host name the client asked for, so a test can tell a redirect's target.
+            "host": headers.get("Host"),
         }
         for key, header in TRACE_HEADERS.items():
             entry[key] = headers.get(header)
@@ -375,13 +428,19 @@ class _SandboxState:
             # so a 503 from capacity shows the number that tripped it.
             entry["in_flight"] = self._in_flight + 1 if is_chat else self._in_flight
             self._entries.append(entry)
-            decision = self._decide_locked(entry, method, path, message, model)
+            decision = self._decide_locked(entry, method, path, message, model, auth)
             if decision.admitted:
                 self._in_flight += 1
             return decision
 
     def _decide_locked(
-        self, entry: dict[str, Any], method: str, path: str, message: object, model: object
+        self,
+        entry: dict[str, Any],
+        method: str,
+        path: str,
+        message: object,
+        model: object,
+        auth: str | None,
     ) -> _Decision:
         config = self._config
         if config.down:
@@ -423,14 +482,31 @@ class _SandboxState:
                 decision.headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
             elif rule.retry_after is not None:
                 decision.headers["Retry-After"] = str(rule.retry_after)
+            if rule.redirect is not None:
+                decision.headers["Location"] = rule.redirect
+            decision.gzip = rule.gzip
+            decision.trickle = rule.trickle
+            decision.trickle_head = rule.trickle_head
             if rule.body is not None:
                 decision.raw = rule.body
+            elif rule.size is not None:
+                decision.padding = rule.size
+            elif rule.echo_auth:
+                decision.payload = {
+                    "code": f"# Authorization: {auth}\n",
+                    "message": f"you sent Authorization: {auth}",
+                }
             elif rule.status != 200:
                 decision.payload = {"error": f"sandbox rule answered {rule.status}"}
         elif config.failure_rate > 0 and self._rng.random() < config.failure_rate:
             decision.status = 500
             decision.payload = {"error": "sandbox failure (failure_rate)"}
-        if decision.status == 200 and decision.raw is None and decision.payload is None:
+        if (
+            decision.status == 200
+            and decision.raw is None
+            and decision.payload is None
+            and decision.padding is None
+        ):
             decision.payload = _chat_answer(message, model if isinstance(model, str) else "default")
         return decision
 
@@ -472,6 +548,32 @@ class _SandboxState:
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
+
+
+_PADDED = (b'{"code": "', b'", "message": "a padded answer"}')
+
+
+def _answer_pieces(decision: _Decision) -> Iterator[bytes]:
+    """The body of a hostile answer, in pieces of at most PIECE bytes (filler included)."""
+    if decision.padding is None:
+        payload = decision.raw if decision.raw is not None else json.dumps(decision.payload)
+        data = payload.encode("utf-8")
+        for start in range(0, len(data), PIECE):
+            yield data[start : start + PIECE]
+        return
+    yield _PADDED[0]
+    left = decision.padding
+    filler = b"#" * PIECE
+    while left > 0:
+        yield filler[: min(left, PIECE)]
+        left -= PIECE
+    yield _PADDED[1]
+
+
+def _answer_length(decision: _Decision) -> int:
+    if decision.padding is None:
+        return sum(len(piece) for piece in _answer_pieces(decision))
+    return len(_PADDED[0]) + decision.padding + len(_PADDED[1])
 
 
 def _method_not_allowed(entry: dict[str, Any], allow: str) -> _Decision:
@@ -606,7 +708,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 body = None
         state = self.state
-        wanted = ("Authorization", *TRACE_HEADERS.values())
+        wanted = ("Authorization", "Host", *TRACE_HEADERS.values())
         headers = {name: self.headers.get(name) for name in wanted}
         decision = state.decide(self.command, path, arrived, headers, body)
         try:
@@ -618,6 +720,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif decision.close:
                 state.settle(decision, decision.status, answered=False)
                 self._send_cut(decision.status)
+            elif decision.padding is not None or decision.gzip or decision.trickle:
+                self._send_hostile(
+                    decision,
+                    ready=lambda: state.settle(decision, decision.status, answered=True),
+                )
             else:
                 payload = decision.raw if decision.raw is not None else decision.payload
                 self._send(
@@ -632,6 +739,42 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             state.settle(decision, None, answered=False)  # no-op unless never answered
             state.record(decision)
+
+    def _send_hostile(self, decision: _Decision, ready: Callable[[], None]) -> None:
+        """Send a padded, gzip-encoded and/or trickled answer, made in pieces."""
+        pieces = _answer_pieces(decision)
+        length: int
+        if decision.gzip:
+            packer = zlib.compressobj(wbits=31)  # 31: the gzip container
+            packed = [packer.compress(piece) for piece in pieces]
+            packed.append(packer.flush())
+            pieces = iter(packed)
+            length = sum(len(piece) for piece in packed)
+        else:
+            length = _answer_length(decision)
+        phrase = HTTPStatus(decision.status).phrase
+        head = [f"HTTP/1.1 {decision.status} {phrase}", "Content-Type: application/json"]
+        head.append(f"Content-Length: {length}")
+        if decision.gzip:
+            head.append("Content-Encoding: gzip")
+        head += [f"{name}: {value}" for name, value in decision.headers.items()]
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        ready()
+        if decision.trickle_head:
+            pieces = itertools.chain([head_bytes], pieces)
+        else:
+            self.wfile.write(head_bytes)
+            self.wfile.flush()
+        for piece in pieces:
+            if not decision.trickle:
+                self.wfile.write(piece)
+                continue
+            for index in range(len(piece)):
+                if self.state.stopping.wait(decision.trickle):
+                    self.close_connection = True
+                    return
+                self.wfile.write(piece[index : index + 1])
+                self.wfile.flush()
 
     def _send_cut(self, status: int) -> None:
         """Promise a long body, send a few bytes of it, and hang up."""
@@ -804,7 +947,8 @@ class SandboxServer:
 
         Keys: seq, method, path, arrived, answered (null while open, or after hang/close),
         status, in_flight, message (first 80 chars), model, auth (sha256 of the
-        Authorization value), worker, task, attempt, run (the X-Roadmap-* headers).
+        Authorization value), host (the Host header: which name a redirect went to),
+        worker, task, attempt, run (the X-Roadmap-* headers).
         """
         return self._state.log()
 

@@ -396,6 +396,42 @@ BATCHES = Spec[str](
 )
 
 
+SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?B?)", re.IGNORECASE)
+
+
+def _size(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(raw: str, origin: str) -> int:
+        match = _SIZE.fullmatch(raw)
+        if match is None:
+            raise ValueError(raw)
+        unit = match.group(2).upper()
+        value = float(match.group(1)) * SIZE_UNITS[unit if unit in SIZE_UNITS else unit + "B"]
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return int(value)
+
+    return parse
+
+
+def shown_size(size: int) -> str:
+    """A byte count as the settings write it: "10 MB", "512 KB", "1000 bytes"."""
+    for unit in ("GB", "MB", "KB"):
+        if size % SIZE_UNITS[unit] == 0:
+            return f"{size // SIZE_UNITS[unit]} {unit}"
+    return f"{size} bytes"
+
+
+_REDIRECT_HOST = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:\d{1,5})?")
+
+
+def _redirect_hosts(raw: str, origin: str) -> tuple[str, ...]:
+    hosts = tuple(part for part in re.split(r"[\s,]+", raw.lower()) if part)
+    if not hosts or not all(_REDIRECT_HOST.fullmatch(host) for host in hosts):
+        raise ValueError(raw)
+    return hosts
+
+
 def _store_url(raw: str, origin: str) -> str:
     if not raw.startswith(("sqlite://", "redis://", "rediss://")) or any(c.isspace() for c in raw):
         raise ValueError(raw)
@@ -456,6 +492,29 @@ SHARD_WAIT = Spec[float](
     "fails (default 600).",
 )
 
+MAX_BODY = Spec[int](
+    "maximum answer size",
+    "--roadmap-max-body",
+    None,
+    "roadmap_max_body",
+    10 << 20,
+    _size(1 << 10, 1 << 30),
+    "a size from 1KB to 1GB: bytes, or a number with KB, MB or GB (1024-based)",
+    "Largest answer body read from the API, after decompression; a larger one fails the "
+    "task (default 10MB).",
+)
+REDIRECT_HOSTS = Spec[tuple[str, ...]](
+    "redirect hosts",
+    "--roadmap-redirect-hosts",
+    None,
+    "roadmap_redirect_hosts",
+    (),
+    _redirect_hosts,
+    "host names, each with an optional :port, separated by commas",
+    "Other hosts the API may redirect requests to (the token is never sent there); "
+    "default: none, a redirect is followed only on the API's own scheme, host and port.",
+)
+
 # The specs the plugin registers as `--option` / ini key.
 SPECS: tuple[Spec[Any], ...] = (
     STORE,
@@ -481,6 +540,8 @@ SPECS: tuple[Spec[Any], ...] = (
     ADAPTIVE,
     MAX_WAIT,
     CA_BUNDLE,
+    MAX_BODY,
+    REDIRECT_HOSTS,
 )
 
 
@@ -514,6 +575,8 @@ class Settings:
     run_id: str = ""
     shards: int = 1
     shard_wait: float = 600.0
+    max_body: int = MAX_BODY.default  # bytes, after decompression
+    redirect_hosts: tuple[str, ...] = ()
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -583,6 +646,8 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         run_id=get(RUN_ID),
         shards=get(SHARDS),
         shard_wait=get(SHARD_WAIT),
+        max_body=get(MAX_BODY),
+        redirect_hosts=get(REDIRECT_HOSTS),
         origins=origins,
     )
 

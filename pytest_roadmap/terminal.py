@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pytest_roadmap.display import escape_controls, shown_url
 from pytest_roadmap.results import FAILED, PASSED, SKIPPED, RunRecord
 from pytest_roadmap.settings import Settings
 
 
 def header_line(settings: Settings, api_url: str, workers: int, distributed: bool) -> str:
     """What the run will do; `workers` only when xdist really runs the tasks in workers."""
-    where = f"{api_url} (sandbox)" if settings.sandbox else api_url
+    url = escape_controls(shown_url(api_url))
+    where = f"{url} (sandbox)" if settings.sandbox else url
     shown = str(workers) if distributed else "0 (in-process, one task at a time)"
     return (
         f"roadmap: api={where} model={settings.model} workers={shown} "

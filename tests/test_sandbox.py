@@ -292,6 +292,89 @@ def test_rule_closes_the_connection_mid_answer(
     ]
 
 
+def test_rule_redirects_and_the_log_records_each_hop(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    other = sandbox.url.replace("127.0.0.1", "localhost") + CHAT_PATH
+    sandbox.configure(
+        rules=[
+            Rule(match="hop", status=307, redirect=CHAT_PATH, times=2),
+            Rule(match="hop", status=308, redirect=other, times=1),
+        ]
+    )
+    response = chat(http, sandbox, "hop along")
+    assert response.status_code == 200 and len(response.history) == 3
+    assert response.history[0].headers["Location"] == CHAT_PATH
+    log = sandbox.log()
+    assert [(e["status"], e["host"].split(":")[0]) for e in log] == [
+        (307, "127.0.0.1"),
+        (307, "127.0.0.1"),
+        (308, "127.0.0.1"),
+        (200, "localhost"),
+    ]
+    assert all(e["message"] == "hop along" for e in log)
+
+
+def test_rule_pads_and_gzips_an_answer(sandbox: SandboxServer, http: requests.Session) -> None:
+    sandbox.configure(rules=[Rule(match="bomb", size=3_000_000, gzip=True)])
+    response = chat(http, sandbox, "bomb", stream=True)
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert int(response.headers["Content-Length"]) < 100_000  # small on the wire
+    answer = json.loads(b"".join(response.iter_content(1 << 16)))
+    assert answer["code"] == "#" * 3_000_000
+
+
+def test_rule_trickles_the_answer(sandbox: SandboxServer, http: requests.Session) -> None:
+    sandbox.configure(rules=[Rule(match="drip", body="0123456789", trickle=0.05)])
+    started = time.monotonic()
+    response = chat(http, sandbox, "drip")
+    assert response.text == "0123456789"
+    assert time.monotonic() - started >= 0.5
+
+
+def test_rule_trickles_the_head_too(sandbox: SandboxServer) -> None:
+    sandbox.configure(rules=[Rule(match="drip", body="{}", trickle=0.01, trickle_head=True)])
+    body = json.dumps({"message": "drip"}).encode()
+    with socket.create_connection((sandbox.host, sandbox.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /api/codebase/chat HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        first = conn.recv(100)
+    assert first == b"H"  # one byte at a time, from the status line on
+
+
+def test_rule_echoes_the_authorization_header(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(rules=[Rule(match="echo", echo_auth=True)])
+    answer = chat(http, sandbox, "echo", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert TOKEN in answer["code"] and TOKEN in answer["message"]
+    assert TOKEN not in json.dumps(sandbox.log())  # the log still holds only a digest
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"status": 307}, "redirect needs a status"),
+        ({"redirect": "/x"}, "redirect needs a status"),
+        ({"status": 302, "redirect": "/x\n"}, "redirect must be"),
+        ({"size": -1}, "size"),
+        ({"size": 1 << 40}, "size"),
+        ({"trickle": 120}, "trickle"),
+        ({"trickle_head": True}, "trickle_head"),
+        ({"gzip": "yes"}, "gzip"),
+        ({"echo_auth": 1}, "echo_auth"),
+        ({"gzip": True, "hang": True}, "cannot trickle or gzip"),
+    ],
+)
+def test_hostile_rule_fields_are_checked(fields: dict[str, Any], words: str) -> None:
+    with pytest.raises(SettingError, match=words):
+        Rule(**fields)
+
+
 def test_stop_is_prompt_with_a_keep_alive_connection_and_a_long_latency(
     http: requests.Session,
 ) -> None:

@@ -11,8 +11,9 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from html import escape
+from html import escape as escape_html
 
+from pytest_roadmap.display import escape_controls
 from pytest_roadmap.report.markdown import dogfooding_text
 from pytest_roadmap.results import (
     FAILED,
@@ -82,6 +83,12 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 #timeline rect.bar { stroke: #fff; stroke-width: 0.5; }
 #timeline rect.bar:hover { stroke: #1f2328; stroke-width: 1.5; }
 """
+
+
+def escape(text: str) -> str:
+    """Text for HTML: markup escaped, and control characters shown escaped (raw, an ESC
+    sequence reaches the terminal of whoever views the file's source)."""
+    return escape_html(escape_controls(text, keep="\n\t"))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -165,6 +166,18 @@ def render_json(record: RunRecord) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
+# Characters json.dumps(ensure_ascii=False) writes raw that terminals and editors act on.
+_RAW_CONTROL = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def dumps(value: Any, indent: int | None = None) -> str:
-    """JSON as every report file writes it: UTF-8 as is, and no NaN or Infinity."""
-    return json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
+    """JSON as every report file writes it: UTF-8 as is, and no NaN or Infinity.
+
+    json escapes C0 controls itself; the others that a terminal or an editor acts on
+    (DEL, C1, line separators, bidirectional overrides) become \\u escapes too. They
+    can only stand inside strings, where the escape means the same character.
+    """
+    text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
+    if _RAW_CONTROL.search(text) is None:
+        return text
+    return _RAW_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

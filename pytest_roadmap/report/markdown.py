@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from pytest_roadmap.display import escape_controls
 from pytest_roadmap.errors import ReportError
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
@@ -29,14 +30,15 @@ _SPECIAL = re.compile(r"[\\`*_\[\]|~&<>]")
 
 
 def md_text(value: object) -> str:
-    """Any text as inert inline Markdown on one line, safe in a table cell."""
-    text = " ".join(str(value).split())
+    """Any text as inert inline Markdown on one line, safe in a table cell; line breaks
+    become spaces, other control characters show escaped."""
+    text = escape_controls(" ".join(str(value).split()))
     return _SPECIAL.sub(lambda m: _ESCAPES.get(m.group(), "\\" + m.group()), text)
 
 
 def md_code(value: object) -> str:
     """Text as an inline code span on one line, safe in a table cell."""
-    text = " ".join(str(value).split()).replace("|", "\\|")
+    text = escape_controls(" ".join(str(value).split())).replace("|", "\\|")
     if not text:
         return ""
     ticks = "`" * (longest_backtick_run(text) + 1)
@@ -52,7 +54,9 @@ def longest_backtick_run(text: str) -> int:
 
 
 def fenced(text: str, info: str = "") -> str:
-    """A fenced code block that no backtick run inside `text` can close early."""
+    """A fenced code block that no backtick run inside `text` can close early; line breaks
+    and tabs stay, other control characters are shown escaped."""
+    text = escape_controls(text.replace("\r\n", "\n"), keep="\n\t")
     fence = "`" * max(3, longest_backtick_run(text) + 1)
     body = text if text.endswith("\n") else text + "\n"
     return f"{fence}{info}\n{body}{fence}\n"
