@@ -24,7 +24,7 @@ import pytest
 
 from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
-from pytest_roadmap.collect import TaskFile, TaskItem
+from pytest_roadmap.collect import TaskFile, TaskItem, odd_task_files
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import PROBES_KEY
@@ -469,24 +469,49 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True if collection_path == tasks_dir else None
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> TaskFile | None:
-    config = parent.config
-    if file_path.suffix != ".toml" or not config.option.roadmap:
-        return None
+def _holds_tasks(path: Path, config: pytest.Config) -> bool:
+    """`path` is in the tasks folder or was named on the command line (it or a folder
+    above it below the rootdir)."""
     runtime = runtime_of(config)
     tasks_dir = runtime.settings.tasks_dir if runtime else _tasks_dir(config)
-    explicit = config.args_source == pytest.Config.ArgsSource.ARGS and any(
-        file_path == Path(arg.split("::")[0]).resolve()
+    if path.is_relative_to(tasks_dir):
+        return True
+    return config.args_source == pytest.Config.ArgsSource.ARGS and any(
+        path == Path(arg.split("::")[0]).resolve()
         or (
             Path(arg.split("::")[0]).resolve().is_dir()
-            and file_path.is_relative_to(Path(arg.split("::")[0]).resolve())
+            and path.is_relative_to(Path(arg.split("::")[0]).resolve())
             and not config.rootpath.is_relative_to(Path(arg.split("::")[0]).resolve())
         )
         for arg in config.args
     )
-    if file_path.is_relative_to(tasks_dir) or explicit:
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> TaskFile | None:
+    config = parent.config
+    if file_path.suffix != ".toml" or not config.option.roadmap:
+        return None
+    if _holds_tasks(file_path, config):
         return TaskFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    # pytest's folders skip a FIFO or a device named *.toml without a word; adding it
+    # as a task file makes its loading fail with a line that names it.
+    report = yield
+    config = collector.config
+    if (
+        isinstance(collector, pytest.Directory)
+        and report.passed
+        and config.option.roadmap
+        and _holds_tasks(collector.path, config)
+    ):
+        report.result.extend(odd_task_files(collector))
+    return report
 
 
 def is_roadmap_item(item: pytest.Item) -> bool:
