@@ -15,7 +15,8 @@ from typing import Any
 # 200 tasks, measured here), which is most of the collection time of a large roadmap.
 import tomli as tomllib
 
-from pytest_roadmap.errors import TaskFileError
+from pytest_roadmap.errors import TaskFileError, shown
+from pytest_roadmap.settings import MAX_TIMEOUT, MIN_TIMEOUT
 
 ID_PATTERN = re.compile(r"[a-z0-9_-]+")
 # An id names its output files (outputs/<id>.json and the temporary file beside it), and
@@ -25,8 +26,6 @@ CATEGORIES = ("improvement", "test", "optimization", "doc")
 # Far above any real prompt, low enough that a runaway file cannot eat the controller.
 MAX_PROMPT_CHARS = 1_000_000
 MAX_FILE_BYTES = 16 * 1024 * 1024
-# Below a tenth of a second no API answers, and the per-attempt timers stop meaning anything.
-MIN_TIMEOUT = 0.1
 
 
 @dataclass(frozen=True)
@@ -59,19 +58,10 @@ class Task:
         return f"month{self.month}_week{self.week}_{self.title}"
 
 
-def _shown(value: object, limit: int = 60) -> str:
-    """`repr(value)`, cut to `limit` characters: a hostile file's value stays one short line."""
-    try:
-        text = repr(value)
-    except RecursionError:  # a value nested deeper than repr can go
-        text = f"<{type(value).__name__} nested too deeply>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _bad_id(value: object) -> str | None:
     """Why `value` is not a task id, or None if it is one."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        return f"must match [a-z0-9_-]+, got {_shown(value)}"
+        return f"must match [a-z0-9_-]+, got {shown(value)}"
     if len(value) > MAX_ID_CHARS:
         return f"must be at most {MAX_ID_CHARS} characters, got {len(value)}"
     return None
@@ -89,7 +79,7 @@ def _int_field(
     value = entry[name]
     allowed = f"an integer from {low} to {high}" if high else f"an integer >= {low}"
     if not _is_int(value) or value < low or (high is not None and value > high):
-        raise TaskFileError(f"{where}: '{name}' must be {allowed}, got {_shown(value)}")
+        raise TaskFileError(f"{where}: '{name}' must be {allowed}, got {shown(value)}")
     return int(value)
 
 
@@ -114,9 +104,9 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     task_id = entry.get("id")
     unknown = sorted(set(entry) - _FIELDS)
     if unknown:
-        named = f" (id {_shown(task_id)})" if isinstance(task_id, str) else ""
+        named = f" (id {shown(task_id)})" if isinstance(task_id, str) else ""
         raise TaskFileError(
-            f"{where}{named}: unknown field {_shown(unknown[0])} "
+            f"{where}{named}: unknown field {shown(unknown[0])} "
             f"(allowed: {', '.join(sorted(_FIELDS))})"
         )
     problem = _bad_id(task_id)
@@ -142,8 +132,7 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     dogfooding = entry.get("dogfooding")
     if dogfooding is not None and dogfooding not in CATEGORIES:
         raise TaskFileError(
-            f"{where}: 'dogfooding' must be one of {', '.join(CATEGORIES)}, "
-            f"got {_shown(dogfooding)}"
+            f"{where}: 'dogfooding' must be one of {', '.join(CATEGORIES)}, got {shown(dogfooding)}"
         )
     depends_on = entry.get("depends_on", [])
     if not isinstance(depends_on, list) or any(_bad_id(d) for d in depends_on):
@@ -152,11 +141,12 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     if timeout is not None and (
         isinstance(timeout, bool)
         or not isinstance(timeout, int | float)
-        or not MIN_TIMEOUT <= timeout <= 86400
+        or not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT
     ):
         raise TaskFileError(
-            f"{where}: 'timeout' must be a number of seconds from {MIN_TIMEOUT} to 86400, "
-            f"got {_shown(timeout)}"
+            f"{where}: 'timeout' must be a number of seconds from {MIN_TIMEOUT} to "
+            f"{MAX_TIMEOUT:.0f}, "
+            f"got {shown(timeout)}"
         )
     assert month is not None and week is not None
     return Task(
@@ -196,7 +186,7 @@ def load_task_file(path: Path, display: str | None = None) -> list[Task]:
     unknown = sorted(set(data) - {"tasks"})
     if unknown:
         raise TaskFileError(
-            f"{name}: unknown top-level key {_shown(unknown[0])}; a task file holds only [[tasks]]"
+            f"{name}: unknown top-level key {shown(unknown[0])}; a task file holds only [[tasks]]"
         )
     entries = data.get("tasks", [])
     if not isinstance(entries, list):
