@@ -903,28 +903,38 @@ def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
     from pytest_roadmap import report
     from pytest_roadmap.tracker import ProgressTracker
 
+    # Each output on its own: one that fails (a full disk, an outputs/ link out of the
+    # folder, a broken tracker) is one line here and costs none of the others.
     lines: list[str] = []
     written = runtime.outputs.close() if runtime.outputs is not None else None
     runtime.outputs = None
+    folder = runtime.settings.report_dir
     try:
-        folder = runtime.settings.report_dir
-        paths = report.write_reports(record, folder, written)
-        names = ", ".join(paths[:3])
-        outputs = len(paths) - 3
-        lines.append(
-            f"report: {names} in {folder}" + (f" (+{outputs} task outputs)" if outputs > 0 else "")
-        )
-    except (RoadmapError, OSError) as exc:
-        lines.append(f"roadmap: report not written: {exc}")
+        done = report.write_reports(record, folder, written)
+    except Exception as exc:  # no traceback at the end of a run, whatever went wrong
+        lines.append(f"roadmap: report not written: {_error_words(exc)}")
+    else:
+        if done.files:
+            more = f" (+{len(done.outputs)} task outputs)" if done.outputs else ""
+            names = ", ".join(done.reports) or "no report"
+            lines.append(f"report: {names} in {folder}{more}")
+        lines += [f"roadmap: {problem}" for problem in done.problems]
     if record.sandbox:
         lines.append("tracker: not updated (results came from the sandbox)")
         return lines
     try:
         ProgressTracker(runtime.settings.tracker).record_run(record)
         lines.append(f"tracker: updated {runtime.settings.tracker}")
-    except (RoadmapError, OSError) as exc:
-        lines.append(f"roadmap: tracker not updated: {exc}")
+    except Exception as exc:
+        lines.append(f"roadmap: tracker not updated: {_error_words(exc)}")
     return lines
+
+
+def _error_words(exc: Exception) -> str:
+    """A user error's own line; anything else with its kind, as it is not expected."""
+    if isinstance(exc, RoadmapError | OSError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 # --- the fixture -----------------------------------------------------------------------
