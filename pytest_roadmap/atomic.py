@@ -35,7 +35,9 @@ def write_many_atomic(
     folder: str | os.PathLike[str],
     files: Iterable[tuple[str, str]],
     existing: Mapping[str, os.DirEntry[str]] | None = None,
-) -> None:
+    *,
+    keep_going: bool = False,
+) -> list[tuple[str, OSError | ValueError]]:
     """Write each `(name, text)` into `folder` as `write_atomic(durable=False)` would, then
     make them durable with one sync of the folder.
 
@@ -44,16 +46,27 @@ def write_many_atomic(
     (`existing`, from `list_folder`, if the caller has it already). An OSError names the
     file it failed on in its `filename` (as with `write_atomic`); the files before it are
     written, the one it failed on is left as it was.
+
+    `keep_going=True`: a file that fails (a full disk, a name too long, text it cannot
+    encode) is left as it was and the others are still written; returns `(name, error)` of
+    each that failed (none without `keep_going`, which raises the first error instead).
     """
     where = os.fspath(folder)
     if existing is None:
         existing = list_folder(where)
     token = secrets.token_hex(6)
+    failed: list[tuple[str, OSError | ValueError]] = []
     for number, (name, text) in enumerate(files):
-        entry = existing.get(name)
-        mode = stat.S_IMODE(entry.stat().st_mode) if entry is not None else None
-        _replace(where, name, text, f"{token}{number}", durable=False, mode=mode)
+        try:
+            entry = existing.get(name)
+            mode = stat.S_IMODE(entry.stat().st_mode) if entry is not None else None
+            _replace(where, name, text, f"{token}{number}", durable=False, mode=mode)
+        except (OSError, ValueError) as exc:
+            if not keep_going:
+                raise
+            failed.append((name, exc))
     sync_folder(where)
+    return failed
 
 
 def list_folder(folder: str | os.PathLike[str]) -> dict[str, os.DirEntry[str]]:

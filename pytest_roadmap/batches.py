@@ -10,13 +10,13 @@ A batch file lists batches in the order they run, each with its tasks and option
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_roadmap.errors import SettingError
+from pytest_roadmap.errors import SettingError, shown
+from pytest_roadmap.settings import MAX_RATE, MIN_RATE
 from pytest_roadmap.tasks import Task
 
 
@@ -70,20 +70,35 @@ class BatchPlan:
                     )
 
 
-def _positive(
-    where: str, field: str, value: object, *, integer: bool, zero_ok: bool = False
+# The ranges of the numbers a batch file may hold besides the rate limit, whose range is
+# the run's own: a delay of more than an hour between tasks or batches is a typo.
+MAX_CONCURRENCY = 1000
+MAX_DELAY_MS = 3_600_000
+
+
+def _plain(number: float) -> str:
+    """0.01, 1000000: as a person writes them (not 1e+06)."""
+    return f"{number:f}".rstrip("0").rstrip(".")
+
+
+def _in_range(
+    where: str, field: str, value: object, low: float, high: float, *, integer: bool
 ) -> float:
+    """`value` as a float if it is a JSON number (a whole one if `integer`) from `low` to
+    `high`; NaN, Infinity, true and strings are not."""
     kind = "a whole number" if integer else "a number"
-    bound = ">= 0" if zero_ok else "> 0"
+    # A bool is an int; an int too big for a float compares fine (no float() before this).
     ok = (
         isinstance(value, int | float)
         and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if zero_ok else value > 0)
+        and low <= value <= high
         and (not integer or float(value).is_integer())
     )
     if not ok:
-        raise SettingError(f"{where}: field {field!r} must be {kind} {bound}, got {value!r}")
+        raise SettingError(
+            f"{where}: field {field!r} must be {kind} from {_plain(low)} to {_plain(high)}, "
+            f"got {shown(value)}"
+        )
     return float(value)  # type: ignore[arg-type]
 
 
@@ -93,7 +108,7 @@ def parse_batches(data: Any, source: str) -> BatchPlan:
         raise SettingError(f"{source}: must be a JSON object with a 'batches' list")
     unknown = sorted(set(data) - {"batches", "delays"})
     if unknown:
-        raise SettingError(f"{source}: unknown key {unknown[0]!r} (allowed: batches, delays)")
+        raise SettingError(f"{source}: unknown key {shown(unknown[0])} (allowed: batches, delays)")
     raw_batches = data.get("batches")
     if not isinstance(raw_batches, list) or not raw_batches:
         raise SettingError(f"{source}: field 'batches' must be a non-empty list of batches")
@@ -112,7 +127,7 @@ def parse_batches(data: Any, source: str) -> BatchPlan:
         extra = sorted(set(raw) - {"name", "tasks", "maxConcurrency", "rateLimit"})
         if extra:
             raise SettingError(
-                f"{where}: unknown field {extra[0]!r} "
+                f"{where}: unknown field {shown(extra[0])} "
                 "(allowed: name, tasks, maxConcurrency, rateLimit)"
             )
         tasks = raw.get("tasks")
@@ -128,11 +143,15 @@ def parse_batches(data: Any, source: str) -> BatchPlan:
         concurrency = None
         if "maxConcurrency" in raw:
             concurrency = int(
-                _positive(where, "maxConcurrency", raw["maxConcurrency"], integer=True)
+                _in_range(
+                    where, "maxConcurrency", raw["maxConcurrency"], 1, MAX_CONCURRENCY, integer=True
+                )
             )
         rate = None
         if "rateLimit" in raw:
-            rate = _positive(where, "rateLimit", raw["rateLimit"], integer=False)
+            rate = _in_range(
+                where, "rateLimit", raw["rateLimit"], MIN_RATE, MAX_RATE, integer=False
+            )
         batches.append(Batch(index, name, tuple(tasks), concurrency, rate))
     delays = data.get("delays", {})
     if not isinstance(delays, Mapping):
@@ -140,12 +159,15 @@ def parse_batches(data: Any, source: str) -> BatchPlan:
     extra = sorted(set(delays) - {"betweenBatches", "betweenTasks"})
     if extra:
         raise SettingError(
-            f"{source}: delays: unknown field {extra[0]!r} (allowed: betweenBatches, betweenTasks)"
+            f"{source}: delays: unknown field {shown(extra[0])} "
+            "(allowed: betweenBatches, betweenTasks)"
         )
     between: dict[str, float] = {}
     for field in ("betweenBatches", "betweenTasks"):
         value = delays.get(field, 0)
-        between[field] = _positive(f"{source}: delays", field, value, integer=False, zero_ok=True)
+        between[field] = _in_range(
+            f"{source}: delays", field, value, 0, MAX_DELAY_MS, integer=False
+        )
     return BatchPlan(
         source,
         tuple(batches),
@@ -171,6 +193,10 @@ def load_batches(path: Path, display: str | None = None) -> BatchPlan:
         raise SettingError(
             f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise SettingError(f"{source}: malformed JSON: a number is too long") from None
+    except RecursionError:
+        raise SettingError(f"{source}: malformed JSON: values nested too deeply") from None
     return parse_batches(data, source)
 
 

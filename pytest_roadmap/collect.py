@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -42,6 +44,24 @@ class TaskFile(pytest.File):
         if isinstance(excinfo.value, RoadmapError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+
+def odd_task_files(folder: pytest.Directory) -> list[TaskFile]:
+    """The `*.toml` entries of `folder` that pytest's folders pass over without a word
+    (they collect only regular files): FIFOs, devices, sockets and broken links. As
+    `TaskFile`s, each fails its collection saying what it is."""
+    with os.scandir(folder.path) as entries:
+        odd = sorted(
+            Path(e.path)
+            for e in entries
+            if e.name.endswith(".toml") and not e.is_dir() and not e.is_file()
+        )
+    ihook, config = folder.ihook, folder.config
+    return [
+        TaskFile.from_parent(folder, path=path)
+        for path in odd
+        if not ihook.pytest_ignore_collect(collection_path=path, config=config)
+    ]
 
 
 class TaskItem(pytest.Item):

@@ -25,3 +25,13 @@ class TrackerError(RoadmapError):
 
 class ReportError(RoadmapError):
     """A report folder or file that cannot be created or written."""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters, for error lines: a hostile file's value
+    (a megabyte key, a list nested 400 deep) stays one short line."""
+    try:
+        text = repr(value)
+    except RecursionError:  # nested deeper than repr goes
+        text = f"<{type(value).__name__} nested too deeply>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -115,7 +115,7 @@ class Pace:
             rate = min(rate, cubic(self.peak, now - self.cut_at))
         if self.header_rate > 0 and now < self.header_until:
             rate = min(rate, self.header_rate)
-        return max(rate, MIN_RATE)
+        return max(rate, min(MIN_RATE, ceiling))  # the configured rate is never exceeded
 
 
 def cubic(peak: float, elapsed: float) -> float:

@@ -24,7 +24,7 @@ import pytest
 
 from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
-from pytest_roadmap.collect import TaskFile, TaskItem
+from pytest_roadmap.collect import TaskFile, TaskItem, odd_task_files
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.gate import AdaptiveLimit
@@ -508,24 +508,49 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True if collection_path == tasks_dir else None
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> TaskFile | None:
-    config = parent.config
-    if file_path.suffix != ".toml" or not config.option.roadmap:
-        return None
+def _holds_tasks(path: Path, config: pytest.Config) -> bool:
+    """`path` is in the tasks folder or was named on the command line (it or a folder
+    above it below the rootdir)."""
     runtime = runtime_of(config)
     tasks_dir = runtime.settings.tasks_dir if runtime else _tasks_dir(config)
-    explicit = config.args_source == pytest.Config.ArgsSource.ARGS and any(
-        file_path == Path(arg.split("::")[0]).resolve()
+    if path.is_relative_to(tasks_dir):
+        return True
+    return config.args_source == pytest.Config.ArgsSource.ARGS and any(
+        path == Path(arg.split("::")[0]).resolve()
         or (
             Path(arg.split("::")[0]).resolve().is_dir()
-            and file_path.is_relative_to(Path(arg.split("::")[0]).resolve())
+            and path.is_relative_to(Path(arg.split("::")[0]).resolve())
             and not config.rootpath.is_relative_to(Path(arg.split("::")[0]).resolve())
         )
         for arg in config.args
     )
-    if file_path.is_relative_to(tasks_dir) or explicit:
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> TaskFile | None:
+    config = parent.config
+    if file_path.suffix != ".toml" or not config.option.roadmap:
+        return None
+    if _holds_tasks(file_path, config):
         return TaskFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    # pytest's folders skip a FIFO or a device named *.toml without a word; adding it
+    # as a task file makes its loading fail with a line that names it.
+    report = yield
+    config = collector.config
+    if (
+        isinstance(collector, pytest.Directory)
+        and report.passed
+        and config.option.roadmap
+        and _holds_tasks(collector.path, config)
+    ):
+        report.result.extend(odd_task_files(collector))
+    return report
 
 
 def is_roadmap_item(item: pytest.Item) -> bool:
@@ -974,28 +999,38 @@ def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
     from pytest_roadmap import report
     from pytest_roadmap.tracker import ProgressTracker
 
+    # Each output on its own: one that fails (a full disk, an outputs/ link out of the
+    # folder, a broken tracker) is one line here and costs none of the others.
     lines: list[str] = []
     written = runtime.outputs.close() if runtime.outputs is not None else None
     runtime.outputs = None
+    folder = runtime.settings.report_dir
     try:
-        folder = runtime.settings.report_dir
-        paths = report.write_reports(record, folder, written)
-        names = ", ".join(paths[:3])
-        outputs = len(paths) - 3
-        lines.append(
-            f"report: {names} in {folder}" + (f" (+{outputs} task outputs)" if outputs > 0 else "")
-        )
-    except (RoadmapError, OSError) as exc:
-        lines.append(f"roadmap: report not written: {exc}")
+        done = report.write_reports(record, folder, written)
+    except Exception as exc:  # no traceback at the end of a run, whatever went wrong
+        lines.append(f"roadmap: report not written: {_error_words(exc)}")
+    else:
+        if done.files:
+            more = f" (+{len(done.outputs)} task outputs)" if done.outputs else ""
+            names = ", ".join(done.reports) or "no report"
+            lines.append(f"report: {names} in {folder}{more}")
+        lines += [f"roadmap: {problem}" for problem in done.problems]
     if record.sandbox:
         lines.append("tracker: not updated (results came from the sandbox)")
         return lines
     try:
         ProgressTracker(runtime.settings.tracker).record_run(record)
         lines.append(f"tracker: updated {runtime.settings.tracker}")
-    except (RoadmapError, OSError) as exc:
-        lines.append(f"roadmap: tracker not updated: {exc}")
+    except Exception as exc:
+        lines.append(f"roadmap: tracker not updated: {_error_words(exc)}")
     return lines
+
+
+def _error_words(exc: Exception) -> str:
+    """A user error's own line; anything else with its kind, as it is not expected."""
+    if isinstance(exc, RoadmapError | OSError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 # --- the fixture -----------------------------------------------------------------------

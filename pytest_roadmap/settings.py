@@ -7,7 +7,6 @@ plugin hands it the raw values through `Sources`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -80,7 +79,7 @@ def resolve(spec: Spec[T], sources: Sources) -> tuple[T, str]:
         return spec.default, "default"
     raw, origin = found
     try:
-        return spec.parse(raw.strip(), origin), origin
+        return spec.parse(raw, origin), origin
     except (ValueError, OverflowError):
         shown = raw if len(raw) <= 60 else raw[:57] + "..."
         raise SettingError(
@@ -88,13 +87,27 @@ def resolve(spec: Spec[T], sources: Sources) -> tuple[T, str]:
         ) from None
 
 
-# Parsers: each raises ValueError for a value that is not allowed.
+# Parsers: each raises ValueError for a value that is not allowed. Texts are stripped by
+# the parsers that allow it; numbers are taken only as a person types them.
+
+# ASCII digits with an optional fraction: float() and int() would also take full-width and
+# other Unicode digits, "1_0", "1e-300", "inf" and surrounding spaces.
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_WHOLE = re.compile(r"-?[0-9]+")
 
 
-def _number(low: float, high: float, *, open_low: bool) -> Callable[[str, str], float]:
+def _decimal(raw: str) -> float:
+    if not _DECIMAL.fullmatch(raw):
+        raise ValueError(raw)
+    return float(raw)
+
+
+def _number(low: float, high: float) -> Callable[[str, str], float]:
+    """A decimal number from `low` to `high`."""
+
     def parse(raw: str, origin: str) -> float:
-        value = float(raw)
-        if not math.isfinite(value) or value > high or (value <= low if open_low else value < low):
+        value = _decimal(raw)
+        if not low <= value <= high:  # a string of digits too long for a float is inf
             raise ValueError(raw)
         return value
 
@@ -103,6 +116,8 @@ def _number(low: float, high: float, *, open_low: bool) -> Callable[[str, str], 
 
 def _integer(low: int, high: int) -> Callable[[str, str], int]:
     def parse(raw: str, origin: str) -> int:
+        if not _WHOLE.fullmatch(raw):
+            raise ValueError(raw)
         value = int(raw)
         if not low <= value <= high:
             raise ValueError(raw)
@@ -111,23 +126,34 @@ def _integer(low: int, high: int) -> Callable[[str, str], int]:
     return parse
 
 
+# One request per 100 s is slower than any roadmap runs; far below it the limiter's
+# interval overflows (1e-300 per second).
+MIN_RATE = 0.01
+MAX_RATE = 1_000_000.0
+# Below a tenth of a second no API answers, and the per-attempt timers stop meaning anything.
+MIN_TIMEOUT = 0.1
+MAX_TIMEOUT = 86400.0
+
+
 def _timeout(raw: str, origin: str) -> float:
     # TASK_TIMEOUT keeps the original system's milliseconds; everywhere else it is seconds.
-    value = float(raw)
+    value = _decimal(raw)
     if origin.startswith("environment"):
         value /= 1000.0
-    if not math.isfinite(value) or not 0 < value <= 86400:
+    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
         raise ValueError(raw)
     return value
 
 
 def _text(raw: str, origin: str) -> str:
+    raw = raw.strip()
     if not raw:
         raise ValueError(raw)
     return raw
 
 
 def _api(raw: str, origin: str) -> str:
+    raw = raw.strip()
     if raw == SANDBOX:
         return raw
     if (
@@ -140,19 +166,21 @@ def _api(raw: str, origin: str) -> str:
 
 
 def _path_text(raw: str, origin: str) -> str:
+    raw = raw.strip()
     if not raw or "\0" in raw:
         raise ValueError(raw)
     return raw
 
 
 def _health_path(raw: str, origin: str) -> str:
+    raw = raw.strip()
     if not raw.startswith("/") or any(c.isspace() for c in raw):
         raise ValueError(raw)
     return raw
 
 
 def _flag(raw: str, origin: str) -> bool:
-    lowered = raw.lower()
+    lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
@@ -201,8 +229,8 @@ RATE_LIMIT = Spec[float](
     "RATE_LIMIT",
     "roadmap_rate_limit",
     10.0,
-    _number(0, 1_000_000, open_low=True),
-    "a number of requests per second above 0",
+    _number(MIN_RATE, MAX_RATE),
+    f"a number of requests per second from {MIN_RATE:g} to {MAX_RATE:.0f}",
     "Requests per second across all workers, health probes included (env RATE_LIMIT; default 10).",
 )
 BURST = Spec[int](
@@ -222,7 +250,7 @@ TIMEOUT = Spec[float](
     "roadmap_timeout",
     30.0,
     _timeout,
-    "a number above 0 and at most 86400 seconds (TASK_TIMEOUT: milliseconds)",
+    "a number of seconds from 0.1 to 86400 (TASK_TIMEOUT: milliseconds, from 100 to 86400000)",
     "Seconds per attempt (env TASK_TIMEOUT in milliseconds; default 30).",
 )
 TASKS_DIR = Spec[str](
@@ -271,8 +299,8 @@ HEALTH_INTERVAL = Spec[float](
     None,
     "roadmap_health_interval",
     5.0,
-    _number(0, 3600, open_low=True),
-    "a number of seconds above 0 and at most 3600",
+    _number(0.1, 3600),
+    "a number of seconds from 0.1 to 3600",
     "Seconds between monitoring ticks and concurrency adjustments (default 5).",
 )
 HEALTH_WAIT = Spec[float](
@@ -281,7 +309,7 @@ HEALTH_WAIT = Spec[float](
     None,
     "roadmap_health_wait",
     60.0,
-    _number(0, 86400, open_low=False),
+    _number(0, 86400),
     "a number of seconds from 0 to 86400",
     "Seconds a task waits for an unhealthy API before it fails (default 60).",
 )
@@ -291,7 +319,7 @@ RETRY_DELAY = Spec[float](
     None,
     "roadmap_retry_delay",
     2000.0,
-    _number(0, 3_600_000, open_low=False),
+    _number(0, 3_600_000),
     "a number of milliseconds from 0 to 3600000",
     "Milliseconds before the first retry (default 2000).",
 )
@@ -301,7 +329,7 @@ BACKOFF = Spec[float](
     None,
     "roadmap_backoff",
     1.5,
-    _number(1, 100, open_low=False),
+    _number(1, 100),
     "a number from 1 to 100",
     "Factor the retry delay grows by after each attempt (default 1.5).",
 )
@@ -311,8 +339,8 @@ MAX_DELAY = Spec[float](
     None,
     "roadmap_max_delay",
     30000.0,
-    _number(0, 3_600_000, open_low=False),
-    "a number of milliseconds from 0 to 3600000",
+    _number(1, 3_600_000),
+    "a number of milliseconds from 1 to 3600000",
     "Cap on one retry delay, in milliseconds (default 30000).",
 )
 MAX_QUEUE = Spec[int](
@@ -322,14 +350,14 @@ MAX_QUEUE = Spec[int](
     "roadmap_max_queue",
     100,
     _integer(0, 10_000_000),
-    "an integer >= 0 (0: no limit)",
+    "an integer from 0 to 10000000 (0: no limit)",
     "Most tasks one run takes; the rest are skipped (0: no limit).",
 )
 ADAPTIVE_MODES = ("aimd", "seed", "off")
 
 
 def _adaptive(raw: str, origin: str) -> str:
-    lowered = raw.lower()
+    lowered = raw.strip().lower()
     if lowered in ADAPTIVE_MODES:
         return lowered
     # The ini key was a flag before the modes: true meant the adaptive rule, false none.
@@ -357,7 +385,7 @@ MAX_WAIT = Spec[float](
     None,
     "roadmap_max_wait",
     300.0,
-    _number(1, 86400, open_low=False),
+    _number(1, 86400),
     "a number of seconds from 1 to 86400",
     "Longest the run waits for an API that refuses for load or asks it to wait: a "
     "Retry-After beyond it means the quota is exhausted and the run stops starting tasks; a "
@@ -433,12 +461,14 @@ def _redirect_hosts(raw: str, origin: str) -> tuple[str, ...]:
 
 
 def _store_url(raw: str, origin: str) -> str:
+    raw = raw.strip()
     if not raw.startswith(("sqlite://", "redis://", "rediss://")) or any(c.isspace() for c in raw):
         raise ValueError(raw)
     return raw
 
 
 def _run_id(raw: str, origin: str) -> str:
+    raw = raw.strip()
     if not RUN_ID_PATTERN.fullmatch(raw):
         raise ValueError(raw)
     return raw
@@ -486,7 +516,7 @@ SHARD_WAIT = Spec[float](
     None,
     "roadmap_shard_wait",
     600.0,
-    _number(0, 86400, open_low=False),
+    _number(0, 86400),
     "a number of seconds from 0 to 86400",
     "Seconds a batch or dependency waits for the other shards to start before its task "
     "fails (default 600).",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +15,13 @@ from typing import Any
 # 200 tasks, measured here), which is most of the collection time of a large roadmap.
 import tomli as tomllib
 
-from pytest_roadmap.errors import TaskFileError
+from pytest_roadmap.errors import TaskFileError, shown
+from pytest_roadmap.settings import MAX_TIMEOUT, MIN_TIMEOUT
 
 ID_PATTERN = re.compile(r"[a-z0-9_-]+")
+# An id names its output files (outputs/<id>.json and the temporary file beside it), and
+# most file systems allow 255 bytes per name: 128 leaves room and is more than any id needs.
+MAX_ID_CHARS = 128
 CATEGORIES = ("improvement", "test", "optimization", "doc")
 # Far above any real prompt, low enough that a runaway file cannot eat the controller.
 MAX_PROMPT_CHARS = 1_000_000
@@ -52,6 +58,15 @@ class Task:
         return f"month{self.month}_week{self.week}_{self.title}"
 
 
+def _bad_id(value: object) -> str | None:
+    """Why `value` is not a task id, or None if it is one."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        return f"must match [a-z0-9_-]+, got {shown(value)}"
+    if len(value) > MAX_ID_CHARS:
+        return f"must be at most {MAX_ID_CHARS} characters, got {len(value)}"
+    return None
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -64,7 +79,7 @@ def _int_field(
     value = entry[name]
     allowed = f"an integer from {low} to {high}" if high else f"an integer >= {low}"
     if not _is_int(value) or value < low or (high is not None and value > high):
-        raise TaskFileError(f"{where}: '{name}' must be {allowed}, got {value!r}")
+        raise TaskFileError(f"{where}: '{name}' must be {allowed}, got {shown(value)}")
     return int(value)
 
 
@@ -89,14 +104,14 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     task_id = entry.get("id")
     unknown = sorted(set(entry) - _FIELDS)
     if unknown:
-        named = f" (id {task_id!r})" if isinstance(task_id, str) else ""
+        named = f" (id {shown(task_id)})" if isinstance(task_id, str) else ""
         raise TaskFileError(
-            f"{where}{named}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_FIELDS))})"
+            f"{where}{named}: unknown field {shown(unknown[0])} "
+            f"(allowed: {', '.join(sorted(_FIELDS))})"
         )
-    if not isinstance(task_id, str) or not ID_PATTERN.fullmatch(task_id):
-        raise TaskFileError(
-            f"{where}: 'id' is required and must match [a-z0-9_-]+, got {task_id!r}"
-        )
+    problem = _bad_id(task_id)
+    if problem is not None or not isinstance(task_id, str):
+        raise TaskFileError(f"{where}: 'id' is required and {problem}")
     where = f"{where} (id {task_id!r})"
     for name in ("title", "prompt"):
         value = entry.get(name)
@@ -117,22 +132,21 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     dogfooding = entry.get("dogfooding")
     if dogfooding is not None and dogfooding not in CATEGORIES:
         raise TaskFileError(
-            f"{where}: 'dogfooding' must be one of {', '.join(CATEGORIES)}, got {dogfooding!r}"
+            f"{where}: 'dogfooding' must be one of {', '.join(CATEGORIES)}, got {shown(dogfooding)}"
         )
     depends_on = entry.get("depends_on", [])
-    if not isinstance(depends_on, list) or not all(
-        isinstance(d, str) and ID_PATTERN.fullmatch(d) for d in depends_on
-    ):
+    if not isinstance(depends_on, list) or any(_bad_id(d) for d in depends_on):
         raise TaskFileError(f"{where}: 'depends_on' must be a list of task ids")
     timeout = entry.get("timeout")
     if timeout is not None and (
         isinstance(timeout, bool)
         or not isinstance(timeout, int | float)
-        or not 0 < timeout <= 86400
+        or not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT
     ):
         raise TaskFileError(
-            f"{where}: 'timeout' must be a number of seconds above 0 and at most 86400, "
-            f"got {timeout!r}"
+            f"{where}: 'timeout' must be a number of seconds from {MIN_TIMEOUT} to "
+            f"{MAX_TIMEOUT:.0f}, "
+            f"got {shown(timeout)}"
         )
     assert month is not None and week is not None
     return Task(
@@ -154,14 +168,9 @@ def load_task_file(path: Path, display: str | None = None) -> list[Task]:
     """Read one task file; every problem is a TaskFileError naming the file."""
     name = display or str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise TaskFileError(
-                f"{name}: file is {size} bytes; task files may be at most {MAX_FILE_BYTES}"
-            )
-        raw = path.read_bytes()
+        raw = _read_regular(path, name)
     except OSError as exc:
-        raise TaskFileError(f"{name}: cannot read task file: {exc.strerror}") from None
+        raise TaskFileError(f"{name}: cannot read task file: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -172,10 +181,12 @@ def load_task_file(path: Path, display: str | None = None) -> list[Task]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TaskFileError(f"{name}: invalid TOML: {exc}") from None
+    except RecursionError as exc:  # tomli's own limit on nesting, or the interpreter's
+        raise TaskFileError(f"{name}: invalid TOML: values nested too deeply ({exc})") from None
     unknown = sorted(set(data) - {"tasks"})
     if unknown:
         raise TaskFileError(
-            f"{name}: unknown top-level key {unknown[0]!r}; a task file holds only [[tasks]]"
+            f"{name}: unknown top-level key {shown(unknown[0])}; a task file holds only [[tasks]]"
         )
     entries = data.get("tasks", [])
     if not isinstance(entries, list):
@@ -191,9 +202,66 @@ def load_task_file(path: Path, display: str | None = None) -> list[Task]:
     return tasks
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file of `mode` is when it is not a regular file ("a FIFO"), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def _read_regular(path: Path, name: str) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most MAX_FILE_BYTES.
+
+    Checked before opening, as opening a FIFO waits for a writer and opening some devices
+    acts on them, and again on the open file (O_NONBLOCK: a FIFO swapped in meanwhile
+    cannot block), so a file replaced between the two checks is caught too.
+    """
+    try:
+        kind = _not_regular(os.stat(path).st_mode)
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            raise
+        raise TaskFileError(
+            f"{name}: is a link to {os.readlink(path)}, which does not exist"
+        ) from None
+    if kind is None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            kind = _not_regular(info.st_mode)
+            if kind is None:
+                if info.st_size > MAX_FILE_BYTES:
+                    raise TaskFileError(
+                        f"{name}: file is {info.st_size} bytes; task files may be at most "
+                        f"{MAX_FILE_BYTES}"
+                    )
+                data = handle.read(MAX_FILE_BYTES + 1)  # a file growing meanwhile stays bounded
+                if len(data) > MAX_FILE_BYTES:
+                    raise TaskFileError(
+                        f"{name}: file is over {MAX_FILE_BYTES} bytes; task files may be at "
+                        f"most {MAX_FILE_BYTES}"
+                    )
+                return data
+    target = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    raise TaskFileError(f"{name}: is {kind}{target}; a task file must be a regular file")
+
+
 def task_files(directory: Path) -> list[Path]:
-    """Every `*.toml` file under `directory`, in a stable order."""
-    return sorted(p for p in directory.rglob("*.toml") if p.is_file())
+    """Every `*.toml` entry under `directory` that is not a folder, in a stable order.
+
+    A FIFO, a device or a broken link named `*.toml` is listed too: loading it is then an
+    error that names it, where skipping it would drop its tasks without a word.
+    """
+    return sorted(p for p in directory.rglob("*.toml") if not p.is_dir())
 
 
 def check_unique(tasks: Iterable[Task]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -80,3 +81,32 @@ def test_malformed_tracker(roadmap: Roadmap, name: str) -> None:
     result.stdout.fnmatch_lines([f"roadmap: tracker not updated: {TRACKERS[name]}"])
     assert tracker.read_bytes() == before
     assert "Traceback" not in result.stdout.str()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_task_file_that_is_not_a_regular_file(roadmap: Roadmap) -> None:
+    """pytest itself passes over FIFOs and devices; a tasks folder must not lose them
+    without a word, and must never open a FIFO (it would wait for a writer)."""
+    folder = roadmap.pytester.path / "roadmap_tasks"
+    roadmap.tasks("good", task_toml("fine"))
+    os.mkfifo(folder / "pipe.toml")
+    (folder / "later").mkdir()
+    os.mkfifo(folder / "later" / "deep.toml")
+    (folder / "device.toml").symlink_to(os.devnull)
+    (folder / "gone.toml").symlink_to(folder / "no-such-file")
+    result = roadmap.run()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines_random(
+        [
+            "roadmap_tasks/pipe.toml: is a FIFO; a task file must be a regular file",
+            "roadmap_tasks/later/deep.toml: is a FIFO; a task file must be a regular file",
+            f"roadmap_tasks/device.toml: is a character device (a link to {os.devnull}); *",
+            "roadmap_tasks/gone.toml: is a link to *no-such-file, which does not exist",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert roadmap.sandbox.log() == []
+    # Named on the command line, it is the same error.
+    result = roadmap.run("roadmap_tasks/pipe.toml")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["roadmap_tasks/pipe.toml: is a FIFO; *"])

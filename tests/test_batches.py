@@ -230,19 +230,19 @@ BAD_CONFIGS = [
     ),
     (
         '{"batches": [{"name": "x", "tasks": ["a"], "maxConcurrency": 0}]}',
-        "batch 'x': field 'maxConcurrency' must be a whole number > 0, got 0",
+        "batch 'x': field 'maxConcurrency' must be a whole number from 1 to 1000, got 0",
     ),
     (
         '{"batches": [{"name": "x", "tasks": ["a"], "rateLimit": -1}]}',
-        "batch 'x': field 'rateLimit' must be a number > 0, got -1",
+        "batch 'x': field 'rateLimit' must be a number from 0.01 to 1000000, got -1",
     ),
     (
         '{"batches": [{"name": "x", "tasks": ["a"], "rateLimit": "5"}]}',
-        "batch 'x': field 'rateLimit' must be a number > 0, got '5'",
+        "batch 'x': field 'rateLimit' must be a number from 0.01 to 1000000, got '5'",
     ),
     (
         '{"batches": [{"name": "x", "tasks": ["a"]}], "delays": {"betweenBatches": -5}}',
-        "delays: field 'betweenBatches' must be a number >= 0, got -5",
+        "delays: field 'betweenBatches' must be a number from 0 to 3600000, got -5",
     ),
     (
         '{"batches": [{"name": "x", "tasks": ["a"]}, {"name": "x", "tasks": ["b"]}]}',

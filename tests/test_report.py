@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import pytest_roadmap.report as report_module
 from pytest_roadmap.atomic import write_atomic, write_many_atomic
 from pytest_roadmap.errors import ReportError, RoadmapError
 from pytest_roadmap.report import (
@@ -395,7 +396,8 @@ def test_outputs(record: RunRecord, tmp_path: Path) -> None:
     written = write_reports(record, tmp_path)
     outputs = tmp_path / "outputs"
     assert sorted(p.name for p in outputs.iterdir()) == ["alpha.json", "alpha.md", "delta.json"]
-    assert set(written) == {
+    assert written.problems == []
+    assert set(written.files) == {
         "report.json",
         "report.md",
         "report.html",
@@ -437,7 +439,7 @@ def test_output_writer_writes_during_the_run_and_the_report_keeps_it(
     assert json.loads((outputs / "alpha.json").read_text())["message"] == "Here it is."
     # What the writer wrote is not written again (the marker survives) ...
     (outputs / "alpha.json").write_text("marker")
-    names = write_reports(record, tmp_path, written)
+    names = write_reports(record, tmp_path, written).files
     assert (outputs / "alpha.json").read_text() == "marker"
     assert "outputs/alpha.json" in names
     assert {r.task.id: r.output for r in record.results}["alpha"] == "outputs/alpha.json"
@@ -481,25 +483,76 @@ def test_output_path_refuses_leaving_folder(tmp_path: Path, task_id: str) -> Non
         output_path(tmp_path, task_id, ".json")
 
 
-def test_write_reports_refuses_escaping_id_before_writing(tmp_path: Path) -> None:
+def test_write_reports_refuses_escaping_id_and_writes_the_rest(tmp_path: Path) -> None:
     # Task() itself does not validate ids; only the loader does.
-    result = make_result(make_task("../escape"), answer={"code": "x", "message": ""})
-    with pytest.raises(ValueError, match="outside"):
-        write_reports(make_record([result]), tmp_path / "out")
+    escaping = make_result(make_task("../escape"), answer={"code": "x", "message": ""})
+    fine = make_result(make_task("fine"), answer={"code": "", "message": "m"})
+    done = write_reports(make_record([escaping, fine]), tmp_path / "out")
     assert not (tmp_path / "escape.json").exists()
-    assert list((tmp_path / "out").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "outputs",
+        "report.html",
+        "report.json",
+        "report.md",
+    ]
+    assert done.outputs == ["outputs/fine.json"]
+    assert len(done.problems) == 1
+    assert re.fullmatch(
+        r"1 task outputs not written to .*/outputs: task '\.\./escape': task id '\.\./escape' "
+        r"would put its output at .*escape\.json, outside .*/outputs",
+        done.problems[0],
+    )
+    assert (escaping.output, fine.output) == (None, "outputs/fine.json")
 
 
-def test_symlinked_outputs_folder_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("link", ["elsewhere", "loop"])
+def test_outputs_link_out_of_the_folder_costs_only_the_outputs(tmp_path: Path, link: str) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     folder = tmp_path / "out"
     folder.mkdir()
-    (folder / "outputs").symlink_to(elsewhere)
+    (folder / "outputs").symlink_to(elsewhere if link == "elsewhere" else folder / "outputs")
     result = make_result(make_task("a"), answer={"code": "x", "message": ""})
-    with pytest.raises(ValueError, match="outside"):
-        write_reports(make_record([result]), folder)
+    writer = OutputWriter(folder)  # during the run: writes nothing, raises nothing
+    writer.add(result)
+    assert writer.close() == {}
+    done = write_reports(make_record([result]), folder)
     assert list(elsewhere.iterdir()) == []
+    assert done.files == ["report.json", "report.md", "report.html"]
+    [problem] = done.problems
+    if link == "elsewhere":
+        assert problem == (
+            f"task outputs of 1 tasks not written: {folder / 'outputs'} leads to {elsewhere}, "
+            "outside the report folder"
+        )
+    else:
+        assert problem.startswith(f"task outputs of 1 tasks not written: {folder / 'outputs'} ")
+    assert result.output is None
+    assert json.loads((folder / "report.json").read_text())["tasks"][0]["output"] is None
+
+
+def test_output_name_too_long_costs_only_that_output(tmp_path: Path) -> None:
+    """A hand-built record can hold an id longer than a file name may be (the loader
+    allows 128 characters): that task's outputs fail, the others and the reports do not."""
+    long = make_result(make_task("x" * 300), answer={"code": "c", "message": "m"})
+    fine = make_result(make_task("fine"), answer={"code": "c", "message": "m"})
+    writer = OutputWriter(tmp_path)
+    writer.add(long)
+    writer.add(fine)
+    assert sorted(writer.close()) == ["fine.json", "fine.md"]
+    done = write_reports(make_record([long, fine]), tmp_path)
+    assert done.files == [
+        "report.json",
+        "report.md",
+        "report.html",
+        "outputs/fine.json",
+        "outputs/fine.md",
+    ]
+    assert done.problems == [
+        f"2 task outputs not written to {tmp_path / 'outputs'}: {'x' * 300}.json: "
+        "File name too long (and 1 more)"
+    ]
+    assert (long.output, fine.output) == (None, "outputs/fine.json")
 
 
 # --- atomic writes ---------------------------------------------------------------------
@@ -563,6 +616,24 @@ def test_write_many_atomic_failure_names_the_file_and_keeps_it(tmp_path: Path) -
     assert _leftovers(tmp_path) == []
 
 
+def test_write_many_atomic_keep_going_writes_the_others(tmp_path: Path) -> None:
+    (tmp_path / "b.json").mkdir()
+    failed = write_many_atomic(
+        tmp_path,
+        [("a.json", "one"), ("b.json", "two"), ("c.json", "bad \udc80"), ("d.json", "four")],
+        keep_going=True,
+    )
+    assert [(name, type(exc)) for name, exc in failed] == [
+        ("b.json", IsADirectoryError),
+        ("c.json", UnicodeEncodeError),
+    ]
+    assert (tmp_path / "a.json").read_text() == "one" and (
+        tmp_path / "d.json"
+    ).read_text() == "four"
+    assert not (tmp_path / "c.json").exists()
+    assert _leftovers(tmp_path) == []
+
+
 def test_write_atomic_keeps_mode_of_existing_file(tmp_path: Path) -> None:
     target = tmp_path / "f.txt"
     target.write_text("old", encoding="utf-8")
@@ -571,13 +642,25 @@ def test_write_atomic_keeps_mode_of_existing_file(tmp_path: Path) -> None:
     assert target.stat().st_mode & 0o777 == 0o640
 
 
-def test_unserialisable_value_leaves_old_reports(record: RunRecord, tmp_path: Path) -> None:
+def test_unrenderable_report_keeps_its_old_file_and_costs_no_other(
+    record: RunRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_reports(record, tmp_path)
-    before = {p.name: p.read_bytes() for p in tmp_path.glob("report.*")}
-    record.results[0].answer = {"code": object(), "message": "m"}
-    with pytest.raises(TypeError):
-        write_reports(record, tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.glob("report.*")} == before
+    before = (tmp_path / "report.json").read_bytes()
+    record.model = "another-model"
+
+    def broken(record: RunRecord) -> str:
+        raise TypeError("Object of type object is not JSON serializable")
+
+    monkeypatch.setattr(report_module, "render_json", broken)
+    done = write_reports(record, tmp_path)
+    assert (tmp_path / "report.json").read_bytes() == before
+    assert done.reports == ["report.md", "report.html"]
+    assert done.problems == [
+        f"report.json not written to {tmp_path}: TypeError: Object of type object is not JSON "
+        "serializable"
+    ]
+    assert "another-model" in (tmp_path / "report.html").read_text(encoding="utf-8")
     assert _leftovers(tmp_path) == []
 
 
@@ -591,19 +674,18 @@ def test_failing_rename_midway_leaves_old_files(
 
     def replace_then_fail(src: str | Path, dst: str | Path) -> None:
         calls.append(dst)
-        if len(calls) == 2:  # report.json is replaced, report.md is not
+        if Path(dst).name == "report.md":  # report.json and report.html are replaced
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace_then_fail)
     record.model = "another-model"
-    with pytest.raises(ReportError) as caught:
-        write_reports(record, tmp_path)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert str(tmp_path) in message
-    assert "No space left on device" in message
+    done = write_reports(record, tmp_path)
+    assert done.problems == [f"report.md not written to {tmp_path}: No space left on device"]
     assert (tmp_path / "report.md").read_bytes() == old_md
+    assert "another-model" in (tmp_path / "report.json").read_text(encoding="utf-8")
+    assert "another-model" in (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert done.reports == ["report.json", "report.html"]
     assert _leftovers(tmp_path) == []
 
 

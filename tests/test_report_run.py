@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -302,3 +307,104 @@ def test_html_report_of_a_real_run_renders_in_chromium(roadmap: Roadmap, tmp_pat
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in dom
     assert "<script>alert(1)</script>" not in dom
     assert console_lines(done.stderr) == []
+
+
+def _tracker_marks(roadmap: Roadmap) -> dict[str, bool]:
+    doc = json.loads((roadmap.pytester.path / "ROADMAP_PROGRESS.json").read_text())
+    return {key: task["completed"] for key, task in doc["tasks"].items()}
+
+
+def test_outputs_link_out_of_the_report_folder_costs_only_the_outputs(roadmap: Roadmap) -> None:
+    elsewhere = roadmap.pytester.path / "elsewhere"
+    elsewhere.mkdir()
+    folder = roadmap.pytester.path / "roadmap-report"
+    folder.mkdir()
+    (folder / "outputs").symlink_to(elsewhere)
+    roadmap.tasks("month1", task_toml("a"), task_toml("b"))
+    result = roadmap.run()
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"report: report.json, report.md, report.html in {folder}",
+            f"roadmap: task outputs of 2 tasks not written: {folder / 'outputs'} leads to "
+            f"{elsewhere}, outside the report folder",
+            "tracker: updated *ROADMAP_PROGRESS.json",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert list(elsewhere.iterdir()) == []
+    tasks = json.loads((folder / "report.json").read_text())["tasks"]
+    assert [(t["id"], t["outcome"], t["output"]) for t in tasks] == [
+        ("a", "passed", None),
+        ("b", "passed", None),
+    ]
+    assert _tracker_marks(roadmap) == {"month1_week1_Task a": True, "month1_week1_Task b": True}
+
+
+def _small_tmpfs(mount_point: Path, size: str) -> None:
+    """Mount a tmpfs of `size` at `mount_point`, or skip: only root on Linux may."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+
+
+@pytest.mark.parametrize("limit", ["tmpfs", "file-size"])
+def test_a_full_disk_costs_only_what_does_not_fit(
+    roadmap: Roadmap, limit: str, request: pytest.FixtureRequest
+) -> None:
+    """An answer too big for the disk: its outputs are left out and said so in one line;
+    the other task's outputs, the three reports and the tracker are written."""
+    folder = roadmap.pytester.path / "report"
+    preexec: Callable[[], None] | None = None
+    if limit == "tmpfs":  # a real ENOSPC: a 256 KiB file system for the report folder
+        _small_tmpfs(folder, "256k")
+        request.addfinalizer(lambda: subprocess.run(["umount", str(folder)], check=False))
+        reason = "No space left on device"
+    else:  # EFBIG, where no mount is allowed: the run may write no file over 256 KiB
+        resource = pytest.importorskip("resource")
+
+        def limit_file_size() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+        preexec = limit_file_size
+
+        reason = "File too large"
+    roadmap.tasks("month1", task_toml("big"), task_toml("small"))
+    huge = json.dumps({"code": "x = 1\n" * 100_000, "message": "all of it"})
+    roadmap.sandbox.configure(rules=[{"match": "do big", "body": huge}])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *roadmap.args("--roadmap-report", str(folder))],
+        cwd=roadmap.pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec,  # only sets a resource limit: safe between fork and exec
+    )
+    out = proc.communicate(timeout=180)[0].decode()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert re.search(
+        rf"^roadmap: 2 task outputs not written to {re.escape(str(folder))}/outputs: "
+        rf"big\.(json|md): {reason} \(and 1 more\)$",
+        out,
+        re.MULTILINE,
+    ), out
+    assert f"report: report.json, report.md, report.html in {folder} (+2 task outputs)" in out
+    assert sorted(p.name for p in (folder / "outputs").iterdir()) == ["small.json", "small.md"]
+    tasks = json.loads((folder / "report.json").read_text())["tasks"]
+    assert {t["id"]: t["output"] for t in tasks} == {"big": None, "small": "outputs/small.json"}
+    assert (folder / "report.md").stat().st_size > 0 and (folder / "report.html").exists()
+    assert _tracker_marks(roadmap) == {
+        "month1_week1_Task big": True,
+        "month1_week1_Task small": True,
+    }
+    assert [e["task"] for e in roadmap.chats()] == ["big", "small"]
+    assert not [p for p in folder.rglob("*.tmp")]

@@ -76,7 +76,7 @@ BAD = [
         ["--roadmap-rate-limit", "abc"],
         {},
         "invalid rate limit 'abc' from option --roadmap-rate-limit:"
-        " must be a number of requests per second above 0",
+        " must be a number of requests per second from 0.01 to 1000000",
     ),
     (["--roadmap-rate-limit", "0"], {}, "invalid rate limit '0' from option --roadmap-rate-limit*"),
     ([], {"RATE_LIMIT": "-5"}, "invalid rate limit '-5' from environment variable RATE_LIMIT*"),
@@ -84,8 +84,8 @@ BAD = [
         [],
         {"TASK_TIMEOUT": "soon"},
         "invalid task timeout 'soon' from environment variable "
-        "TASK_TIMEOUT: must be a number above 0 and at most 86400 seconds (TASK_TIMEOUT: "
-        "milliseconds)",
+        "TASK_TIMEOUT: must be a number of seconds from 0.1 to 86400 (TASK_TIMEOUT: "
+        "milliseconds, from 100 to 86400000)",
     ),
     (
         [],
@@ -134,6 +134,22 @@ BAD = [
     ([], {"ROADMAP_SHARDS": "0"}, "invalid shards '0' from environment variable*1 to 1000"),
     (["--roadmap-shard-wait", "-1"], {}, "invalid shard wait '-1'*from 0 to 86400"),
     (["--roadmap-api", "ftp://x.example"], {}, "invalid API URL 'ftp://x.example'*"),
+    # Tiny values: 1e-300 requests/s overflowed the limiter's interval; a tiny timeout,
+    # health interval (a status line per tick) or retry cap means nothing a person wants.
+    ([], {"RATE_LIMIT": "1e-300"}, "invalid rate limit '1e-300' from environment*0.01 to*"),
+    ([], {"RATE_LIMIT": "0.001"}, "invalid rate limit '0.001' from environment*0.01 to*"),
+    (["--roadmap-timeout", "0.01"], {}, "invalid task timeout '0.01'*from 0.1 to 86400*"),
+    ([], {"TASK_TIMEOUT": "50"}, "invalid task timeout '50' from environment*from 100 to*"),
+    (["--roadmap-health-interval", "1e-9"], {}, "invalid health interval '1e-9'*0.1 to 3600"),
+    (["--roadmap-max-delay", "0.0001"], {}, "invalid maximum retry delay '0.0001'*1 to 3600000"),
+    # Only what a person types: ASCII digits, no underscores, no padding.
+    ([], {"RATE_LIMIT": "\uff15"}, "invalid rate limit '\uff15' from environment variable*"),
+    ([], {"RATE_LIMIT": "1_0"}, "invalid rate limit '1_0' from environment variable*"),
+    ([], {"RATE_LIMIT": " 5"}, "invalid rate limit ' 5' from environment variable*"),
+    (["--roadmap-burst", "2 "], {}, "invalid burst '2 ' from option --roadmap-burst*"),
+    (["--roadmap-max-queue", "\uff11\uff10"], {}, "invalid queue limit '\uff11\uff10'*"),
+    (["--roadmap-backoff", "2e0"], {}, "invalid backoff factor '2e0'*"),
+    ([], {"ROADMAP_SHARDS": "1_0"}, "invalid shards '1_0' from environment variable*"),
     (["--roadmap-ca-bundle", "missing.pem"], {}, "invalid CA bundle 'missing.pem'*PEM file"),
     (
         [],
@@ -163,6 +179,20 @@ def test_bad_setting_is_one_usage_error_line(
     result.stderr.fnmatch_lines([f"ERROR: pytest-roadmap: {line}"])
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
     assert one_task.sandbox.log() == []
+
+
+@pytest.mark.parametrize(
+    ("env", "shown"), [("0.5", "rate=0.5/s"), (".5", "rate=0.5/s"), ("12.", "rate=12/s")]
+)
+def test_plain_decimals_are_numbers(
+    one_task: Roadmap, monkeypatch: pytest.MonkeyPatch, env: str, shown: str
+) -> None:
+    monkeypatch.setenv("RATE_LIMIT", env)
+    result = one_task.pytester.runpytest(
+        "-p", "no:cacheprovider", "--roadmap", "-n", "0", "--roadmap-api", one_task.sandbox.url
+    )
+    result.assert_outcomes(passed=1)
+    assert shown in result.stdout.str()
 
 
 def test_bad_ini_value_names_the_ini_key(one_task: Roadmap) -> None:

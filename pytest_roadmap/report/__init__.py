@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_roadmap.atomic import write_atomic, write_many_atomic
-from pytest_roadmap.errors import ReportError
+from pytest_roadmap.errors import ReportError, shown
 from pytest_roadmap.report.html import render_html
 from pytest_roadmap.report.json import SCHEMA_VERSION, build_json, render_json
 from pytest_roadmap.report.markdown import append_step_summary, render_markdown
@@ -15,12 +16,14 @@ from pytest_roadmap.report.outputs import (
     OutputFolder,
     OutputWriter,
     render_output_markdown,
+    saves_output,
 )
-from pytest_roadmap.results import RunRecord
+from pytest_roadmap.results import RunRecord, TaskResult
 
 __all__ = [
     "SCHEMA_VERSION",
     "OutputWriter",
+    "WrittenReports",
     "append_step_summary",
     "build_json",
     "output_path",
@@ -42,56 +45,122 @@ def output_path(folder: Path, task_id: str, suffix: str) -> Path:
     return outputs.path / outputs.name(task_id, suffix)
 
 
+@dataclass
+class WrittenReports:
+    """What `write_reports` wrote, and what it could not, one line each."""
+
+    reports: list[str] = field(default_factory=list)  # "report.json", "report.md", ...
+    outputs: list[str] = field(default_factory=list)  # "outputs/<id>.json", ... in place
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[str]:
+        """Every file in place, relative to the report folder: reports, then task outputs."""
+        return self.reports + self.outputs
+
+
 def write_reports(
     record: RunRecord, folder: Path, written: Collection[str] | None = None
-) -> list[str]:
-    """Write every report of `record` into `folder`; return the files written, as paths
-    relative to `folder` ("report.json", ..., "outputs/<id>.json").
+) -> WrittenReports:
+    """Write every report of `record` into `folder`: each passed task's outputs, then
+    report.json, report.md and report.html.
 
-    `written`: names (in outputs/) of the task outputs an `OutputWriter` wrote during the
-    run; those are neither rendered nor written again. Sets each saved task's
-    `TaskResult.output`, appends report.md to the GitHub step summary when
+    Each file is attempted on its own: one that cannot be rendered or written (a full disk,
+    an outputs/ link that leads out of the folder, a name too long) keeps its old version,
+    is named in `problems`, and costs none of the others. `written`: names (in outputs/) of
+    the task outputs an `OutputWriter` wrote during the run; those are neither rendered nor
+    written again. Sets each saved task's `TaskResult.output` (None for a task whose output
+    could not be written), appends report.md to the GitHub step summary when
     GITHUB_STEP_SUMMARY is set, and raises ReportError (one line naming the folder and the
-    OS reason) when the folder cannot be created or written.
+    OS reason) only when the folder itself cannot be created.
     """
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create report folder {folder}: {exc.strerror or exc}") from None
-    outputs = OutputFolder(folder)
-    done = written or ()
-    names: list[str] = []
-    missing: list[tuple[str, str]] = []
-    for result in record.results:
-        saved = outputs.names(result)
-        if not saved:
+    done = WrittenReports()
+    done.outputs, problem = _write_task_outputs(record, folder, written or ())
+    if problem is not None:
+        done.problems.append(problem)
+    markdown: str | None = None
+    for name, render in (
+        ("report.json", render_json),
+        ("report.md", render_markdown),
+        ("report.html", render_html),
+    ):
+        try:
+            text = render(record)
+            write_atomic(folder / name, text)
+        except Exception as exc:  # any one report's failure must not cost the others
+            done.problems.append(f"{name} not written to {folder}: {_reason(exc)}")
             continue
-        result.output = f"{OUTPUTS}/{saved[0]}"
-        names += saved
-        if any(name not in done for name in saved):  # rendered only if still to write
-            missing += [(name, text) for name, text in outputs.files(result) if name not in done]
-    # Render everything before writing anything: a value that cannot be rendered
-    # then leaves the folder as it was.
-    markdown = render_markdown(record)
-    reports = [
-        (folder / "report.json", render_json(record)),
-        (folder / "report.md", markdown),
-        (folder / "report.html", render_html(record)),
-    ]
-    current = folder
-    try:
-        if missing:
-            current = folder / OUTPUTS
-            current.mkdir(exist_ok=True)
-            write_many_atomic(current, missing)
-        for current, text in reports:
-            write_atomic(current, text)
-    except OSError as exc:
-        # write_atomic and write_many_atomic name the file; mkdir and a bare OSError may not
-        failed = Path(exc.filename).name if isinstance(exc.filename, str) else current.name
-        raise ReportError(
-            f"cannot write reports to {folder}: {failed}: {exc.strerror or exc}"
-        ) from None
-    append_step_summary(markdown)
-    return [path.name for path, _ in reports] + [f"{OUTPUTS}/{name}" for name in names]
+        done.reports.append(name)
+        if name == "report.md":
+            markdown = text
+    if markdown is not None:
+        try:
+            append_step_summary(markdown)
+        except ReportError as exc:
+            done.problems.append(str(exc))
+    return done
+
+
+def _write_task_outputs(
+    record: RunRecord, folder: Path, done: Collection[str]
+) -> tuple[list[str], str | None]:
+    """Write the task outputs still missing; return the outputs in place (as paths
+    relative to `folder`) and one line about those that are not, if any."""
+    for result in record.results:
+        result.output = None
+    saving = [result for result in record.results if saves_output(result)]
+    if not saving:
+        return [], None
+    outputs = OutputFolder(folder)
+    if outputs.problem is not None:
+        return [], f"task outputs of {len(saving)} tasks not written: {outputs.problem}"
+    planned: list[tuple[TaskResult, list[str]]] = []
+    missing: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []  # (file or task, reason)
+    for result in saving:
+        try:
+            names = outputs.names(result)
+            if any(name not in done for name in names):  # rendered only if still to write
+                missing += [
+                    (name, text) for name, text in outputs.files(result) if name not in done
+                ]
+        except Exception as exc:  # this task's alone
+            failed.append((f"task {shown(result.task.id)}", _reason(exc)))
+        else:
+            planned.append((result, names))
+    if missing:
+        try:
+            outputs.path.mkdir(exist_ok=True)
+        except OSError as exc:
+            failed += [(name, _reason(exc)) for name, _ in missing]
+        else:
+            problems = write_many_atomic(outputs.path, missing, keep_going=True)
+            failed += [(name, _reason(exc)) for name, exc in problems]
+    lost = {name for name, _ in failed}
+    files: list[str] = []
+    for result, names in planned:
+        kept = [name for name in names if name not in lost]
+        if names[0] in kept:  # its answer (<id>.json) is in place
+            result.output = f"{OUTPUTS}/{names[0]}"
+        files += [f"{OUTPUTS}/{name}" for name in kept]
+    if not failed:
+        return files, None
+    first, reason = failed[0]
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return files, (
+        f"{len(failed)} task outputs not written to {outputs.path}: {first}: {reason}{more}"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """An error in a few words: the OS reason, or the exception's own line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, ReportError | ValueError | OSError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -31,12 +31,25 @@ BATCH_WAIT = 1.0
 
 
 class OutputFolder:
-    """`folder/outputs/`, resolved once, and the file names of one task's outputs."""
+    """`folder/outputs/`, resolved once, and the file names of one task's outputs.
+
+    `problem` says, in words, why no output can be written there (a link that leads out
+    of the report folder or cannot be followed), or is None.
+    """
 
     def __init__(self, folder: Path) -> None:
-        root = Path(folder).resolve()  # once: resolving costs a system call per path part
-        self.path = (root / OUTPUTS).resolve()
+        link = Path(folder) / OUTPUTS
+        self.problem: str | None = None
+        try:
+            root = Path(folder).resolve()  # once: resolving costs a system call per path part
+            self.path = (root / OUTPUTS).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            self.path, self._inside = link, False
+            self.problem = f"{link} cannot be followed: {exc}"
+            return
         self._inside = self.path.is_relative_to(root)
+        if not self._inside:
+            self.problem = f"{link} leads to {self.path}, outside the report folder"
 
     def name(self, task_id: str, suffix: str) -> str:
         """The output's file name in outputs/, or ValueError if it would not stay there."""
@@ -52,10 +65,11 @@ class OutputFolder:
     def names(self, result: TaskResult) -> list[str]:
         """The output files of `result` (`<id>.json`, then `<id>.md` if it has code); none
         unless it passed with an answer. Cheap: nothing is rendered."""
-        if result.outcome != PASSED or not isinstance(result.answer, dict):
+        answer = result.answer
+        if not saves_output(result) or not isinstance(answer, dict):
             return []
         names = [self.name(result.task.id, ".json")]
-        code = result.answer.get("code")
+        code = answer.get("code")
         if isinstance(code, str) and code:
             names.append(self.name(result.task.id, ".md"))
         return names
@@ -71,6 +85,11 @@ class OutputFolder:
         if len(names) > 1:
             files.append((names[1], render_output_markdown(result, str(code), message)))
         return files
+
+
+def saves_output(result: TaskResult) -> bool:
+    """The task passed with an answer, which its outputs keep."""
+    return result.outcome == PASSED and isinstance(result.answer, dict)
 
 
 def render_output_markdown(result: TaskResult, code: str, message: object) -> str:
@@ -103,9 +122,11 @@ def saved_answer(code: object, message: object) -> str:
 class OutputWriter:
     """Writes passed tasks' outputs into `folder/outputs/` from a daemon thread.
 
-    Best effort: on the first error (a folder that cannot be written, an id that would
-    leave it) it stops, and the end-of-run report, which writes whatever is missing, meets
-    the same error and reports it in its one line. `close()` says what was written.
+    Best effort and silent: an output it cannot write (a full disk, an id that would leave
+    the folder) is left out and the others are still written; without a folder to write in
+    (`OutputFolder.problem`, or one that cannot be created) it writes nothing. The
+    end-of-run report writes whatever is missing, meets the same errors and says so.
+    `close()` says what was written.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -152,21 +173,34 @@ class OutputWriter:
         # The files there before the run (their modes are kept), listed once.
         existing: dict[str, os.DirEntry[str]] | None = None
         for batch in batches:
-            try:
+            if existing is None:
+                existing = self._open_folder()
                 if existing is None:
-                    self._outputs.path.mkdir(parents=True, exist_ok=True)
-                    existing = list_folder(self._outputs.path)
-                files: list[tuple[str, str]] = []
-                owners: dict[str, str] = {}
-                for result in batch:
-                    for name, text in self._outputs.files(result):
-                        files.append((name, text))
-                        owners[name] = result.task.id
-                write_many_atomic(self._outputs.path, files, existing)
-            except (OSError, ValueError):
-                # The end-of-run report meets the same error and says so. Until close(),
-                # take what comes without writing it.
-                for _ in batches:
-                    pass
-                return
-            self._written.update(owners)
+                    # Nowhere to write: the end-of-run report meets the same error and says
+                    # so. Until close(), take what comes without writing it.
+                    for _ in batches:
+                        pass
+                    return
+            files: list[tuple[str, str]] = []
+            owners: dict[str, str] = {}
+            for result in batch:
+                try:
+                    produced = self._outputs.files(result)
+                except Exception:  # this task's alone: the end-of-run report says why
+                    continue
+                for name, text in produced:
+                    files.append((name, text))
+                    owners[name] = result.task.id
+            failed = write_many_atomic(self._outputs.path, files, existing, keep_going=True)
+            left_out = {name for name, _ in failed}
+            self._written.update((n, o) for n, o in owners.items() if n not in left_out)
+
+    def _open_folder(self) -> dict[str, os.DirEntry[str]] | None:
+        """The outputs folder's entries, creating it if need be; None if it cannot be used."""
+        if self._outputs.problem is not None:
+            return None
+        try:
+            self._outputs.path.mkdir(parents=True, exist_ok=True)
+            return list_folder(self._outputs.path)
+        except OSError:
+            return None
