@@ -1,23 +1,31 @@
 """Learned pacing: roadmap runs with default settings against servers that limit them.
 
 Each scenario starts a sandbox (its own process) that misbehaves one way, writes M tasks
-of one chat request each, and runs `pytest --roadmap` as a subprocess with default
-settings except what the scenario names (-n, and --roadmap-max-queue 0 past the default
-queue of 100 tasks). The sandbox's log judges each run: chat requests, refusals by
-status, when the first request came (start-up: process start to it); report.json gives
-passed / failed / skipped and the concurrency changes. The bound is the physical one:
-the time M tasks need at the rate min(capacity(t) / L, server rate, client rate, N / L),
-health probes not counted. `checks` holds the acceptance criteria of each scenario.
+of one chat request each, and runs `pytest --roadmap --roadmap-api URL` as a subprocess
+with default settings except what the scenario names (-n, and --roadmap-max-queue 0 past
+the default queue of 100 tasks); a real API URL, not the embedded sandbox, so the
+progress tracker is written. The sandbox's log judges each run: chat requests, refusals
+by status, start-up (process start to the first request); report.json gives passed /
+failed / skipped and the concurrency changes. The bound is the physical one: the time M
+tasks need at min(capacity(t) / L, server rate, client rate, N / L), health probes not
+counted. `checks` holds the acceptance criteria of each scenario, `checks_met` in how
+many runs each held. A run still going at --timeout is killed with its workers.
 
-    capacity2          capacity 2 (503 beyond), L=250 ms, -n 6, 48 tasks
-    rate4-noheaders    server 4/s, 429 without Retry-After, client at 10/s, -n 3, 40 tasks
-    rate5-headers      server 5/s saying so in each header family (one run each), 40 tasks
+    capacity2          capacity 2 (503 beyond), -n 6, 48 tasks
+    rate4-noheaders    server 4/s, 429 without Retry-After, client at its 10/s, -n 3,
+                       40 tasks
+    rate5-headers      server 5/s saying so on every answer, one run per header family
+                       (--family to choose), default -n, 40 tasks
     capacity-4-1-4     capacity 4, then 1 for 6 s from 3 s after the first request, then
                        4 again, -n 6, 150 tasks
-    quota10            after 10 answers every request gets 429 with Retry-After: 3600;
-                       then a second run with --roadmap-resume against a fresh quota
-    nolimits           no limits, the runs of rows 1-3 of docs/benchmarks.md (row 3: the
-                       plugin against plain xdist functions doing the same requests)
+    quota10            after 10 answers every request gets 429 with Retry-After: 3600,
+                       default -n, 30 tasks; then a --roadmap-resume run on the tracker it
+                       left, against the server with the quota lifted
+    nolimits           no limits: the runs of rows 1-3 of docs/benchmarks.md (--rows),
+                       with the rate limits they name; row 3 against plain xdist
+                       functions doing the same requests (extra_ms_per_task)
+
+L is 250 ms in all but nolimits (--latency-ms changes it everywhere, --tasks M).
 
     python benchmarks/pacing_bench.py --scenario capacity2 --repeat 3
     python benchmarks/pacing_bench.py --scenario all --repeat 1 --json pacing.json
@@ -392,6 +400,8 @@ def measure(
     """One run of the scenario and what the sandbox and the report say of it."""
     if scenario.steps:
         sandbox.configure(capacity_schedule=None)
+    if scenario.quota is not None:
+        sandbox.configure(quota=scenario.quota)  # the resume run before turned it off
     sandbox.reset()
     for stale in (folder / "roadmap-report" / "report.json", folder / TRACKER):
         stale.unlink(missing_ok=True)
@@ -480,7 +490,8 @@ def quota_figures(
     run: Timed,
     entries: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """The end of a quota run, the tracker it left, and a --roadmap-resume run after it."""
+    """The end of a quota run, the tracker it left, and a --roadmap-resume run after it
+    against the server without the quota."""
     quota_429 = [e for e in entries if e["status"] == 429 and e["answered"] is not None]
     first_answer = min((float(e["answered"]) for e in quota_429), default=None)
     after = (
@@ -493,7 +504,9 @@ def quota_figures(
     }
     completed = tracker_completed(folder / TRACKER)
 
-    # The second run: a fresh quota, the same tracker, --roadmap-resume.
+    # The second run: the same tracker, --roadmap-resume, and the quota lifted, so every
+    # task it sends can pass.
+    sandbox.configure(quota=None)
     sandbox.reset()
     (folder / "roadmap-report" / "report.json").unlink(missing_ok=True)
     command = roadmap_command(sandbox.url, scenario, ["--roadmap-resume"])
