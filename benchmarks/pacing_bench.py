@@ -157,8 +157,8 @@ def quota_checks(run: Mapping[str, Any], tasks: int) -> dict[str, bool]:
         "at_most_5_requests_after_it": after is not None and after <= 5,
         "tracker_holds_the_quota": run["tracker_completed"] == run["quota"]
         and bool(run["tracker_matches_answers"]),
-        "resume_sends_only_the_rest": run["resume_resent_completed"] == 0
-        and run["resume_tasks_sent"] == tasks - run["quota"],
+        "resume_sends_only_the_rest": run["resume_resent_answered"] == 0
+        and run["resume_missing"] == 0,
     }
 
 
@@ -371,9 +371,14 @@ def read_report(folder: Path) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def task_index(entry: Mapping[str, Any]) -> int | None:
-    found = TASK_OF_MESSAGE.match(str(entry.get("message") or ""))
-    return int(found[1]) if found else None
+def tasks_of(entries: Iterable[Mapping[str, Any]], answered_only: bool = False) -> set[int]:
+    """The task indices of the chat requests (answered 200 only, if asked), by prompt."""
+    found = set()
+    for entry in entries:
+        task = TASK_OF_MESSAGE.match(str(entry.get("message") or ""))
+        if task and entry["path"] == CHAT_PATH and (entry["status"] == 200 or not answered_only):
+            found.add(int(task[1]))
+    return found
 
 
 def by_status(entries: Iterable[Mapping[str, Any]]) -> dict[int, int]:
@@ -499,9 +504,7 @@ def quota_figures(
         if first_answer is not None
         else None
     )
-    answered = {task_index(e) for e in entries if e["path"] == CHAT_PATH and e["status"] == 200} - {
-        None
-    }
+    answered = tasks_of(entries, answered_only=True)
     completed = tracker_completed(folder / TRACKER)
 
     # The second run: the same tracker, --roadmap-resume, and the quota lifted, so every
@@ -512,7 +515,7 @@ def quota_figures(
     command = roadmap_command(sandbox.url, scenario, ["--roadmap-resume"])
     resume = run_timed(command, folder, timeout)
     resumed = sandbox.log()
-    sent = {task_index(e) for e in resumed if e["path"] == CHAT_PATH} - {None}
+    sent = tasks_of(resumed)
     report = read_report(folder)
     totals = report["totals"] if report else {}
     return {
@@ -525,10 +528,9 @@ def quota_figures(
         "resume_returncode": resume.returncode,
         "resume_chat": sum(1 for e in resumed if e["path"] == CHAT_PATH),
         "resume_tasks_sent": len(sent),
-        "resume_resent_completed": len(sent & (completed or set())),
-        "resume_missing": scenario.tasks
-        - len(completed or set())
-        - len(sent - (completed or set())),
+        # Sent again though run 1 had its answer; answered by neither run.
+        "resume_resent_answered": len(sent & answered),
+        "resume_missing": scenario.tasks - len(answered | tasks_of(resumed, answered_only=True)),
         "resume_passed": totals.get("passed"),
         "resume_skipped": totals.get("skipped"),
     }
