@@ -23,7 +23,9 @@ many runs each held. A run still going at --timeout is killed with its workers.
                        left, against the server with the quota lifted
     nolimits           no limits: the runs of rows 1-3 of docs/benchmarks.md (--rows),
                        with the rate limits they name; row 3 against plain xdist
-                       functions doing the same requests (extra_ms_per_task)
+                       functions doing the same requests (extra_ms_per_task); it has
+                       no checks: "no slower" means against the same script run on the
+                       code from before, on the same machine
 
 L is 250 ms in all but nolimits (--latency-ms changes it everywhere, --tasks M).
 
