@@ -472,7 +472,8 @@ def figures(
         "limit_came_back_up": came_back_up(changes),
     }
     if scenario.steps:
-        # The server's side of "came back up": chat requests at once in each phase.
+        # The server's side of "came back up": chat requests answered 200 at once, among
+        # those that arrived in each phase.
         phases: dict[str, int] = {}
         for index, (_, capacity) in enumerate(scenario.steps):
             start = first + offset + scenario.steps[index][0]
@@ -481,7 +482,7 @@ def figures(
                 + offset
                 + (scenario.steps[index + 1][0] if index + 1 < len(scenario.steps) else math.inf)
             )
-            inside = [e for e in chat if start <= float(e["arrived"]) < end]
+            inside = [e for e in chat if e["status"] == 200 and start <= e["arrived"] < end]
             phases[f"{index}:capacity {capacity}"] = max_in_flight(inside)
         result["max_in_flight_by_phase"] = phases
     if run.timed_out or run.returncode not in (0, 1):
