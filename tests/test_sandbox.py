@@ -628,7 +628,7 @@ def test_control_config_changes_settings_and_rules(
         (b'{"capacity_schedule": [[0, -1]]}', "capacity_schedule"),
         (b'{"capacity_schedule": [[0, 1.5]]}', "capacity_schedule"),
         (b'{"capacity_schedule": [[-1, 1]]}', "capacity_schedule"),
-        (b'{"capacity_schedule": [[2, 1], [1, 2]]}', "rising"),
+        (b'{"capacity_schedule": [[2, 1], [1, 2]]}', "step [1, 2] after [2, 1]"),
         (b'{"capacity_schedule": [[0, true]]}', "capacity_schedule"),
         (b'{"capacity_retry_after": "no"}', "capacity_retry_after"),
         (b'{"rate_limit_retry_after": 0}', "rate_limit_retry_after"),
