@@ -57,6 +57,11 @@ MAX_PADDING = 1 << 31  # a rule's `size`: answers up to 2 GiB, made and sent in 
 PIECE = 1 << 16
 MAX_TRICKLE = 60.0
 RATE_WINDOW = 1.0
+# The families of headers that can tell a client where the rate window stands: none, the
+# IETF draft's first three fields (draft-ietf-httpapi-ratelimit-headers-06), its later
+# RateLimit / RateLimit-Policy pair (-08 and on), and the x-ratelimit-*-requests fields
+# OpenAI sends.
+RATE_LIMIT_HEADERS = ("", "ratelimit", "ratelimit-policy", "x-ratelimit")
 # How long stop() waits for requests to notice it (they all wait on the stop event).
 STOP_GRACE = 2.0
 REMOTE_TIMEOUT = 10.0
@@ -97,6 +102,35 @@ def _check_number(
 def _check_bool(owner: str, name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise SettingError(f"{owner} {name} must be true or false, got {value!r}")
+
+
+def _check_schedule(owner: str, value: object) -> tuple[tuple[float, int], ...] | None:
+    """The capacity schedule as a tuple of (seconds, capacity) steps, or None when off."""
+    what = (
+        f"{owner} capacity_schedule must be a list of [seconds, capacity] steps "
+        "with seconds >= 0 rising and capacity a whole number >= 0, or null"
+    )
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise SettingError(f"{what}, got {value!r}")
+    steps: list[tuple[float, int]] = []
+    for step in value:
+        if isinstance(step, (str, bytes, Mapping)) or not isinstance(step, Iterable):
+            raise SettingError(f"{what}, got step {step!r}")
+        pair = list(step)
+        if len(pair) != 2:
+            raise SettingError(f"{what}, got step {step!r}")
+        seconds, capacity = pair
+        try:
+            _check_number(owner, "capacity_schedule", seconds, what="")
+            _check_number(owner, "capacity_schedule", capacity, what="", integer=True)
+        except SettingError:
+            raise SettingError(f"{what}, got step {step!r}") from None
+        if steps and seconds <= steps[-1][0]:
+            raise SettingError(f"{what}, got step {step!r} after {list(steps[-1])!r}")
+        steps.append((seconds, capacity))
+    return tuple(steps) or None
 
 
 @dataclass(frozen=True)
@@ -215,9 +249,16 @@ class SandboxConfig:
     """How the sandbox misbehaves; every default means "off".
 
     `latency` delays every admitted chat answer; `capacity` caps chat requests in flight
-    (503 beyond it); `rate_limit` caps /api/ requests in any 1 s window at
-    floor(rate_limit) (at least 1; 429 beyond it); `failure_rate` answers that share of
-    chat requests 500, drawn from `random.Random(seed)`; `down` answers 503 everywhere.
+    (503 beyond it, with `Retry-After: 1` unless `capacity_retry_after` is false);
+    `capacity_schedule` changes that cap over time: [seconds, capacity] steps counted from
+    when it is configured or the log is reset, the last step reached in force (`capacity`
+    before the first). `rate_limit` caps /api/ requests in any 1 s window at
+    floor(rate_limit) (at least 1; 429 beyond it, with `Retry-After` unless
+    `rate_limit_retry_after` is false); `rate_limit_headers` names the family of headers
+    that then tell every /api/ answer where the window stands (RATE_LIMIT_HEADERS).
+    `quota` answers every /api/ request 429 with `Retry-After: quota_retry_after` once that
+    many chat requests were answered 2xx. `failure_rate` answers that share of chat
+    requests 500, drawn from `random.Random(seed)`; `down` answers 503 everywhere.
     """
 
     latency: float = 0.0
@@ -227,6 +268,12 @@ class SandboxConfig:
     seed: int = 0
     down: bool = False
     rules: Sequence[Rule] = ()
+    capacity_schedule: Sequence[Sequence[float]] | None = None
+    capacity_retry_after: bool = True
+    rate_limit_retry_after: bool = True
+    rate_limit_headers: str = ""
+    quota: int | None = None
+    quota_retry_after: int = 3600
 
     def __post_init__(self) -> None:
         owner = "sandbox setting"
@@ -256,6 +303,27 @@ class SandboxConfig:
             raise SettingError(f"{owner} rules must be a list of rules, got {self.rules!r}")
         # A tuple, so a config can be shared between threads without copying.
         object.__setattr__(self, "rules", tuple(Rule.from_value(r) for r in self.rules))
+        object.__setattr__(
+            self, "capacity_schedule", _check_schedule(owner, self.capacity_schedule)
+        )
+        _check_bool(owner, "capacity_retry_after", self.capacity_retry_after)
+        _check_bool(owner, "rate_limit_retry_after", self.rate_limit_retry_after)
+        if self.rate_limit_headers not in RATE_LIMIT_HEADERS:
+            allowed = ", ".join(repr(name) for name in RATE_LIMIT_HEADERS)
+            raise SettingError(
+                f"{owner} rate_limit_headers must be one of {allowed}, "
+                f"got {self.rate_limit_headers!r}"
+            )
+        _check_number(
+            owner, "quota", self.quota, what="a whole number >= 0", integer=True, optional=True
+        )
+        _check_number(
+            owner,
+            "quota_retry_after",
+            self.quota_retry_after,
+            what="whole seconds >= 0",
+            integer=True,
+        )
 
     def with_changes(self, changes: Mapping[str, Any]) -> SandboxConfig:
         """A copy with `changes` applied; rules may be Rule objects or JSON objects."""
@@ -271,10 +339,30 @@ class SandboxConfig:
         """The config as JSON-ready data (rules as a list of objects)."""
         data = dataclasses.asdict(self)
         data["rules"] = [dataclasses.asdict(rule) for rule in self.rules]
+        if self.capacity_schedule is not None:
+            data["capacity_schedule"] = [list(step) for step in self.capacity_schedule]
         return data
 
 
 # --------------------------------------------------------------------------- state
+
+
+def go_duration(seconds: float) -> str:
+    """`seconds` (rounded up to whole milliseconds, at least 1) the way Go prints a
+    time.Duration, as OpenAI's x-ratelimit-reset-* headers do: 250ms, 1s, 1.5s, 6m0s, 1h0m0s.
+    """
+    ms = max(1, math.ceil(round(seconds * 1000, 6)))
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, fraction = divmod(rest, 1000)
+    text = f"{whole}.{fraction:03d}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{minutes}m{text}"
+    return text
 
 
 def _chat_answer(message: str, model: str) -> dict[str, str]:
@@ -304,6 +392,7 @@ class _Decision:
     trickle_head: bool = False
     admitted: bool = False  # counted in flight until settled
     settled: bool = False
+    quota_epoch: int | None = None  # counted against the quota of this epoch, if at all
 
 
 class _SandboxState:
@@ -318,6 +407,9 @@ class _SandboxState:
         self._seq = 0
         self._in_flight = 0
         self._accepted: deque[float] = deque()  # monotonic arrivals inside the rate window
+        self._schedule_start = time.monotonic()  # where capacity_schedule counts from
+        self._quota_used = 0  # chat answers 2xx, and admitted ones on their way to it
+        self._epoch = 0  # one per reset, so a request from before it frees no quota after
         self._busy = 0
         self._idle = threading.Condition(self._lock)
         self.stopping = threading.Event()
@@ -369,17 +461,23 @@ class _SandboxState:
                 self._rule_uses = [0] * len(new.rules)
             if "seed" in changes:
                 self._rng = random.Random(new.seed)
+            if "capacity_schedule" in changes:
+                self._schedule_start = time.monotonic()
             self._config = new
             return new
 
     def reset(self) -> None:
-        """Clear the log, rule counters and rate window; reseed, so a run can be replayed."""
+        """Clear the log, rule counters, rate window and quota; reseed and restart the
+        capacity schedule, so a run can be replayed."""
         with self._lock:
             self._entries = []
             self._seq = 0
             self._rule_uses = [0] * len(self._config.rules)
             self._rng = random.Random(self._config.seed)
             self._accepted.clear()
+            self._schedule_start = time.monotonic()
+            self._quota_used = 0
+            self._epoch += 1
 
     def log(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -412,6 +510,7 @@ class _SandboxState:
             "answered": None,
             "status": None,
             "in_flight": 0,
+            "capacity": None,
             "message": message[:MESSAGE_PREVIEW] if isinstance(message, str) else None,
             "model": model if isinstance(model, str) else None,
             # Only a digest: the token must never reach the log or its file.
@@ -427,11 +526,75 @@ class _SandboxState:
             # For chat, the count includes this request even when it is turned away,
             # so a 503 from capacity shows the number that tripped it.
             entry["in_flight"] = self._in_flight + 1 if is_chat else self._in_flight
+            if is_chat:
+                entry["capacity"] = self._capacity_locked()
             self._entries.append(entry)
             decision = self._decide_locked(entry, method, path, message, model, auth)
             if decision.admitted:
                 self._in_flight += 1
+                # Counted when admitted, not when answered, so requests in flight together
+                # cannot overshoot the quota; settle() gives it back if no answer goes out.
+                if 200 <= decision.status < 300 and not (decision.hang or decision.close):
+                    self._quota_used += 1
+                    decision.quota_epoch = self._epoch
+            decision.headers.update(self._rate_headers_locked(decision))
             return decision
+
+    def _capacity_locked(self) -> int | None:
+        """The capacity in force: the last schedule step reached, else `capacity`."""
+        config = self._config
+        capacity = config.capacity
+        elapsed = time.monotonic() - self._schedule_start
+        for seconds, step in config.capacity_schedule or ():
+            if seconds > elapsed:
+                break
+            capacity = int(step)
+        return capacity
+
+    def _quota_spent_locked(self) -> bool:
+        quota = self._config.quota
+        return quota is not None and self._quota_used >= quota
+
+    def _rate_headers_locked(self, decision: _Decision) -> dict[str, str]:
+        """Where the rate window stands after this request, in the configured family.
+
+        Remaining: requests still allowed in the window. Reset: seconds until the oldest
+        admitted request leaves it (one more is allowed then if none is now), or the whole
+        window when it is empty. Under a spent quota: none left until its Retry-After, so
+        the two agree, as the draft asks.
+        """
+        config = self._config
+        family = config.rate_limit_headers
+        if config.rate_limit is None or not family:
+            return {}
+        limit = max(1, math.floor(config.rate_limit))
+        # Only the quota's own 429 comes with the quota spent (it is checked first).
+        if decision.status == 429 and self._quota_spent_locked():
+            remaining, reset = 0, float(config.quota_retry_after)
+        else:
+            now = time.monotonic()
+            while self._accepted and self._accepted[0] <= now - RATE_WINDOW:
+                self._accepted.popleft()
+            remaining = max(0, limit - len(self._accepted))
+            reset = self._accepted[0] + RATE_WINDOW - now if self._accepted else RATE_WINDOW
+        whole = max(1, math.ceil(reset))
+        if family == "ratelimit":
+            return {
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": str(remaining),
+                "RateLimit-Reset": str(whole),
+            }
+        if family == "ratelimit-policy":
+            window = max(1, math.ceil(RATE_WINDOW))
+            return {
+                "RateLimit": f'"default";r={remaining};t={whole}',
+                "RateLimit-Policy": f'"default";q={limit};w={window}',
+            }
+        return {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": go_duration(reset),
+        }
 
     def _decide_locked(
         self,
@@ -445,15 +608,17 @@ class _SandboxState:
         config = self._config
         if config.down:
             return _Decision(entry, 503, {"status": "down"})
+        if self._quota_spent_locked():
+            retry = {"Retry-After": str(config.quota_retry_after)}
+            return _Decision(entry, 429, {"error": "quota exhausted"}, headers=retry)
         if config.rate_limit is not None:
             now = time.monotonic()
             while self._accepted and self._accepted[0] <= now - RATE_WINDOW:
                 self._accepted.popleft()
             if len(self._accepted) >= max(1, math.floor(config.rate_limit)):
                 wait = max(1, math.ceil(self._accepted[0] + RATE_WINDOW - now))
-                return _Decision(
-                    entry, 429, {"error": "rate limit exceeded"}, headers={"Retry-After": str(wait)}
-                )
+                retry = {"Retry-After": str(wait)} if config.rate_limit_retry_after else {}
+                return _Decision(entry, 429, {"error": "rate limit exceeded"}, headers=retry)
             self._accepted.append(now)
         if path == HEALTH_PATH:
             if method != "GET":
@@ -467,8 +632,10 @@ class _SandboxState:
             return _Decision(
                 entry, 400, {"error": "body must be a JSON object with a string 'message'"}
             )
-        if config.capacity is not None and self._in_flight + 1 > config.capacity:
-            return _Decision(entry, 503, {"error": "over capacity"}, headers={"Retry-After": "1"})
+        capacity = entry["capacity"]
+        if capacity is not None and self._in_flight + 1 > capacity:
+            retry = {"Retry-After": "1"} if config.capacity_retry_after else {}
+            return _Decision(entry, 503, {"error": "over capacity"}, headers=retry)
         # Admitted: it takes `latency` whatever the answer, like a server that did the work.
         decision = _Decision(entry, 200, admitted=True, wait=config.latency)
         rule = self._take_rule(config, message)
@@ -532,6 +699,8 @@ class _SandboxState:
             decision.settled = True
             if decision.admitted:
                 self._in_flight -= 1
+            if not answered:
+                self._give_back_quota_locked(decision)
             decision.entry["status"] = status
             decision.entry["answered"] = time.time() if answered else None
 
@@ -539,6 +708,13 @@ class _SandboxState:
         """The answer could not be written after all."""
         with self._lock:
             decision.entry["answered"] = None
+            self._give_back_quota_locked(decision)
+
+    def _give_back_quota_locked(self, decision: _Decision) -> None:
+        """A request counted against the quota that got no answer: it did not use it."""
+        if decision.quota_epoch == self._epoch:
+            self._quota_used -= 1
+        decision.quota_epoch = None
 
     def record(self, decision: _Decision) -> None:
         """Append the finished entry to the log file, if there is one."""
@@ -946,8 +1122,9 @@ class SandboxServer:
         """A copy of the request log, one entry per /api/ request in arrival order.
 
         Keys: seq, method, path, arrived, answered (null while open, or after hang/close),
-        status, in_flight, message (first 80 chars), model, auth (sha256 of the
-        Authorization value), host (the Host header: which name a redirect went to),
+        status, in_flight, capacity (for chat requests, the capacity in force when it
+        arrived; null when there is none), message (first 80 chars), model, auth (sha256
+        of the Authorization value), host (the Host header: which name a redirect went to),
         worker, task, attempt, run (the X-Roadmap-* headers).
         """
         return self._state.log()
@@ -957,7 +1134,8 @@ class SandboxServer:
         return self._state.configure(changes)
 
     def reset(self) -> None:
-        """Clear the log, rule counters and rate window, and reseed the failure draw."""
+        """Clear the log, rule counters, rate window and quota, reseed the failure draw,
+        and start the capacity schedule again."""
         self._state.reset()
 
     def _bound(self) -> tuple[str, int]:
@@ -1131,6 +1309,20 @@ def _argument(
     return parse
 
 
+def _schedule_argument(text: str) -> list[tuple[float, int]]:
+    """--capacity-schedule 0:4,3:1,9:4 as [(0.0, 4), (3.0, 1), (9.0, 4)]."""
+    what = "steps SECONDS:CAPACITY separated by commas, seconds rising, e.g. 0:4,3:1,9:4"
+    steps: list[tuple[float, int]] = []
+    try:
+        for part in text.split(","):
+            seconds, capacity = part.split(":")
+            steps.append((float(seconds), int(capacity)))
+        _check_schedule("sandbox setting", steps)
+    except (ValueError, SettingError):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    return steps
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roadmap-sandbox",
@@ -1157,10 +1349,50 @@ def _build_parser() -> argparse.ArgumentParser:
         help="most chat requests in flight; beyond it 503",
     )
     parser.add_argument(
+        "--capacity-schedule",
+        type=_schedule_argument,
+        default=None,
+        metavar="S:C,...",
+        help="capacity C from S seconds after start (or a reset) on, e.g. 0:4,3:1,9:4; "
+        "before the first step --capacity holds",
+    )
+    parser.add_argument(
+        "--no-capacity-retry-after",
+        dest="capacity_retry_after",
+        action="store_false",
+        help="answer 503 over capacity without Retry-After",
+    )
+    parser.add_argument(
         "--rate-limit",
         type=_argument(float, "requests per second > 0", lambda v: finite(v) and v > 0),
         default=None,
         help="most /api/ requests per 1 s window; beyond it 429",
+    )
+    parser.add_argument(
+        "--no-rate-limit-retry-after",
+        dest="rate_limit_retry_after",
+        action="store_false",
+        help="answer 429 over the rate limit without Retry-After",
+    )
+    parser.add_argument(
+        "--rate-limit-headers",
+        choices=[name for name in RATE_LIMIT_HEADERS if name],
+        default="",
+        help="with --rate-limit, tell every /api/ answer where the window stands: "
+        "RateLimit-Limit/-Remaining/-Reset, RateLimit + RateLimit-Policy, or "
+        "x-ratelimit-*-requests",
+    )
+    parser.add_argument(
+        "--quota",
+        type=_argument(int, "a whole number >= 0", lambda v: v >= 0),
+        default=None,
+        help="after this many chat answers 2xx, answer every /api/ request 429",
+    )
+    parser.add_argument(
+        "--quota-retry-after",
+        type=_argument(int, "whole seconds >= 0", lambda v: v >= 0),
+        default=3600,
+        help="Retry-After of the --quota 429 (default 3600)",
     )
     parser.add_argument(
         "--failure-rate",
@@ -1193,6 +1425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit=args.rate_limit,
         failure_rate=args.failure_rate,
         seed=args.seed,
+        capacity_schedule=args.capacity_schedule,
+        capacity_retry_after=args.capacity_retry_after,
+        rate_limit_retry_after=args.rate_limit_retry_after,
+        rate_limit_headers=args.rate_limit_headers,
+        quota=args.quota,
+        quota_retry_after=args.quota_retry_after,
     )
     server = SandboxServer(config, host=args.host, port=args.port, log_path=args.log)
     stop = threading.Event()

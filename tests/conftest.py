@@ -50,6 +50,12 @@ class RemoteSandbox(SandboxSubprocess):
         "seed": 0,
         "down": False,
         "rules": [],
+        "capacity_schedule": None,
+        "capacity_retry_after": True,
+        "rate_limit_retry_after": True,
+        "rate_limit_headers": "",
+        "quota": None,
+        "quota_retry_after": 3600,
     }
 
     def restore(self) -> None:

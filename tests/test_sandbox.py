@@ -7,9 +7,11 @@ import json
 import math
 import os
 import random
+import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -31,6 +33,7 @@ from pytest_roadmap.sandbox import (
     achieved_rate,
     configure_remote,
     fetch_log,
+    go_duration,
     main,
     max_in_flight,
     max_in_window,
@@ -389,6 +392,247 @@ def test_stop_is_prompt_with_a_keep_alive_connection_and_a_long_latency(
     assert errors
 
 
+# --------------------------------------------------------------------------- pacing
+
+
+def chat_entries(server: SandboxServer) -> list[dict[str, Any]]:
+    return [e for e in server.log() if e["path"] == CHAT_PATH]
+
+
+def test_capacity_schedule_overrides_capacity_and_is_logged(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(capacity=5, capacity_schedule=[[0, 0], [3600, 5]])
+    assert chat(http, sandbox, "first").status_code == 503
+    assert http.get(sandbox.url + HEALTH_PATH, timeout=10).status_code == 200
+    # Before the first step, `capacity` holds.
+    sandbox.configure(capacity=None, capacity_schedule=[[3600, 0]])
+    assert chat(http, sandbox, "second").status_code == 200
+    sandbox.configure(capacity=1, capacity_schedule=None)
+    assert chat(http, sandbox, "third").status_code == 200
+    assert [(e["path"], e["status"], e["capacity"]) for e in sandbox.log()] == [
+        (CHAT_PATH, 503, 0),
+        (HEALTH_PATH, 200, None),
+        (CHAT_PATH, 200, None),
+        (CHAT_PATH, 200, 1),
+    ]
+
+
+def test_capacity_schedule_steps_in_time_and_restarts_on_reset(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    step = 1.5
+    before = time.time()
+    sandbox.configure(capacity_schedule=[[0, 0], [step, 1]])
+    assert chat(http, sandbox, "early").status_code == 503
+    wait_until(lambda: chat(http, sandbox, "polling").status_code == 200, timeout=step + 10)
+    entries = chat_entries(sandbox)
+    assert [(e["status"], e["capacity"]) for e in entries] == [(503, 0)] * (len(entries) - 1) + [
+        (200, 1)
+    ]
+    # The step came no earlier than its time after the config was applied.
+    assert entries[-1]["arrived"] - before >= step - 0.01
+
+    sandbox.reset()  # counts from the reset again: capacity 0 for another `step` seconds
+    response = chat(http, sandbox, "after reset")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert [(e["status"], e["capacity"]) for e in chat_entries(sandbox)] == [(503, 0)]
+
+
+def test_capacity_without_retry_after(sandbox: SandboxServer, http: requests.Session) -> None:
+    sandbox.configure(capacity=0, capacity_retry_after=False)
+    response = chat(http, sandbox, "no room")
+    assert response.status_code == 503
+    assert "Retry-After" not in response.headers
+    assert response.json() == {"error": "over capacity"}
+
+
+def test_rate_limit_without_retry_after_sends_no_headers(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(rate_limit=1, rate_limit_retry_after=False)
+    first = http.get(sandbox.url + HEALTH_PATH, timeout=10)
+    second = http.get(sandbox.url + HEALTH_PATH, timeout=10)
+    assert (first.status_code, second.status_code) == (200, 429)
+    for response in (first, second):
+        assert not [n for n in response.headers if "ratelimit" in n.lower() or n == "Retry-After"]
+    assert [e["status"] for e in sandbox.log()] == [200, 429]
+
+
+def duration_seconds(text: str) -> float:
+    """A Go duration as OpenAI sends it (1s, 250ms, 6m0s, 1h0m0s) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, text
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def read_rate_headers(family: str, headers: Any) -> tuple[int, int, float]:
+    """(limit, remaining, reset seconds) from one answer's headers of `family`."""
+    if family == "ratelimit":
+        return (
+            int(headers["RateLimit-Limit"]),
+            int(headers["RateLimit-Remaining"]),
+            float(headers["RateLimit-Reset"]),
+        )
+    if family == "ratelimit-policy":
+        policy = re.fullmatch(r'"default";q=(\d+);w=(\d+)', headers["RateLimit-Policy"])
+        current = re.fullmatch(r'"default";r=(\d+);t=(\d+)', headers["RateLimit"])
+        assert policy and current, (headers["RateLimit-Policy"], headers["RateLimit"])
+        assert policy[2] == "1"  # the window: one second
+        return int(policy[1]), int(current[1]), float(current[2])
+    return (
+        int(headers["x-ratelimit-limit-requests"]),
+        int(headers["x-ratelimit-remaining-requests"]),
+        duration_seconds(headers["x-ratelimit-reset-requests"]),
+    )
+
+
+@pytest.mark.parametrize("family", ["ratelimit", "ratelimit-policy", "x-ratelimit"])
+def test_rate_limit_headers_on_every_api_answer(
+    sandbox: SandboxServer, http: requests.Session, family: str
+) -> None:
+    sandbox.configure(rate_limit=3.7, rate_limit_headers=family, capacity=0)
+    answers = [
+        http.get(sandbox.url + HEALTH_PATH, timeout=10),
+        chat(http, sandbox, "over capacity"),
+        http.get(sandbox.url + HEALTH_PATH, timeout=10),
+        chat(http, sandbox, "over the rate"),
+    ]
+    assert [e["status"] for e in sandbox.log()] == [200, 503, 200, 429]
+    assert [a.status_code for a in answers] == [200, 503, 200, 429]
+    seen = [read_rate_headers(family, a.headers) for a in answers]
+    assert [(limit, remaining) for limit, remaining, _ in seen] == [(3, 2), (3, 1), (3, 0), (3, 0)]
+    for _, _, reset in seen:
+        assert 0 < reset <= 1.0
+    if family != "x-ratelimit":  # whole seconds, at least 1
+        assert {reset for _, _, reset in seen} == {1.0}
+    # The refusal's reset names the same moment as its Retry-After.
+    assert answers[3].headers["Retry-After"] == "1"
+
+
+def test_rate_limit_headers_only_while_the_rate_limit_is_on(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(rate_limit_headers="ratelimit")
+    response = http.get(sandbox.url + HEALTH_PATH, timeout=10)
+    assert response.status_code == 200
+    assert not [name for name in response.headers if "ratelimit" in name.lower()]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "1ms"),
+        (0.25, "250ms"),
+        (0.9991, "1s"),
+        (1.0, "1s"),
+        (1.5, "1.5s"),
+        (17.25, "17.25s"),
+        (360.0, "6m0s"),
+        (3600.0, "1h0m0s"),
+        (3725.5, "1h2m5.5s"),
+    ],
+)
+def test_go_duration(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+    assert duration_seconds(text) == pytest.approx(max(seconds, 0.001), abs=0.001)
+
+
+def test_quota_ends_with_429_and_retry_after_everywhere(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(quota=2, rules=[Rule(match="fail", status=500)])
+    statuses = [chat(http, sandbox, m).status_code for m in ["fail", "one", "two"]]
+    assert statuses == [500, 200, 200]  # only answers 2xx count
+    refused = [chat(http, sandbox, "three"), http.get(sandbox.url + HEALTH_PATH, timeout=10)]
+    for response in refused:
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "3600"
+        assert response.json() == {"error": "quota exhausted"}
+    assert [e["status"] for e in sandbox.log()] == [500, 200, 200, 429, 429]
+
+    sandbox.configure(quota_retry_after=7)
+    assert chat(http, sandbox, "four").headers["Retry-After"] == "7"
+    sandbox.reset()  # the count starts again
+    assert chat(http, sandbox, "five").status_code == 200
+    assert [e["status"] for e in sandbox.log()] == [200]
+
+
+def test_quota_holds_for_requests_in_flight_together(sandbox: SandboxServer) -> None:
+    sandbox.configure(quota=2, latency=0.3)
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        status = chat(requests.Session(), sandbox, f"task {index}").status_code
+        with lock:
+            results.append(status)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(results) == [200, 200, 429, 429, 429, 429]
+    assert sorted(e["status"] for e in sandbox.log()) == [200, 200, 429, 429, 429, 429]
+
+
+def test_quota_is_not_used_by_an_answer_that_never_went_out(sandbox: SandboxServer) -> None:
+    sandbox.configure(quota=1, latency=0.3)
+    body = json.dumps({"message": "gone", "model": "m"}).encode()
+    head = (
+        f"POST {CHAT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((sandbox.host, sandbox.port), timeout=10) as client:
+        client.sendall(head + body)
+        wait_until(lambda: len(sandbox.log()) == 1)
+        # Reset, not a polite close: the server's write then fails for certain.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_until(lambda: sandbox.log()[0]["status"] is not None)
+    assert sandbox.log()[0]["answered"] is None
+
+    sandbox.configure(latency=0.0)
+    with requests.Session() as http:
+        assert [chat(http, sandbox, m).status_code for m in ["a", "b"]] == [200, 429]
+
+
+def test_quota_with_rate_limit_headers_agrees_with_retry_after(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(quota=0, rate_limit=50, rate_limit_headers="x-ratelimit")
+    response = http.get(sandbox.url + HEALTH_PATH, timeout=10)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3600"
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert response.headers["x-ratelimit-reset-requests"] == "1h0m0s"
+
+
+def test_remote_restore_turns_every_knob_off(sandbox_process: Any) -> None:
+    remote = sandbox_process.fresh()
+    configure_remote(
+        remote.url,
+        latency=0.5,
+        capacity=1,
+        rate_limit=3,
+        failure_rate=0.5,
+        seed=4,
+        down=True,
+        rules=[Rule(status=500)],
+        capacity_schedule=[[0, 2]],
+        capacity_retry_after=False,
+        rate_limit_retry_after=False,
+        rate_limit_headers="ratelimit",
+        quota=5,
+        quota_retry_after=9,
+    )
+    remote.restore()
+    with requests.get(remote.url + "/_sandbox/config", timeout=10) as response:
+        assert response.json() == SandboxConfig().to_dict()
+
+
 # --------------------------------------------------------------------------- log
 
 
@@ -462,6 +706,21 @@ def test_control_config_changes_settings_and_rules(
         (b'{"bogus": 1}', "bogus"),
         (b'{"rules": [{"nope": 1}]}', "nope"),
         (b'{"rules": [{"hang": true, "close": true}]}', "both"),
+        (b'{"capacity_schedule": "0:1"}', "capacity_schedule"),
+        (b'{"capacity_schedule": [[0]]}', "capacity_schedule"),
+        (b'{"capacity_schedule": [[0, -1]]}', "capacity_schedule"),
+        (b'{"capacity_schedule": [[0, 1.5]]}', "capacity_schedule"),
+        (b'{"capacity_schedule": [[-1, 1]]}', "capacity_schedule"),
+        (b'{"capacity_schedule": [[2, 1], [1, 2]]}', "step [1, 2] after [2, 1]"),
+        (b'{"capacity_schedule": [[0, true]]}', "capacity_schedule"),
+        (b'{"capacity_retry_after": "no"}', "capacity_retry_after"),
+        (b'{"rate_limit_retry_after": 0}', "rate_limit_retry_after"),
+        (b'{"rate_limit_headers": "github"}', "'x-ratelimit'"),
+        (b'{"rate_limit_headers": null}', "rate_limit_headers"),
+        (b'{"quota": -1}', "quota"),
+        (b'{"quota": 2.5}', "quota"),
+        (b'{"quota_retry_after": 1.5}', "quota_retry_after"),
+        (b'{"quota_retry_after": null}', "quota_retry_after"),
         (b"[]", "JSON object"),
         (b"nonsense", "JSON object"),
     ],
@@ -623,6 +882,12 @@ def test_console_script_rejects_a_bad_flag() -> None:
         ["--rate-limit", "0"],
         ["--failure-rate", "1.5"],
         ["--seed", "x"],
+        ["--capacity-schedule", "2:1,1:2"],
+        ["--capacity-schedule", "0:-1"],
+        ["--capacity-schedule", "0"],
+        ["--rate-limit-headers", "github"],
+        ["--quota", "-1"],
+        ["--quota-retry-after", "1.5"],
         ["--bogus"],
     ],
 )
@@ -631,6 +896,39 @@ def test_main_rejects_bad_values(argv: list[str], capsys: pytest.CaptureFixture[
         main(argv)
     assert exited.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("roadmap-sandbox: error:")
+
+
+def test_console_script_sets_the_pacing_knobs(http: requests.Session) -> None:
+    proc, banner = start_cli(
+        "--capacity-schedule",
+        "0:4,2.5:1,9:4",
+        "--no-capacity-retry-after",
+        "--rate-limit",
+        "5",
+        "--no-rate-limit-retry-after",
+        "--rate-limit-headers",
+        "ratelimit-policy",
+        "--quota",
+        "10",
+        "--quota-retry-after",
+        "60",
+    )
+    try:
+        url = banner.split()[-1]
+        config = http.get(url + "/_sandbox/config", timeout=10).json()
+        health = http.get(url + HEALTH_PATH, timeout=10)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+    assert config["capacity_schedule"] == [[0.0, 4], [2.5, 1], [9.0, 4]]
+    assert config["capacity_retry_after"] is False
+    assert config["rate_limit_retry_after"] is False
+    assert (config["rate_limit_headers"], config["quota"], config["quota_retry_after"]) == (
+        "ratelimit-policy",
+        10,
+        60,
+    )
+    assert health.headers["RateLimit-Policy"] == '"default";q=5;w=1'
 
 
 def test_main_reports_a_taken_port(capsys: pytest.CaptureFixture[str]) -> None:
