@@ -8,10 +8,21 @@ reads it while the controller's main loop adds to it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
-from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, Attempt, RunRecord, TaskResult
+from pytest_roadmap.results import (
+    FAILED,
+    INTERRUPTED,
+    NOT_RUN,
+    PASSED,
+    RERUN,
+    SKIPPED,
+    Attempt,
+    RunRecord,
+    TaskResult,
+)
 from pytest_roadmap.tasks import Task
 
 
@@ -91,6 +102,29 @@ class RunRecorder:
             self._fresh.append(attempt)
             self._ended.add(nodeid)
             result.outcome, result.error = FAILED, error
+
+    def seen(self, nodeid: str) -> bool:
+        """Whether any report of this task reached the controller."""
+        with self._lock:
+            return nodeid in self._by_node
+
+    def settle(self, missing: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """At the end of the run: a task that started but never ended was cut off
+        (INTERRUPTED), and each of `missing` (`(nodeid, task)` of the selected tasks that
+        were never reported) did not run (NOT_RUN). Either way the error says why."""
+        why = self.record.interrupted
+        ended_by = f"the run was interrupted ({why})" if why else "the run ended"
+        with self._lock:
+            for nodeid, result in self._by_node.items():
+                if nodeid not in self._ended:
+                    result.outcome = INTERRUPTED
+                    result.error = f"{ended_by} during attempt {len(result.attempts) + 1}"
+            for nodeid, task in missing:
+                if nodeid in self._by_node:
+                    continue
+                result = self._result(nodeid, task)
+                result.outcome = NOT_RUN
+                result.error = f"{ended_by} before this task started"
 
     def take_ended(self) -> list[Attempt]:
         """Attempts that ended since the last call (for the adaptive limit)."""

@@ -42,10 +42,11 @@ class _Throttles:
     the start spacing in the same atomic reservation (see `Store.reserve_all`).
     """
 
-    def __init__(self, run: RateLimiter) -> None:
+    def __init__(self, run: RateLimiter, stop: Callable[[], None] | None = None) -> None:
         self.run = run
         self.batch: RateLimiter | None = None
         self.start: RateLimiter | None = None  # armed for the next request only
+        self.stop = stop
 
     def acquire(self) -> float:
         limiters = [self.run]
@@ -54,7 +55,11 @@ class _Throttles:
         if self.start is not None:
             limiters.append(self.start)
             self.start = None
-        return acquire_together(limiters)
+        waited = acquire_together(limiters)
+        if self.stop is not None:
+            # After the wait, which can be long: an interrupted run sends nothing more.
+            self.stop()
+        return waited
 
 
 class Slots:
@@ -91,6 +96,7 @@ class Safeguards:
         run_id: str,
         holder: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -100,7 +106,9 @@ class Safeguards:
         self.holder = holder or worker
         self._sleep = sleep
         self.limiter = RateLimiter(store, settings.rate_limit, settings.burst)
-        self._throttles = _Throttles(self.limiter)
+        # `stop` raises (interrupt.RunStopped) once the run has stopped: checked before
+        # every send.
+        self._throttles = _Throttles(self.limiter, stop)
         self.gate = ConcurrencyGate(store, holder=self.holder, key=GATE_KEY, lease=GATE_LEASE)
         self._batch_gates: dict[int, ConcurrencyGate] = {}
         self._batch_limiters: dict[int, RateLimiter] = {}

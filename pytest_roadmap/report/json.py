@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
     FAILED,
+    INTERRUPTED,
+    NOT_RUN,
     PASSED,
     SKIPPED,
+    Alert,
     ConcurrencyChange,
     RunRecord,
     TaskResult,
@@ -23,7 +26,9 @@ from pytest_roadmap.results import (
 )
 
 # Bump when a field is renamed, removed or changes meaning; adding one is compatible.
-SCHEMA_VERSION = 1
+# 2: `tasks[].outcome` may also be "interrupted" or "not_run", and `totals.total` counts
+# them, so it is no longer passed + failed + skipped.
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 Fields = Sequence[tuple[str, Callable[[T], Any]]]
@@ -60,6 +65,12 @@ CHANGE_FIELDS: Fields[ConcurrencyChange] = (
     ("reason", lambda c: one_line(c.reason)),
 )
 
+ALERT_FIELDS: Fields[Alert] = (
+    ("at", lambda a: _iso(a.at)),
+    ("kind", lambda a: a.kind),
+    ("message", lambda a: one_line(a.message)),
+)
+
 HEALTH_FIELDS: Fields[RunRecord] = (
     ("probes", lambda r: r.health_probes),
     ("unhealthy_s", lambda r: _number(r.unhealthy_s)),
@@ -77,6 +88,8 @@ RUN_FIELDS: Fields[RunRecord] = (
     ("rate_limit", lambda r: _number(r.rate_limit)),
     ("concurrency_changes", lambda r: [section(CHANGE_FIELDS, c) for c in r.concurrency_changes]),
     ("health", lambda r: section(HEALTH_FIELDS, r)),
+    ("interrupted", lambda r: r.interrupted),
+    ("alerts", lambda r: [section(ALERT_FIELDS, a) for a in r.alerts]),
 )
 
 TOTALS_FIELDS: Fields[RunRecord] = (
@@ -84,6 +97,8 @@ TOTALS_FIELDS: Fields[RunRecord] = (
     ("passed", lambda r: r.count(PASSED)),
     ("failed", lambda r: r.count(FAILED)),
     ("skipped", lambda r: r.count(SKIPPED)),
+    ("interrupted", lambda r: r.count(INTERRUPTED)),
+    ("not_run", lambda r: r.count(NOT_RUN)),
     ("rerun", lambda r: r.reruns),
     ("success_rate", lambda r: _number(r.success_rate, 4)),
 )
