@@ -26,6 +26,8 @@ class ControllerHooks:
         node.workerinput["roadmap_api"] = self.runtime.api_url
         node.workerinput["roadmap_run"] = self.runtime.run_id
         node.workerinput["roadmap_instance"] = self.runtime.instance
+        # Read once here, so every worker judges resumes and dependencies alike.
+        node.workerinput["roadmap_completed"] = sorted(self.runtime.completed)
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         # A crashed worker's slot goes back at once instead of at lease expiry.
@@ -39,6 +41,8 @@ class ControllerHooks:
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         self.runtime.expected = max(self.runtime.expected, len(ids))
+        if not self.runtime.collected:  # what the workers run (a worker that differs runs none)
+            self.runtime.collected = list(ids)
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         # Only for the default `--dist load`; another mode the user chose is kept.

@@ -124,7 +124,7 @@ class RunRecorder:
                     continue
                 result = self._result(nodeid, task)
                 result.outcome = NOT_RUN
-                result.error = f"{ended_by} before this task started"
+                result.error = f"{ended_by} before this task was reported to start"
 
     def take_ended(self) -> list[Attempt]:
         """Attempts that ended since the last call (for the adaptive limit)."""

@@ -348,7 +348,8 @@ class ProgressTracker:
         ]
         lines.append("Recent completions:" if recent else "Recent completions: none")
         lines.extend(
-            f"  {at or '(no date)'}  {_entry_label(key, entries[key])}" for at, key in reversed(recent)
+            f"  {at or '(no date)'}  {_entry_label(key, entries[key])}"
+            for at, key in reversed(recent)
         )
         pending = sorted(
             (t for t in tasks or () if t.tracker_key not in done),
@@ -392,10 +393,10 @@ def _record(doc: Document, results: Iterable[TaskResult], now: float) -> None:
             entry.setdefault("notes", []).append(f"{day}: failed: {reason}")
 
 
-# The writer gathers the passes of this many seconds into one update (lock, read, write).
+# The writer starts at most one update (lock, read, change, write) per this many seconds...
 BATCH_WAIT = 1.0
-# ... or of ten times as long as the last update took, so that on a large tracker (0.1 s per
-# update at 10,000 entries) the writer never takes more than a tenth of the controller.
+# ... or per ten times as long as the last update took, so that on a large tracker (0.1 s
+# per update at 10,000 entries) the writer never takes more than a tenth of the controller.
 SHARE = 10.0
 
 
@@ -404,8 +405,9 @@ class TrackerWriter:
 
     The original tracker saved after every completion, so a run that was killed kept what it
     had done; a tracker written only at the end lost it all. Each update is the tracker's
-    usual lock + read + change + atomic write (passed tasks completed, failed ones noted),
-    for the outcomes of up to a second at a time.
+    usual lock + read + change + atomic write (passed tasks completed, failed ones noted):
+    an outcome after a quiet second is written at once, and the outcomes that come while an
+    update is due go together in the next, at most one update a second.
     On the first error it stops: the end-of-run `record_run` writes whatever is missing (or
     meets the same error and says so). `close()` returns the ids it recorded.
     """
@@ -431,14 +433,15 @@ class TrackerWriter:
         return self._written
 
     def _batches(self) -> Iterator[list[TaskResult]]:
-        last = 0.0  # how long the last update took
+        """Outcomes as they come, at most one batch per wait: an outcome after a quiet spell
+        is written at once, the ones that follow it within the wait go together."""
+        next_at = 0.0  # monotonic time the next update may start
         while True:
             first = self._queue.get()
             if first is None:
                 return
             batch = [first]
-            until = time.monotonic() + max(self._wait, SHARE * last)
-            while (left := until - time.monotonic()) > 0:
+            while (left := next_at - time.monotonic()) > 0:
                 try:
                     more = self._queue.get(timeout=left)
                 except queue.Empty:
@@ -447,16 +450,26 @@ class TrackerWriter:
                     yield batch
                     return
                 batch.append(more)
+            while True:  # whatever else is queued already goes along
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    yield batch
+                    return
+                batch.append(more)
             started = time.monotonic()
             yield batch
-            last = time.monotonic() - started
+            ended = time.monotonic()
+            next_at = started + max(self._wait, SHARE * (ended - started))
 
     def _run(self) -> None:
         batches = self._batches()
         for batch in batches:
-            now = time.time()
 
             def apply(doc: Document, batch: list[TaskResult] = batch) -> None:
+                now = time.time()
                 _record(doc, batch, now)
                 doc["lastUpdated"] = iso_utc(now)
 

@@ -354,10 +354,17 @@ def test_writer_batches_passes_into_one_update(path: Path) -> None:
 
     tracker.update = counting  # type: ignore[method-assign]
     writer = TrackerWriter(tracker, wait=30.0)  # close() ends the wait
-    for n in range(50):
+    # The first outcome after a quiet spell is written at once...
+    writer.add(result(task("T0", tid="t0"), "passed", T0))
+    deadline = time.monotonic() + 30
+    while not tracker.completed_keys():
+        assert time.monotonic() < deadline, "the first outcome was not written at once"
+        time.sleep(0.01)
+    # ... and the ones within the wait after it go together in the next update.
+    for n in range(1, 50):
         writer.add(result(task(f"T{n}", tid=f"t{n}"), "passed", T0 + n))
     assert len(writer.close()) == 50
-    assert len(updates) == 1
+    assert len(updates) == 2
     assert len(tracker.completed_keys()) == 50
 
 
