@@ -47,7 +47,8 @@ class ControllerHooks:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         # Only for the default `--dist load`; another mode the user chose is kept.
         if config.getoption("dist") == "load":
-            return OrderedScheduling(config, log)
+            self.runtime.scheduler = OrderedScheduling(config, log)
+            return self.runtime.scheduler
         return None
 
 
@@ -70,6 +71,13 @@ class OrderedScheduling(LoadScheduling):
     """
 
     collection: list[str] | None  # set by LoadScheduling.__init__; declared for mypy
+
+    def running(self) -> set[str]:
+        """Node ids of the tasks the workers are running: the head of each worker's queue
+        (a task leaves it once it has ended)."""
+        if self.collection is None:
+            return set()
+        return {self.collection[queue[0]] for queue in self.node2pending.values() if queue}
 
     @property
     def collection_is_completed(self) -> bool:

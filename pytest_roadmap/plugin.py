@@ -95,6 +95,8 @@ class Runtime:
     keeper: ProgressKeeper | None = None  # tracker during the run, alerts, the stop flag
     selected: list[pytest.Item] = field(default_factory=list)  # without xdist
     collected: list[str] = field(default_factory=list)  # with xdist: the workers' node ids
+    scheduler: Any = None  # with xdist: our OrderedScheduling, which knows what is running
+    current: str | None = None  # without xdist: the task whose attempt started last
     end_lines: list[str] = field(default_factory=list)  # what writing the reports said
     monitor: Monitor | None = None
     expected: int = 0
@@ -746,6 +748,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     runtime = runtime_of(item.config)
     if runtime is None or not is_roadmap_item(item) or item.get_closest_marker("skip"):
         return
+    runtime.current = item.nodeid
     state = runtime.state(item)
     guards = runtime.safeguards()
     failed_before = max(0, int(getattr(item, "execution_count", 1)) - 1)
@@ -971,12 +974,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def _selection(
     runtime: Runtime, config: pytest.Config
-) -> tuple[list[str], Callable[[str], dict[str, Any] | None]]:
-    """The node ids of the selected tasks, and how to describe one that never reported."""
+) -> tuple[list[str], Callable[[str], dict[str, Any] | None], set[str]]:
+    """The node ids of the selected tasks, how to describe one that never reported, and
+    the ones running (their first attempt is reported only once it ends)."""
     if not runtime.collected:  # no xdist: this process collected them
         items = {item.nodeid: item for item in runtime.selected}
-        return list(items), lambda nodeid: _task_wire(items[nodeid])
-    return runtime.collected, wires_from_task_files(runtime.settings.tasks_dir, config.rootpath)
+        running = {runtime.current} if runtime.current else set()
+        return list(items), lambda nodeid: _task_wire(items[nodeid]), running
+    running = runtime.scheduler.running() if runtime.scheduler is not None else set()
+    wire = wires_from_task_files(runtime.settings.tasks_dir, config.rootpath)
+    return runtime.collected, wire, running
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

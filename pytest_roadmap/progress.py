@@ -10,7 +10,7 @@ selected task is accounted for, those that never ran included.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,16 +86,22 @@ class ProgressKeeper:
         written = self._writer.close()
         return written, self._writer.error
 
-    def settle(self, nodeids: Iterable[str], wire: Callable[[str], dict[str, Any] | None]) -> None:
+    def settle(
+        self,
+        nodeids: Iterable[str],
+        wire: Callable[[str], dict[str, Any] | None],
+        running: Collection[str] = (),
+    ) -> None:
         """Account for every selected task (`nodeids`): one never reported gets its task
-        from `wire` (None: not a roadmap task) and the outcome NOT_RUN."""
+        from `wire` (None: not a roadmap task) and the outcome INTERRUPTED if it was
+        `running`, NOT_RUN otherwise."""
         missing = []
         for nodeid in nodeids:
             if not self._recorder.seen(nodeid):
                 task = wire(nodeid)
                 if task is not None:
                     missing.append((nodeid, task))
-        self._recorder.settle(missing)
+        self._recorder.settle(missing, running)
 
 
 def wires_from_task_files(folder: Path, rootdir: Path) -> Callable[[str], dict[str, Any] | None]:

@@ -8,7 +8,7 @@ reads it while the controller's main loop adds to it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -108,10 +108,14 @@ class RunRecorder:
         with self._lock:
             return nodeid in self._by_node
 
-    def settle(self, missing: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """At the end of the run: a task that started but never ended was cut off
-        (INTERRUPTED), and each of `missing` (`(nodeid, task)` of the selected tasks that
-        were never reported) did not run (NOT_RUN). Either way the error says why."""
+    def settle(
+        self, missing: Iterable[tuple[str, dict[str, Any]]], running: Collection[str] = ()
+    ) -> None:
+        """At the end of the run, give every task an outcome. A task that started but never
+        ended was cut off (INTERRUPTED); so was one of `missing` (`(nodeid, task)` of the
+        selected tasks never reported) that was `running`, while the others did not run
+        (NOT_RUN). pytest-rerunfailures reports an attempt only once it has ended, so a
+        task in its first attempt is known to have started from `running` alone."""
         why = self.record.interrupted
         ended_by = f"the run was interrupted ({why})" if why else "the run ended"
         with self._lock:
@@ -123,8 +127,12 @@ class RunRecorder:
                 if nodeid in self._by_node:
                     continue
                 result = self._result(nodeid, task)
-                result.outcome = NOT_RUN
-                result.error = f"{ended_by} before this task was reported to start"
+                if nodeid in running:
+                    result.outcome = INTERRUPTED
+                    result.error = f"{ended_by} during attempt 1"
+                else:
+                    result.outcome = NOT_RUN
+                    result.error = f"{ended_by} before this task started"
 
     def take_ended(self) -> list[Attempt]:
         """Attempts that ended since the last call (for the adaptive limit)."""
