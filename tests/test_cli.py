@@ -76,9 +76,7 @@ def test_complete_metric_dogfood_report(tracker: Path, capsys: pytest.CaptureFix
     assert doc["tasks"]["month2_week3_Add caching"]["completed"] is True
 
 
-def test_report_is_the_originals_report(
-    tracker: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_report_is_the_originals_report(tracker: Path, capsys: pytest.CaptureFixture[str]) -> None:
     t = ["--tracker", str(tracker)]
     main(["complete", "1", "1", "Done", *t])
     doc = json.loads(tracker.read_text(encoding="utf-8"))
