@@ -1,17 +1,22 @@
 """Batch files (the original system's BATCH_CONFIG.json) and the order tasks run in.
 
-A batch file lists batches in the order they run, each with its tasks and optional limits:
+A batch file lists batches in the order they run, each with its tasks and optional limits,
+and may carry the original's `safeguards` (caps on the run's own settings) and `monitoring`
+(alert thresholds) blocks:
 
-    {"batches": [{"name": "Month 1 - Week 1", "tasks": ["monitoring", "dashboard"],
-                  "maxConcurrency": 2, "rateLimit": 5}],
-     "delays": {"betweenBatches": 5000, "betweenTasks": 1000}}
+    {"batches": [{"name": "Month 1 - Week 1", "description": "...", "priority": 1,
+                  "tasks": ["monitoring", "dashboard"], "maxConcurrency": 2, "rateLimit": 5}],
+     "delays": {"betweenBatches": 5000, "betweenTasks": 1000},
+     "safeguards": {"maxTotalConcurrency": 3, "maxRateLimit": 10, "healthCheckInterval": 5000,
+                    "autoReduceOnFailure": true, "autoIncreaseOnSuccess": true},
+     "monitoring": {"trackMetrics": true, "alertOnFailureRate": 0.2, "alertOnQueueSize": 50}}
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +34,41 @@ class Batch:
     tasks: tuple[str, ...]
     max_concurrency: int | None = None
     rate_limit: float | None = None
+    description: str | None = None  # for the reader; shown nowhere else
+    priority: int | None = None  # kept as written: batches run in file order, as they did
+
+
+@dataclass(frozen=True)
+class SafeguardCaps:
+    """The file's `safeguards` block: caps on the run's own settings (None: no cap)."""
+
+    max_total_concurrency: int | None = None
+    max_rate_limit: float | None = None
+    health_check_interval: float | None = None  # seconds (the file says milliseconds)
+    auto_reduce_on_failure: bool = True
+    auto_increase_on_success: bool = True
+
+
+@dataclass(frozen=True)
+class MonitoringRules:
+    """The file's `monitoring` block: the live status line and two alert thresholds."""
+
+    track_metrics: bool = True
+    alert_on_failure_rate: float | None = None  # a share, 0..1
+    alert_on_queue_size: int | None = None
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """The batches in file order and the delays between them (seconds)."""
+    """The batches in file order, the delays between them (seconds), the safeguards and
+    the monitoring settings."""
 
     source: str
     batches: tuple[Batch, ...]
     between_batches: float = 0.0
     between_tasks: float = 0.0
+    safeguards: SafeguardCaps = SafeguardCaps()
+    monitoring: MonitoringRules = MonitoringRules()
 
     def batch_of(self, task_id: str) -> Batch | None:
         for batch in self.batches:
@@ -56,7 +86,7 @@ class BatchPlan:
                     f"(batches: {', '.join(repr(b.name) for b in self.batches)})"
                 )
         kept = tuple(b for b in self.batches if b.name in names)
-        return BatchPlan(self.source, kept, self.between_batches, self.between_tasks)
+        return replace(self, batches=kept)
 
     def check_tasks(self, known: Iterable[str]) -> None:
         """Every task a batch names exists."""
@@ -102,13 +132,98 @@ def _in_range(
     return float(value)  # type: ignore[arg-type]
 
 
+def _unknown(where: str, block: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
+    extra = sorted(set(block) - set(allowed))
+    if extra:
+        raise SettingError(
+            f"{where}: unknown {what} {shown(extra[0])} (allowed: {', '.join(allowed)})"
+        )
+
+
+def _boolean(where: str, field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise SettingError(f"{where}: field {field!r} must be true or false, got {value!r}")
+    return value
+
+
+def _block(
+    source: str, data: Mapping[str, Any], name: str, allowed: Sequence[str]
+) -> Mapping[str, Any]:
+    block = data.get(name, {})
+    if not isinstance(block, Mapping):
+        raise SettingError(f"{source}: field {name!r} must be an object")
+    _unknown(f"{source}: {name}", block, allowed, "field")
+    return block
+
+
+ABSENT: Any = object()  # a field left out (null is a value, and a wrong one)
+SAFEGUARDS = (
+    "maxTotalConcurrency",
+    "maxRateLimit",
+    "healthCheckInterval",
+    "autoReduceOnFailure",
+    "autoIncreaseOnSuccess",
+)
+MONITORING = ("trackMetrics", "alertOnFailureRate", "alertOnQueueSize")
+
+
+def _safeguards(source: str, data: Mapping[str, Any]) -> SafeguardCaps:
+    block = _block(source, data, "safeguards", SAFEGUARDS)
+    where = f"{source}: safeguards"
+    concurrency = block.get("maxTotalConcurrency", ABSENT)
+    rate = block.get("maxRateLimit", ABSENT)
+    interval = block.get("healthCheckInterval", ABSENT)
+    return SafeguardCaps(
+        max_total_concurrency=None
+        if concurrency is ABSENT
+        else int(
+            _in_range(where, "maxTotalConcurrency", concurrency, 1, MAX_CONCURRENCY, integer=True)
+        ),
+        max_rate_limit=None
+        if rate is ABSENT
+        else _in_range(where, "maxRateLimit", rate, MIN_RATE, MAX_RATE, integer=False),
+        health_check_interval=None
+        if interval is ABSENT
+        else _in_range(where, "healthCheckInterval", interval, 100, MAX_DELAY_MS, integer=False)
+        / 1000.0,
+        auto_reduce_on_failure=_boolean(
+            where, "autoReduceOnFailure", block.get("autoReduceOnFailure", True)
+        ),
+        auto_increase_on_success=_boolean(
+            where, "autoIncreaseOnSuccess", block.get("autoIncreaseOnSuccess", True)
+        ),
+    )
+
+
+def _monitoring(source: str, data: Mapping[str, Any]) -> MonitoringRules:
+    block = _block(source, data, "monitoring", MONITORING)
+    where = f"{source}: monitoring"
+    rate = block.get("alertOnFailureRate", ABSENT)
+    if rate is not ABSENT:
+        ok = isinstance(rate, int | float) and not isinstance(rate, bool)
+        if not ok or not 0 <= rate <= 1:  # NaN compares false, so it is refused too
+            raise SettingError(
+                f"{where}: field 'alertOnFailureRate' must be a share from 0 to 1 "
+                f"(0.2 is 20%), got {rate!r}"
+            )
+    size = block.get("alertOnQueueSize", ABSENT)
+    return MonitoringRules(
+        track_metrics=_boolean(where, "trackMetrics", block.get("trackMetrics", True)),
+        alert_on_failure_rate=None if rate is ABSENT else float(rate),
+        alert_on_queue_size=None
+        if size is ABSENT
+        else int(_in_range(where, "alertOnQueueSize", size, 0, 10_000_000, integer=True)),
+    )
+
+
+BATCH_FIELDS = ("name", "description", "tasks", "maxConcurrency", "rateLimit", "priority")
+
+
 def parse_batches(data: Any, source: str) -> BatchPlan:
     """Validate a decoded batch file; every problem names the batch and the field."""
     if not isinstance(data, Mapping):
         raise SettingError(f"{source}: must be a JSON object with a 'batches' list")
-    unknown = sorted(set(data) - {"batches", "delays"})
-    if unknown:
-        raise SettingError(f"{source}: unknown key {shown(unknown[0])} (allowed: batches, delays)")
+    _unknown(source, data, ("batches", "delays", "safeguards", "monitoring"), "key")
     raw_batches = data.get("batches")
     if not isinstance(raw_batches, list) or not raw_batches:
         raise SettingError(f"{source}: field 'batches' must be a non-empty list of batches")
@@ -124,12 +239,13 @@ def parse_batches(data: Any, source: str) -> BatchPlan:
         where = f"{source}: batch {name!r}"
         if any(b.name == name for b in batches):
             raise SettingError(f"{where}: field 'name' is used by two batches")
-        extra = sorted(set(raw) - {"name", "tasks", "maxConcurrency", "rateLimit"})
-        if extra:
-            raise SettingError(
-                f"{where}: unknown field {shown(extra[0])} "
-                "(allowed: name, tasks, maxConcurrency, rateLimit)"
-            )
+        _unknown(where, raw, BATCH_FIELDS, "field")
+        description = raw.get("description")
+        if description is not None and not isinstance(description, str):
+            raise SettingError(f"{where}: field 'description' must be a string")
+        priority = None
+        if "priority" in raw:
+            priority = int(_in_range(where, "priority", raw["priority"], 1, 1000, integer=True))
         tasks = raw.get("tasks")
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
             raise SettingError(f"{where}: field 'tasks' must be a non-empty list of task ids")
@@ -152,16 +268,11 @@ def parse_batches(data: Any, source: str) -> BatchPlan:
             rate = _in_range(
                 where, "rateLimit", raw["rateLimit"], MIN_RATE, MAX_RATE, integer=False
             )
-        batches.append(Batch(index, name, tuple(tasks), concurrency, rate))
+        batches.append(Batch(index, name, tuple(tasks), concurrency, rate, description, priority))
     delays = data.get("delays", {})
     if not isinstance(delays, Mapping):
         raise SettingError(f"{source}: field 'delays' must be an object")
-    extra = sorted(set(delays) - {"betweenBatches", "betweenTasks"})
-    if extra:
-        raise SettingError(
-            f"{source}: delays: unknown field {shown(extra[0])} "
-            "(allowed: betweenBatches, betweenTasks)"
-        )
+    _unknown(f"{source}: delays", delays, ("betweenBatches", "betweenTasks"), "field")
     between: dict[str, float] = {}
     for field in ("betweenBatches", "betweenTasks"):
         value = delays.get(field, 0)
@@ -173,6 +284,8 @@ def parse_batches(data: Any, source: str) -> BatchPlan:
         tuple(batches),
         between["betweenBatches"] / 1000.0,
         between["betweenTasks"] / 1000.0,
+        _safeguards(source, data),
+        _monitoring(source, data),
     )
 
 

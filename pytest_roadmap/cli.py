@@ -1,12 +1,14 @@
 """The `roadmap` command: read and edit the progress file (ROADMAP_PROGRESS.json).
 
-Bad arguments print the usage and exit 2 (argparse's convention); a RoadmapError
-prints one `roadmap: error: ...` line and exits 2. Neither prints a traceback.
+With no command it prints the help and exits 0, as the original tracker script did. Bad
+arguments print the usage and exit 2 (argparse's convention); a RoadmapError prints one
+`roadmap: error: ...` line and exits 2. Neither prints a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Read and update the roadmap progress file."
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     status = commands.add_parser(
         "status", parents=[common], help="show progress, metrics and pending tasks"
@@ -93,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = tuple(DOGFOODING_COUNTERS)
     dogfood.add_argument("kind", choices=kinds, metavar="TYPE", help=", ".join(kinds))
 
-    commands.add_parser("report", parents=[common], help="print the progress file as JSON")
+    commands.add_parser(
+        "report",
+        parents=[common],
+        help="print a JSON report: summary, metrics, dogfooding and the roadmap's targets",
+    )
     return parser
 
 
@@ -121,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
         count = tracker.dogfood(args.kind)
         print(f"{DOGFOODING_COUNTERS[args.kind]} = {count}")
     elif args.command == "report":
-        sys.stdout.write(tracker.render(tracker.read()))
+        print(json.dumps(tracker.report(), indent=2, ensure_ascii=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         # argparse has printed the usage (exit 2) or the help (exit 0).
         return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
         run(args)
     except RoadmapError as exc:

@@ -28,6 +28,8 @@ class ControllerHooks:
         node.workerinput["roadmap_instance"] = self.runtime.instance
         # A worker's own options say "no workers"; the learned pace is bounded by the run's.
         node.workerinput["roadmap_workers"] = self.runtime.workers
+        # Read once here, so every worker judges resumes and dependencies alike.
+        node.workerinput["roadmap_completed"] = sorted(self.runtime.completed)
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         # A crashed worker's slot goes back at once instead of at lease expiry.
@@ -41,11 +43,14 @@ class ControllerHooks:
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         self.runtime.expected = max(self.runtime.expected, len(ids))
+        if not self.runtime.collected:  # what the workers run (a worker that differs runs none)
+            self.runtime.collected = list(ids)
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         # Only for the default `--dist load`; another mode the user chose is kept.
         if config.getoption("dist") == "load":
-            return OrderedScheduling(config, log)
+            self.runtime.scheduler = OrderedScheduling(config, log)
+            return self.runtime.scheduler
         return None
 
 
@@ -68,6 +73,13 @@ class OrderedScheduling(LoadScheduling):
     """
 
     collection: list[str] | None  # set by LoadScheduling.__init__; declared for mypy
+
+    def running(self) -> set[str]:
+        """Node ids of the tasks the workers are running: the head of each worker's queue
+        (a task leaves it once it has ended)."""
+        if self.collection is None:
+            return set()
+        return {self.collection[queue[0]] for queue in self.node2pending.values() if queue}
 
     @property
     def collection_is_completed(self) -> bool:

@@ -63,7 +63,7 @@ INLINE_PAUSE = 1.0
 MODES = ("aimd", "seed", "off")
 
 
-class RunStopped(Exception):
+class QuotaExhausted(Exception):
     """The API's quota is exhausted: no task starts any more (the reason says why)."""
 
 
@@ -349,6 +349,8 @@ class Pacer:
         ceiling: float,
         max_wait: float,
         mode: str = "aimd",
+        lower: bool = True,
+        higher: bool = True,
         requests_key: str = "requests",
         rate_key: str = "rate",
         sleep: Callable[[float], None] = time.sleep,
@@ -361,6 +363,9 @@ class Pacer:
         self.ceiling = ceiling
         self.max_wait = max_wait
         self.mode = mode
+        # A batch file's safeguards may let the limit move one way only (the original's
+        # autoReduceOnFailure / autoIncreaseOnSuccess).
+        self.lower, self.higher = lower, higher
         self._requests_key = requests_key
         self._rate_key = rate_key
         self._sleep = sleep
@@ -371,14 +376,14 @@ class Pacer:
         return Pace.from_json(self.store.get(PACE_KEY), self.maximum)
 
     def check(self) -> Pace:
-        """The pace before a task starts or a request goes out; raises RunStopped."""
+        """The pace before a task starts or a request goes out; raises QuotaExhausted."""
         pace = self.read()
         if pace.stop:
-            raise RunStopped(pace.stop)
+            raise QuotaExhausted(pace.stop)
         return pace
 
     def wait_pause(self) -> None:
-        """Wait out a pause (in a task's setup, holding no slot); RunStopped if it outlasts
+        """Wait out a pause (in a task's setup, holding no slot); QuotaExhausted if it outlasts
         the longest wait allowed."""
         while True:
             pace = self.check()
@@ -440,9 +445,10 @@ class Pacer:
         if self.mode != "aimd":
             return
         if status == 503 or overload is not None:
-            what = "503 from the API" if status == 503 else overload or "overload"
-            self._change(lambda p: _listed(on_overload(p, ticket.epoch, now, what)))
-        elif status is not None and not refused:
+            if self.lower:
+                what = "503 from the API" if status == 503 else overload or "overload"
+                self._change(lambda p: _listed(on_overload(p, ticket.epoch, now, what)))
+        elif status is not None and not refused and self.higher:
             pace = self.read()
             if pace.limit >= self.maximum or ticket.epoch != pace.epoch:
                 return  # the common case costs one read

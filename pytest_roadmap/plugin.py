@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,15 +24,17 @@ import pytest
 
 from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
+from pytest_roadmap.caps import adaptive_limit, cap_lines, capped_settings, concurrency_ceiling
 from pytest_roadmap.collect import TaskFile, TaskItem, odd_task_files
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
-from pytest_roadmap.gate import AdaptiveLimit
 from pytest_roadmap.health import PROBES_KEY
+from pytest_roadmap.interrupt import StopCheck, handle_sigterm, interruption
 from pytest_roadmap.monitor import Monitor
-from pytest_roadmap.pacing import REFUSED_KEY, RunStopped
+from pytest_roadmap.pacing import REFUSED_KEY, Pacer, QuotaExhausted
+from pytest_roadmap.progress import ProgressKeeper, python_task_wire, wires_from_task_files
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
-from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, RunRecord
+from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure, is_retryable
 from pytest_roadmap.safeguards import (
     GATE_KEY,
@@ -94,21 +96,44 @@ class Runtime:
     plan: BatchPlan | None = None
     sequencer: Sequencer | None = None
     runs_tasks: bool = True  # False on an xdist controller: its workers run the tasks
+    concurrency: int = 1  # tasks doing API work at once, at most (the batch file may cap it)
+    completed: frozenset[str] = frozenset()  # tracker keys marked complete at the start
+    parent: int | None = None  # a worker: its controller's pid (gone: send nothing more)
+    undo_sigterm: Any = None
     # controller only
     run_dir: Path | None = None
     sandbox: Any = None
     recorder: RunRecorder | None = None
     outputs: OutputWriter | None = None  # writes passed tasks' outputs during the run
+    keeper: ProgressKeeper | None = None  # tracker during the run, alerts, the stop flag
+    selected: list[pytest.Item] = field(default_factory=list)  # without xdist
+    collected: list[str] = field(default_factory=list)  # with xdist: the workers' node ids
+    scheduler: Any = None  # with xdist: our OrderedScheduling, which knows what is running
+    current: str | None = None  # without xdist: the task whose attempt started last
+    end_lines: list[str] = field(default_factory=list)  # what writing the reports said
     monitor: Monitor | None = None
     expected: int = 0
     left_out: int = 0  # tasks in no batch, in batch mode
     states: dict[str, AttemptState] = field(default_factory=dict)
     secrets_: Secrets | None = None
 
+    def pacer(self) -> Pacer:
+        """The learned pace of the run, bounded by the batch file's safeguards if any."""
+        if self.store is None:
+            self.store = open_store(self.store_url)
+        caps = self.plan.safeguards if self.plan is not None else None
+        return pacer_of(
+            self.settings,
+            self.store,
+            maximum=self.concurrency,
+            lower=caps is None or caps.auto_reduce_on_failure,
+            higher=caps is None or caps.auto_increase_on_success,
+        )
+
     def safeguards(self) -> Safeguards:
         if self.safeguards_ is None:
-            if self.store is None:
-                self.store = open_store(self.store_url)
+            pacer = self.pacer()
+            assert self.store is not None  # opened by pacer()
             self.safeguards_ = Safeguards(
                 self.settings,
                 self.api_url,
@@ -116,6 +141,11 @@ class Runtime:
                 self.worker,
                 self.run_id,
                 holder=f"{self.instance}:{self.worker}",
+                # Only workers can outlive their run's end; one process stops with it.
+                stop=StopCheck(self.store, self.instance, self.parent)
+                if self.parent is not None
+                else None,
+                pacer=pacer,
             )
         return self.safeguards_
 
@@ -287,6 +317,16 @@ def pytest_configure(config: pytest.Config) -> None:
         plan = _batch_plan(config, settings)
     except RoadmapError as exc:
         raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
+    if plan is not None:
+        config.stash[CAPS] = cap_lines(
+            settings,
+            capped_settings(settings, plan.safeguards),
+            settings.workers,
+            plan.safeguards,
+            plan.source,
+        )
+        settings = capped_settings(settings, plan.safeguards)
+    ceiling = concurrency_ceiling(settings.workers, plan.safeguards if plan else None)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         if not settings.tasks_dir.is_dir():
             raise pytest.UsageError(
@@ -304,16 +344,24 @@ def pytest_configure(config: pytest.Config) -> None:
             worker=info["workerid"],
             workers=settings.workers,
             plan=plan,
+            concurrency=ceiling,
+            completed=frozenset(info.get("roadmap_completed", ())),
+            parent=os.getppid(),
+            undo_sigterm=handle_sigterm(),
         )
         config.pluginmanager.register(ExecutorPlugin(config.stash[RUNTIME]), "roadmap-executor")
         return
-    if config.option.roadmap_resume:
-        _completed_in_tracker(config, settings)  # a broken tracker is a usage error up front
+    completed = _completed_in_tracker(config, settings)
     if config.option.collectonly:
         # Enough to order and list the tasks; nothing that talks to the API.
-        config.stash[RUNTIME] = Runtime(settings, settings.api, "", "", "main", 1, plan=plan)
+        config.stash[RUNTIME] = Runtime(
+            settings, settings.api, "", "", "main", 1, plan=plan, completed=completed
+        )
         return
     _start_controller(config, settings, plan)
+    runtime = config.stash[RUNTIME]
+    runtime.completed = completed
+    runtime.undo_sigterm = handle_sigterm()
 
 
 def _no_delay_for_rerun_state(config: pytest.Config) -> None:
@@ -356,6 +404,7 @@ def _batch_plan(config: pytest.Config, settings: Settings) -> BatchPlan | None:
 
 
 LEFT_OUT = pytest.StashKey[int]()
+CAPS = pytest.StashKey[list[str]]()  # header lines: what the batch file's safeguards lowered
 
 
 def _open_run_store(settings: Settings, run_dir: Path, run_id: str) -> Store:
@@ -380,12 +429,11 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
     run_dir = Path(tempfile.mkdtemp(prefix="pytest-roadmap-"))
     run_id = settings.run_id or uuid.uuid4().hex[:12]
     store = _open_run_store(settings, run_dir, run_id)
-    store.gate_set_limit(GATE_KEY, settings.workers)
+    ceiling = concurrency_ceiling(settings.workers, plan.safeguards if plan else None)
+    store.gate_set_limit(GATE_KEY, ceiling)
     for batch in plan.batches if plan else ():
         if batch.max_concurrency is not None:
-            store.gate_set_limit(
-                batch_gate_key(batch), min(batch.max_concurrency, settings.workers)
-            )
+            store.gate_set_limit(batch_gate_key(batch), min(batch.max_concurrency, ceiling))
     sandbox = None
     api_url = settings.api
     if settings.sandbox:
@@ -406,6 +454,7 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
         sandbox=sandbox,
         plan=plan,
         runs_tasks=not _distributing(config),
+        concurrency=ceiling,
     )
     runtime.recorder = RunRecorder(
         RunRecord(
@@ -417,6 +466,14 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
             started=time.time(),
             run_id=runtime.run_id,
         )
+    )
+    runtime.keeper = ProgressKeeper(
+        runtime.recorder,
+        tracker=None if settings.sandbox else settings.tracker,
+        store=store,
+        instance=runtime.instance,
+        monitoring=plan.monitoring if plan else None,
+        source=plan.source if plan else "",
     )
     config.stash[RUNTIME] = runtime
     config.pluginmanager.register(ControllerPlugin(runtime), "roadmap-recorder")
@@ -435,10 +492,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     runtime = runtime_of(config)
     if runtime is None:
         return
+    if runtime.undo_sigterm is not None:
+        runtime.undo_sigterm()
     if runtime.monitor is not None:
         runtime.monitor.stop()
     if runtime.outputs is not None:
         runtime.outputs.close()
+    if runtime.keeper is not None:
+        runtime.keeper.close_tracker()
     if runtime.safeguards_ is not None:
         runtime.safeguards_.close()
     if runtime.store is not None:
@@ -457,6 +518,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     lines = [
         header_line(runtime.settings, runtime.api_url, runtime.workers, not runtime.runs_tasks)
     ]
+    capped: list[str] = config.stash.get(CAPS, [])
+    lines += capped
     if runtime.settings.store and runtime.store is not None:
         shown = getattr(runtime.store, "shown_url", runtime.settings.store)
         lines.append(f"roadmap: store={shown} run={runtime.run_id}")
@@ -469,21 +532,39 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     settings = runtime.settings
     terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    say = (lambda line: _status(terminal, line)) if terminal else (lambda line: None)
+    caps = runtime.plan.safeguards if runtime.plan else None
+    track = runtime.plan.monitoring.track_metrics if runtime.plan else True
+    if runtime.keeper is not None:
+        runtime.keeper.say = say
     runtime.monitor = Monitor(
         store=runtime.store,
         recorder=runtime.recorder,
         interval=settings.health_interval,
         adaptive=(
-            AdaptiveLimit(runtime.workers, interval=settings.health_interval)
+            adaptive_limit(runtime.concurrency, settings.health_interval, caps)
             if settings.adaptive == "seed"
             else None
         ),
-        pacer=pacer_of(settings, runtime.store),
+        pacer=runtime.pacer(),
         expected=lambda: runtime.expected,
-        write=(lambda line: _status(terminal, line)) if terminal else (lambda line: None),
+        write=say if track else _without_status(say),
         holder=f"{runtime.instance}:monitor",
     )
     runtime.monitor.start()
+
+
+STATUS = "roadmap: running "  # how the monitor's live status line starts
+
+
+def _without_status(say: Callable[[str], None]) -> Callable[[str], None]:
+    """The batch file's `trackMetrics: false`: no live status line; changes still print."""
+
+    def write(line: str) -> None:
+        if not line.startswith(STATUS):
+            say(line)
+
+    return write
 
 
 def _status(terminal: Any, line: str) -> None:
@@ -566,6 +647,8 @@ def pytest_collection_modifyitems(
     _order_and_mark(config, items)
 
 
+ALL_TASKS = pytest.StashKey[dict[str, Any]]()  # every collected task by id, before -k
+
 # From this many task items on, the heap left by collection is frozen (see below).
 FREEZE_FROM = 1000
 
@@ -592,6 +675,8 @@ def _check_dependencies(config: pytest.Config, items: list[pytest.Item]) -> None
     if runtime is None:
         return
     tasks = [item.task for item in items if isinstance(item, TaskItem)]
+    # Before -k and -m: a dependency left out of the selection is still known by its id.
+    config.stash[ALL_TASKS] = {task.id: task for task in tasks}
     for problem in dependency_problems(tasks, runtime.plan):
         report = pytest.CollectReport(
             nodeid=problem.split(":")[0], outcome="failed", longrepr=problem, result=[]
@@ -617,7 +702,7 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
     places = [n for n, i in enumerate(items) if isinstance(i, TaskItem)]
     for place, in_order in zip(places, ordered, strict=True):
         items[place] = task_items[in_order.id]
-    completed = _completed_in_tracker(config, settings)
+    completed = runtime.completed if config.option.roadmap_resume else frozenset()
     resumed: list[str] = []
     marks = _Marks(settings)
     queued = 0
@@ -639,18 +724,53 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
         if settings.max_queue and queued > settings.max_queue:
             item.add_marker(marks.queue_full)
     if is_controller(config):
-        runtime.expected = sum(1 for item in items if is_roadmap_item(item))
+        runtime.selected = [item for item in items if is_roadmap_item(item)]
+        runtime.expected = len(runtime.selected)
     if runtime.runs_tasks and runtime.store_url:
+        complete, unmet = _outside_dependencies(config, task_items)
         runtime.sequencer = Sequencer(
             runtime.safeguards().store,
             plan,
             stop_on_failure=config.option.roadmap_stop_on_failure,
             shards=settings.shards,
             shard_wait=settings.shard_wait,
+            complete=complete,
+            outside=unmet,
         )
         runtime.sequencer.register(task_items, shard=runtime.instance)
         for task_id in resumed:  # done in an earlier run: its dependants may go ahead
             runtime.sequencer.mark_done(task_id, PASSED)
+
+
+def _outside_dependencies(
+    config: pytest.Config, selected: Mapping[str, TaskItem]
+) -> tuple[set[str], dict[str, str]]:
+    """Dependencies of selected tasks that this run did not select: those the tracker marks
+    complete (met), and for the others, why their dependants are skipped and how to run
+    them. Another shard may still select them; the sequencer asks the store first."""
+    runtime = config.stash[RUNTIME]
+    every = config.stash.get(ALL_TASKS, {})
+    complete: set[str] = set()
+    outside: dict[str, str] = {}
+    tracker = runtime.settings.tracker.name
+    for item in selected.values():
+        for dep in item.task.depends_on:
+            if dep in selected or dep in complete or dep in outside or dep not in every:
+                continue
+            task = every[dep]
+            if task.tracker_key in runtime.completed:
+                complete.add(dep)
+                continue
+            plan = runtime.plan
+            if plan is not None and plan.batch_of(dep) is None:
+                how = f"add it to a batch of {plan.source}"
+            else:
+                how = f'select it too (e.g. -k "{item.task.id} or {dep}")'
+            outside[dep] = (
+                f"dependency {dep!r} was not selected in this run and {tracker} does not mark "
+                f"it complete: {how}, or run it first"
+            )
+    return complete, outside
 
 
 class _Marks:
@@ -679,15 +799,19 @@ class _Marks:
         return self._timeout[seconds]
 
 
-def _completed_in_tracker(config: pytest.Config, settings: Settings) -> set[str]:
-    if not config.option.roadmap_resume:
-        return set()
-    from pytest_roadmap.tracker import ProgressTracker  # needed only with --roadmap-resume
+def _completed_in_tracker(config: pytest.Config, settings: Settings) -> frozenset[str]:
+    """Keys the tracker marks complete, read once by the controller for every process: for
+    --roadmap-resume, and for dependencies this run did not select."""
+    if not config.option.roadmap_resume and not settings.tracker.is_file():
+        return frozenset()
+    from pytest_roadmap.tracker import ProgressTracker  # only when there is one to read
 
     try:
-        return ProgressTracker(settings.tracker).completed_keys()
+        return frozenset(ProgressTracker(settings.tracker).completed_keys())
     except RoadmapError as exc:
-        raise pytest.UsageError(f"pytest-roadmap: --roadmap-resume: {exc}") from None
+        if config.option.roadmap_resume:  # a broken tracker is a usage error up front
+            raise pytest.UsageError(f"pytest-roadmap: --roadmap-resume: {exc}") from None
+        return frozenset()  # the end of the run says why it was not updated
 
 
 def _in_plan(item: pytest.Item, plan: BatchPlan) -> bool:
@@ -702,6 +826,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     runtime = runtime_of(item.config)
     if runtime is None or not is_roadmap_item(item) or item.get_closest_marker("skip"):
         return
+    runtime.current = item.nodeid
     state = runtime.state(item)
     guards = runtime.safeguards()
     failed_before = max(0, int(getattr(item, "execution_count", 1)) - 1)
@@ -722,7 +847,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     guards.enter_batch(batch)
     try:
         state.unhealthy = guards.before_attempt(failed_before, state.last_error, state.refusals)
-    except RunStopped as stopped:
+    except QuotaExhausted as stopped:
         pytest.skip(str(stopped))
     if state.unhealthy is None:
         between = runtime.plan.between_tasks if runtime.plan else 0.0
@@ -742,7 +867,7 @@ def run_task(item: TaskItem) -> dict[str, Any]:
         raise TaskFailure(state.unhealthy, transient=False)
     try:
         return runtime.safeguards().chat(item.task, int(getattr(item, "execution_count", 1)))
-    except RunStopped as stopped:
+    except QuotaExhausted as stopped:
         pytest.skip(str(stopped))
     finally:
         _release(state)
@@ -876,20 +1001,7 @@ def _refusal_count(item: pytest.Item, refused: bool) -> int:
 def _task_wire(item: pytest.Item) -> dict[str, Any]:
     if isinstance(item, TaskItem):
         return task_to_wire(item.task)
-    # A Python task: described by its test function, with neutral roadmap fields.
-    return {
-        "id": item.name,
-        "title": item.name,
-        "prompt": "",
-        "month": 1,
-        "week": 1,
-        "priority": 3,
-        "dogfooding": None,
-        "depends_on": [],
-        "timeout": None,
-        "retries": None,
-        "source": str(item.path.name),
-    }
+    return python_task_wire(item.name, str(item.path.name))
 
 
 class ExecutorPlugin:
@@ -920,6 +1032,12 @@ class ControllerPlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record_report(self.runtime, report)
 
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        # Ctrl-C, SIGTERM, or xdist stopping (-x, a worker interrupted): before the reports
+        # are written, the workers are told to send nothing more.
+        if self.runtime.keeper is not None:
+            self.runtime.keeper.interrupted(interruption(excinfo.value))
+
 
 def record_report(runtime: Runtime | None, report: pytest.TestReport) -> None:
     if runtime is None or runtime.recorder is None:
@@ -936,8 +1054,11 @@ def record_report(runtime: Runtime | None, report: pytest.TestReport) -> None:
             if runtime.sequencer is not None and report.outcome == FAILED:
                 runtime.sequencer.mark_done(task_id, FAILED)
         return
+    keeper = runtime.keeper
     if info.get("phase") == "setup" and "attempt" not in info:
         recorder.task_seen(report.nodeid, info["task"], info.get("batch"))
+        if keeper is not None:
+            keeper.started(max(0, runtime.expected - len(recorder.record.results)))
         return
     outcome: str = report.outcome
     if outcome in (PASSED, FAILED, RERUN, SKIPPED):
@@ -948,6 +1069,8 @@ def record_report(runtime: Runtime | None, report: pytest.TestReport) -> None:
 
                 runtime.outputs = OutputWriter(runtime.settings.report_dir)
             runtime.outputs.add(result)
+        if outcome != RERUN and keeper is not None:
+            keeper.ended(result)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -961,20 +1084,40 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     record = runtime.recorder.record
     record.finished = time.time()
     if runtime.store is not None:
-        record.health_probes = runtime.store.incr(PROBES_KEY, 0)
-        for status in (429, 503):
-            count = runtime.store.incr(f"{REFUSED_KEY}:{status}", 0)
-            if count:
-                record.refusals[status] = count
-        stop = pacer_of(runtime.settings, runtime.store).read().stop
-        record.stopped = stop or record.stopped
+        with contextlib.suppress(StoreError):  # a store gone mid-run must not cost the reports
+            record.health_probes = runtime.store.incr(PROBES_KEY, 0)
+            for status in (429, 503):
+                count = runtime.store.incr(f"{REFUSED_KEY}:{status}", 0)
+                if count:
+                    record.refusals[status] = count
+            record.stopped = record.stopped or runtime.pacer().read().stop or None
     if record.stopped:
         # Tasks were skipped because the API's quota is gone: the run did not do its work.
         session.exitstatus = pytest.ExitCode.INTERRUPTED
+    if runtime.keeper is not None:
+        runtime.keeper.settle(*_selection(runtime, session.config))
+    # Written here, before xdist tears its workers down (up to 10 s for a hung one after an
+    # interruption, when CI may be about to kill the job); the summary prints what it said.
+    if record.results:
+        runtime.end_lines = _write_outputs(runtime, record)
     if len(record.results) >= FREEZE_FROM:
         # An xdist controller collects no items, so it freezes here, once the run's
         # results are in, for pytest's exit-time collections (see pytest_collection_finish).
         gc.freeze()
+
+
+def _selection(
+    runtime: Runtime, config: pytest.Config
+) -> tuple[list[str], Callable[[str], dict[str, Any] | None], set[str]]:
+    """The node ids of the selected tasks, how to describe one that never reported, and
+    the ones running (their first attempt is reported only once it ends)."""
+    if not runtime.collected:  # no xdist: this process collected them
+        items = {item.nodeid: item for item in runtime.selected}
+        running = {runtime.current} if runtime.current else set()
+        return list(items), lambda nodeid: _task_wire(items[nodeid]), running
+    running = runtime.scheduler.running() if runtime.scheduler is not None else set()
+    wire = wires_from_task_files(runtime.settings.tasks_dir, config.rootpath)
+    return runtime.collected, wire, running
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -989,7 +1132,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     names = [b.name for b in plan.batches] if plan else []
     for line in summary_lines(record, names, config.stash.get(LEFT_OUT, 0)):
         terminalreporter.write_line(runtime.redact(line))
-    for line in _write_outputs(runtime, record):
+    for line in runtime.end_lines:
         terminalreporter.write_line(runtime.redact(line))
 
 
@@ -1005,6 +1148,9 @@ def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
     written = runtime.outputs.close() if runtime.outputs is not None else None
     runtime.outputs = None
     folder = runtime.settings.report_dir
+    recorded, writer_error = (
+        runtime.keeper.close_tracker() if runtime.keeper is not None else (set(), None)
+    )
     try:
         done = report.write_reports(record, folder, written)
     except Exception as exc:  # no traceback at the end of a run, whatever went wrong
@@ -1019,10 +1165,20 @@ def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:
         lines.append("tracker: not updated (results came from the sandbox)")
         return lines
     try:
-        ProgressTracker(runtime.settings.tracker).record_run(record)
+        # What the writer recorded during the run is not recorded twice.
+        ProgressTracker(runtime.settings.tracker).record_run(record, recorded)
         lines.append(f"tracker: updated {runtime.settings.tracker}")
     except Exception as exc:
         lines.append(f"roadmap: tracker not updated: {_error_words(exc)}")
+    if writer_error is not None and lines[-1].startswith("tracker: updated"):
+        lines.append(f"roadmap: the tracker was not updated during the run: {writer_error}")
+    if record.interrupted and recorded is not None:
+        left = record.count(INTERRUPTED) + record.count(NOT_RUN)
+        if left:
+            lines.append(
+                f"roadmap: run interrupted ({record.interrupted}): {left} tasks left; "
+                "--roadmap-resume runs only those the tracker does not mark complete"
+            )
     return lines
 
 

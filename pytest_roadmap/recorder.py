@@ -8,10 +8,21 @@ reads it while the controller's main loop adds to it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from pytest_roadmap.results import FAILED, PASSED, RERUN, SKIPPED, Attempt, RunRecord, TaskResult
+from pytest_roadmap.results import (
+    FAILED,
+    INTERRUPTED,
+    NOT_RUN,
+    PASSED,
+    RERUN,
+    SKIPPED,
+    Attempt,
+    RunRecord,
+    TaskResult,
+)
 from pytest_roadmap.tasks import Task
 
 
@@ -92,6 +103,37 @@ class RunRecorder:
             self._fresh.append(attempt)
             self._ended.add(nodeid)
             result.outcome, result.error = FAILED, error
+
+    def seen(self, nodeid: str) -> bool:
+        """Whether any report of this task reached the controller."""
+        with self._lock:
+            return nodeid in self._by_node
+
+    def settle(
+        self, missing: Iterable[tuple[str, dict[str, Any]]], running: Collection[str] = ()
+    ) -> None:
+        """At the end of the run, give every task an outcome. A task that started but never
+        ended was cut off (INTERRUPTED); so was one of `missing` (`(nodeid, task)` of the
+        selected tasks never reported) that was `running`, while the others did not run
+        (NOT_RUN). pytest-rerunfailures reports an attempt only once it has ended, so a
+        task in its first attempt is known to have started from `running` alone."""
+        why = self.record.interrupted
+        ended_by = f"the run was interrupted ({why})" if why else "the run ended"
+        with self._lock:
+            for nodeid, result in self._by_node.items():
+                if nodeid not in self._ended:
+                    result.outcome = INTERRUPTED
+                    result.error = f"{ended_by} during attempt {len(result.attempts) + 1}"
+            for nodeid, task in missing:
+                if nodeid in self._by_node:
+                    continue
+                result = self._result(nodeid, task)
+                if nodeid in running:
+                    result.outcome = INTERRUPTED
+                    result.error = f"{ended_by} during attempt 1"
+                else:
+                    result.outcome = NOT_RUN
+                    result.error = f"{ended_by} before this task started"
 
     def take_ended(self) -> list[Attempt]:
         """Attempts that ended since the last call (for the adaptive limit)."""

@@ -10,6 +10,9 @@ from pytest_roadmap.tasks import Task
 
 # Outcomes of a whole task (its last attempt decides) and of one attempt.
 PASSED, FAILED, SKIPPED, RERUN = "passed", "failed", "skipped", "rerun"
+# Outcomes of a task that an interrupted run never finished: cut off during an attempt, or
+# never started.
+INTERRUPTED, NOT_RUN = "interrupted", "not_run"
 
 # Dogfooding category -> the counter name the original tracker (and report.json) uses.
 DOGFOODING_COUNTERS = {
@@ -111,6 +114,15 @@ class Sample:
     healthy: bool
 
 
+@dataclass(frozen=True)
+class Alert:
+    """A monitoring threshold of the batch file that the run passed."""
+
+    at: float
+    kind: str  # "failure_rate" or "queue_size"
+    message: str
+
+
 @dataclass
 class RunRecord:
     """A whole run: settings in force, every task's result, and what the controller saw."""
@@ -131,6 +143,8 @@ class RunRecord:
     health_probes: int = 0
     unhealthy_s: float = 0.0
     run_id: str | None = None
+    interrupted: str | None = None  # why the run ended early (SIGTERM, Ctrl-C, ...), if it did
+    alerts: list[Alert] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:

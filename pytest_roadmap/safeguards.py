@@ -37,13 +37,23 @@ def batch_gate_key(batch: Batch) -> str:
 
 
 def pacer_of(
-    settings: Settings, store: Store, sleep: Callable[[float], None] = time.sleep
+    settings: Settings,
+    store: Store,
+    *,
+    maximum: int | None = None,
+    lower: bool = True,
+    higher: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Pacer:
-    """The run's learned pace over `store`, as these settings bound it."""
+    """The run's learned pace over `store`, as these settings bound it: the concurrency
+    limit at most `maximum` (the worker count, or a batch file's cap), moving only the
+    ways a batch file's safeguards allow."""
     return Pacer(
         store,
         gate_key=GATE_KEY,
-        maximum=settings.workers,
+        maximum=maximum or settings.workers,
+        lower=lower,
+        higher=higher,
         ceiling=settings.rate_limit,
         max_wait=settings.max_wait,
         mode=settings.adaptive,
@@ -61,11 +71,14 @@ class _Throttles:
     the start spacing in the same atomic reservation (see `Store.reserve_all`).
     """
 
-    def __init__(self, run: RateLimiter, pacer: Pacer) -> None:
+    def __init__(
+        self, run: RateLimiter, pacer: Pacer, stop: Callable[[], None] | None = None
+    ) -> None:
         self.run = run
         self.pacer = pacer
         self.batch: RateLimiter | None = None
         self.start: RateLimiter | None = None  # armed for the next request only
+        self.stop = stop
 
     def acquire(self) -> Ticket:
         with store_failures_are_transient():
@@ -91,6 +104,9 @@ class _Throttles:
                     transient=True,
                     refused=True,
                 ) from None
+            if self.stop is not None:
+                # After the wait, which can be long: an interrupted run sends nothing more.
+                self.stop()
             return Ticket(self.pacer.store.clock(), pace.epoch)
 
     def settle(
@@ -143,6 +159,8 @@ class Safeguards:
         run_id: str,
         holder: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop: Callable[[], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -152,8 +170,10 @@ class Safeguards:
         self.holder = holder or worker
         self._sleep = sleep
         self.limiter = RateLimiter(store, settings.rate_limit, settings.burst)
-        self.pacer = pacer_of(settings, store, sleep=sleep)
-        self._throttles = _Throttles(self.limiter, self.pacer)
+        self.pacer = pacer or pacer_of(settings, store, sleep=sleep)
+        # `stop` raises (interrupt.RunStopped) once the run has stopped: checked before
+        # every send.
+        self._throttles = _Throttles(self.limiter, self.pacer, stop)
         self.gate = ConcurrencyGate(store, holder=self.holder, key=GATE_KEY, lease=GATE_LEASE)
         self._batch_gates: dict[int, ConcurrencyGate] = {}
         self._batch_limiters: dict[int, RateLimiter] = {}
@@ -197,7 +217,7 @@ class Safeguards:
         After `refusals` refusals in a row (the API refused for load; the task did not
         run), the first is retried at once (the learned pace has already moved) and later
         ones back off as failures do, spending no retry. Returns None when the attempt may
-        go ahead, or why the API is not usable; raises `RunStopped` once the quota is gone.
+        go ahead, or why the API is not usable; raises `QuotaExhausted` once the quota is gone.
         The caller holds no concurrency slot yet, so sleeping here blocks no one.
         """
         refused = isinstance(last, TaskFailure) and last.refused

@@ -14,7 +14,7 @@ before anyone passes the barrier.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from pytest_roadmap.batches import Batch, BatchPlan
 from pytest_roadmap.results import PASSED
@@ -48,10 +48,18 @@ class Sequencer:
         stop_on_failure: bool = False,
         shards: int = 1,
         shard_wait: float = 600.0,
+        complete: Collection[str] = (),
+        outside: Mapping[str, str] | None = None,
         poll: float = 0.02,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`complete`: ids of tasks the tracker marks complete, which count as passed when a
+        dependant needs them and no run selected them. `outside`: for a dependency that is
+        neither selected here nor complete, why its dependant is skipped (how to include
+        it); a default sentence otherwise."""
         self._store = store
+        self._complete = complete
+        self._outside = outside or {}
         self._plan = plan
         self._stop_on_failure = stop_on_failure
         self._shards = shards
@@ -79,14 +87,20 @@ class Sequencer:
         batch = self.batch_of(task.id)
         if batch is not None or task.depends_on:
             self._wait_for_shards()
+        # Before any wait: a dependency that no shard selected and that was not done in an
+        # earlier run would never come, so the dependant is skipped at once.
+        selected = []
+        for dep in task.depends_on:
+            if self._store.get(_selected(dep)) is not None:
+                selected.append(dep)
+            elif dep not in self._complete:
+                return self._outside.get(dep) or f"dependency {dep!r} was not selected in this run"
         if batch is not None and self._plan is not None:
             reason = self._wait_for_earlier_batches(batch, self._plan)
             if reason:
                 return reason
             self._store.put(CURRENT_BATCH_KEY, batch.name)
-        for dep in task.depends_on:
-            if self._store.get(_selected(dep)) is None:
-                return f"dependency {dep!r} was not selected in this run"
+        for dep in selected:
             outcome = self._wait_for(_done(dep))
             if outcome != PASSED:
                 words = "was skipped" if outcome == "skipped" else "failed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytest_roadmap.display import escape_controls, shown_url
-from pytest_roadmap.results import FAILED, PASSED, SKIPPED, RunRecord
+from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, SKIPPED, RunRecord
 from pytest_roadmap.settings import Settings
 
 
@@ -27,9 +27,13 @@ def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int 
     ran = [r for r in record.results if r.attempts]
     average = sum(r.duration_s for r in ran) / len(ran) if ran else 0.0
     label = " (sandbox)" if record.sandbox else ""
+    cut_off, not_run = record.count(INTERRUPTED), record.count(NOT_RUN)
+    unfinished = (f", {cut_off} interrupted" if cut_off else "") + (
+        f", {not_run} not run" if not_run else ""
+    )
     lines = [
-        f"roadmap{label}: {total} tasks: {passed} completed, {failed} failed, {skipped} skipped; "
-        f"success rate {100.0 * record.success_rate:.0f}%",
+        f"roadmap{label}: {total} tasks: {passed} completed, {failed} failed, {skipped} skipped"
+        f"{unfinished}; success rate {100.0 * record.success_rate:.0f}%",
         f"duration {record.duration_s:.1f} s, average {average:.2f} s per task, "
         f"{record.reruns} retries",
     ]

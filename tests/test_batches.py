@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -15,6 +16,8 @@ import pytest
 
 from pytest_roadmap.sandbox import max_in_flight, max_in_window
 from tests.conftest import Roadmap, task_toml
+
+ORIGINAL_BATCHES = Path(__file__).parent / "corpus" / "original" / "BATCH_CONFIG.json"
 
 
 def write_batches(roadmap: Roadmap, batches: list[dict[str, Any]], **delays: int) -> str:
@@ -169,8 +172,150 @@ def test_unselected_dependency_is_skipped_not_waited_for(roadmap: Roadmap) -> No
     roadmap.tasks("month1", task_toml("base"), task_toml("mid", depends_on=["base"]))
     result = roadmap.run("-k", "mid", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*dependency 'base' was not selected in this run*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*dependency 'base' was not selected in this run and ROADMAP_PROGRESS.json does not "
+            'mark it complete: select it too (e.g. -k "mid or base"), or run it first*'
+        ]
+    )
     assert roadmap.chats() == []
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_unselected_dependency_the_tracker_marks_complete_is_met(
+    roadmap: Roadmap, workers: str
+) -> None:
+    roadmap.tasks(
+        "month1",
+        task_toml("base", title="Base work"),
+        task_toml("mid", depends_on=["base"]),
+        task_toml("top", depends_on=["mid"]),
+    )
+    tracker = roadmap.pytester.path / "ROADMAP_PROGRESS.json"
+    tracker.write_text(
+        json.dumps({"tasks": {"month1_week1_Base work": {"name": "Base work", "completed": True}}})
+    )
+    result = roadmap.run("-n", workers, "-k", "mid or top", "-rs")
+    result.assert_outcomes(passed=2)
+    assert [e["task"] for e in roadmap.chats()] == ["mid", "top"]
+
+
+def test_unselected_dependency_skips_at_once_not_after_earlier_batches(tmp_path: Path) -> None:
+    """A dependency that no run selected and the tracker does not mark complete would never
+    come: its dependant is skipped before any wait (here, for a batch that never ends)."""
+    from pytest_roadmap.batches import Batch, BatchPlan
+    from pytest_roadmap.sequencing import Sequencer
+    from pytest_roadmap.store import open_store
+    from pytest_roadmap.tasks import Task
+
+    plan = BatchPlan("b.json", (Batch(0, "one", ("slow",)), Batch(1, "two", ("late",))))
+    late = Task(id="late", title="Late", prompt="p", month=1, week=1, depends_on=("gone",))
+
+    def no_waiting(seconds: float) -> None:
+        raise AssertionError("waited for the earlier batch")
+
+    with open_store(f"sqlite://{(tmp_path / 's.db').as_posix()}", create=True) as store:
+        sequencer = Sequencer(store, plan, sleep=no_waiting, outside={"gone": "add it"})
+        sequencer.register(["slow", "late"], shard="x")  # "slow" is selected, never ends
+        assert sequencer.wait_turn(late) == "add it"
+        done = Sequencer(store, plan, sleep=no_waiting, complete={"gone"})
+        with pytest.raises(AssertionError, match="waited for the earlier batch"):
+            done.wait_turn(late)  # met by the tracker: now it waits its turn
+
+
+def test_the_original_batch_file_loads_as_it_is(roadmap: Roadmap) -> None:
+    shutil.copy(ORIGINAL_BATCHES, roadmap.pytester.path / "BATCH_CONFIG.json")
+    roadmap.tasks(
+        "month1",
+        task_toml("monitoring"),
+        task_toml("dashboard"),
+        task_toml("cache", week=2),
+        task_toml("other", week=3),
+    )
+    # The file's safeguards cap the run's own settings: 500/s becomes its maxRateLimit of 10.
+    result = roadmap.run("-n", "2", "--roadmap-batches", "BATCH_CONFIG.json")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "roadmap: api=* rate=10/s *",
+            "roadmap: safeguards of BATCH_CONFIG.json: rate 10/s (not 500)",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert {e["task"] for e in roadmap.chats()} == {"monitoring", "dashboard", "cache"}
+    assert max_in_window(roadmap.sandbox.log(), path=None) <= 10
+
+
+def write_plan(roadmap: Roadmap, tasks: list[str], **blocks: Any) -> str:
+    path = roadmap.pytester.path / "plan.json"
+    path.write_text(json.dumps({"batches": [{"name": "all", "tasks": tasks}], **blocks}))
+    return str(path)
+
+
+def test_safeguards_cap_concurrency_and_rate(roadmap: Roadmap) -> None:
+    names = [f"t{i}" for i in range(6)]
+    roadmap.tasks("month1", *(task_toml(t) for t in names))
+    roadmap.sandbox.configure(latency=0.3)
+    plan = write_plan(roadmap, names, safeguards={"maxTotalConcurrency": 1, "maxRateLimit": 4})
+    result = roadmap.run("-n", "3", "--roadmap-batches", plan)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(
+        [
+            "roadmap: safeguards of plan.json: at most 1 tasks at once (3 workers), "
+            "rate 4/s (not 500)"
+        ]
+    )
+    assert max_in_flight(roadmap.sandbox.log()) == 1
+    assert max_in_window(roadmap.sandbox.log(), path=None) <= 4
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_safeguards_decide_whether_failures_lower_concurrency(
+    roadmap: Roadmap, reduce: bool
+) -> None:
+    names = [f"t{i}" for i in range(8)]
+    roadmap.tasks("month1", *(task_toml(t, retries=0) for t in names))
+    roadmap.sandbox.configure(latency=0.2, rules=[{"match": "do t", "status": 503}])
+    plan = write_plan(roadmap, names, safeguards={"autoReduceOnFailure": reduce})
+    # A 503 is a refusal for load, waited out without spending a retry up to the longest
+    # wait: 1 s here, then the tasks fail.
+    result = roadmap.run(
+        "-n",
+        "2",
+        "--roadmap-batches",
+        plan,
+        "--roadmap-health-interval",
+        "0.2",
+        "--roadmap-max-wait",
+        "1",
+    )
+    result.assert_outcomes(failed=8)
+    lowered = any(line.startswith("concurrency 2 -> 1") for line in result.stdout.lines)
+    assert lowered is reduce, result.stdout.str()
+
+
+def test_monitoring_alerts_print_and_go_into_the_report(roadmap: Roadmap) -> None:
+    names = ["a1", "a2", "a3", "b1", "b2"]
+    roadmap.tasks("month1", *(task_toml(t) for t in names))
+    roadmap.sandbox.configure(rules=[{"match": "do b", "status": 400}])
+    plan = write_plan(
+        roadmap,
+        names,
+        monitoring={"trackMetrics": False, "alertOnFailureRate": 0.2, "alertOnQueueSize": 2},
+    )
+    result = roadmap.run("--roadmap-batches", plan, "--roadmap-health-interval", "0.1")
+    result.assert_outcomes(passed=3, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "roadmap: ALERT: 4 tasks queued, above alertOnQueueSize 2 (plan.json)",
+            "roadmap: ALERT: failure rate 25% (1 of 4 tasks failed) is above alertOnFailureRate"
+            " 0.2 (plan.json)",
+        ]
+    )
+    assert "roadmap: running" not in result.stdout.str()  # trackMetrics: false
+    report = json.loads((roadmap.pytester.path / "roadmap-report" / "report.json").read_text())
+    assert [a["kind"] for a in report["run"]["alerts"]] == ["queue_size", "failure_rate"]
+    assert report["run"]["alerts"][1]["message"].startswith("roadmap: ALERT: failure rate 25%")
 
 
 @pytest.mark.parametrize(
@@ -322,3 +467,55 @@ def test_worker_killed_mid_batch_and_the_run_still_finishes(roadmap: Roadmap) ->
     one = [e for e in roadmap.chats() if e["task"] in names[:4] and e["answered"]]
     two = [e for e in roadmap.chats() if e["task"] in names[4:]]
     assert two and min(e["arrived"] for e in two) >= max(e["answered"] for e in one)
+
+
+# --- the batch file's safeguards and alerts, as rules ----------------------------------
+
+
+def test_one_way_limit_moves_only_where_the_file_allows() -> None:
+    from pytest_roadmap.caps import OneWayLimit
+
+    never_lower = OneWayLimit(3, interval=1.0, lower=False)
+    assert never_lower.observe(10, 5) is None and never_lower.value == 3
+    never_higher = OneWayLimit(3, interval=1.0, higher=False)
+    change = never_higher.observe(10, 5)
+    assert change is not None and (change.old, change.new) == (3, 2)
+    assert never_higher.observe(10, 0) is None and never_higher.value == 2
+
+
+def test_capped_settings_only_lower() -> None:
+    from dataclasses import replace
+
+    from pytest_roadmap.batches import SafeguardCaps
+    from pytest_roadmap.caps import capped_settings, concurrency_ceiling
+    from pytest_roadmap.settings import Sources, resolve_settings
+
+    settings = resolve_settings(Sources({}, {}, {}, Path.cwd(), Path.cwd()), 4)
+    settings = replace(settings, rate_limit=10.0, health_interval=5.0)
+    capped = capped_settings(
+        settings,
+        SafeguardCaps(max_rate_limit=20.0, health_check_interval=2.0, auto_reduce_on_failure=False),
+    )
+    assert (capped.rate_limit, capped.health_interval, capped.adaptive) == (10.0, 2.0, "aimd")
+    off = SafeguardCaps(auto_reduce_on_failure=False, auto_increase_on_success=False)
+    assert capped_settings(settings, off).adaptive == "off"
+    assert concurrency_ceiling(4, SafeguardCaps(max_total_concurrency=8)) == 4
+    assert concurrency_ceiling(4, SafeguardCaps(max_total_concurrency=2)) == 2
+
+
+def test_alerts_fire_once_per_crossing() -> None:
+    from pytest_roadmap.alerts import RunAlerts
+    from pytest_roadmap.batches import MonitoringRules
+
+    alerts = RunAlerts(MonitoringRules(alert_on_failure_rate=0.5, alert_on_queue_size=3), "f.json")
+    assert alerts.queue(3) is None
+    first = alerts.queue(4)
+    assert first is not None and first.kind == "queue_size"
+    assert alerts.queue(5) is None  # still above: said once
+    assert alerts.queue(2) is None and alerts.queue(4) is not None  # back under, then above
+    assert alerts.task_ended("passed") is None
+    assert alerts.task_ended("skipped") is None  # only passed and failed count
+    assert alerts.task_ended("failed") is None  # 50% is not above 50%
+    crossed = alerts.task_ended("failed")
+    assert crossed is not None and "67% (2 of 3 tasks failed)" in crossed.message
+    assert alerts.task_ended("failed") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,12 +70,68 @@ def test_complete_metric_dogfood_report(tracker: Path, capsys: pytest.CaptureFix
         "docsGenerated = 1",
         "docsGenerated = 2",
     ]
+    doc = json.loads(tracker.read_text(encoding="utf-8"))
+    assert doc["metrics"]["latency"] == 120  # stays an integer, as the Node tool wrote
+    assert doc["dogFooding"]["docsGenerated"] == 2
+    assert doc["tasks"]["month2_week3_Add caching"]["completed"] is True
+
+
+def test_report_is_the_originals_report(tracker: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t = ["--tracker", str(tracker)]
+    main(["complete", "1", "1", "Done", *t])
+    doc = json.loads(tracker.read_text(encoding="utf-8"))
+    for n in range(15):  # 16 tasks, one complete: 6.25 %, which toFixed(1) rounds up
+        doc["tasks"][f"month2_week1_Open {n}"] = {"name": f"Open {n}", "month": 2, "week": 1}
+    tracker.write_text(json.dumps(doc), encoding="utf-8")
+    capsys.readouterr()
     assert main(["report", *t]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads(tracker.read_text(encoding="utf-8"))
-    assert printed["metrics"]["latency"] == 120  # stays an integer, as the Node tool wrote
-    assert printed["dogFooding"]["docsGenerated"] == 2
-    assert printed["tasks"]["month2_week3_Add caching"]["completed"] is True
+    assert list(printed) == ["generatedAt", "summary", "metrics", "dogFooding", "targets"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", printed["generatedAt"])
+    assert printed["summary"] == {
+        "currentMonth": 1,
+        "currentWeek": 1,
+        "progress": "6.3%",
+        "tasksCompleted": 1,
+        "tasksTotal": 16,
+    }
+    # A new tracker starts from the original's baseline.
+    assert printed["metrics"] == {
+        "cacheHitRate": 15,
+        "latency": 500,
+        "selectionAccuracy": 85,
+        "costSavings": 97,
+        "errorRate": 5,
+    }
+    assert printed["dogFooding"]["docsGenerated"] == 0
+    assert printed["targets"] == {
+        "month1": {"cacheHitRate": 40, "latency": 200, "selectionAccuracy": 95, "errorRate": 2},
+        "month3": {"cacheHitRate": 60, "latency": 200, "selectionAccuracy": 95, "errorRate": 2},
+        "month6": {"cacheHitRate": 80, "latency": 150, "selectionAccuracy": 98, "errorRate": 1},
+        "month12": {
+            "cacheHitRate": 99,
+            "latency": 100,
+            "selectionAccuracy": 99.5,
+            "errorRate": 0.1,
+        },
+    }
+
+
+def test_report_of_an_empty_tracker(tracker: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--tracker", str(tracker)]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["progress"] == "0%"  # the original printed `${0}%`
+    assert (summary["tasksCompleted"], summary["tasksTotal"]) == (0, 0)
+    assert not tracker.exists()  # reading never creates the file
+
+
+def test_no_command_prints_help_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: roadmap")
+    for command in ("status", "complete", "metric", "dogfood", "report"):
+        assert command in captured.out
+    assert captured.err == ""
 
 
 def test_status_with_tasks(
@@ -115,7 +172,6 @@ def test_status_default_tracker_in_cwd(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "the following arguments are required: COMMAND"),
         (["fly"], "invalid choice: 'fly'"),
         (["metric", "speed", "1"], "argument NAME: invalid choice: 'speed'"),
         (["metric", "latency", "fast"], "argument VALUE: 'fast' is not a number"),
@@ -130,7 +186,7 @@ def test_status_default_tracker_in_cwd(
 def test_bad_arguments(
     argv: list[str], message: str, tracker: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*argv, "--tracker", str(tracker)] if argv else argv) == 2
+    assert main([*argv, "--tracker", str(tracker)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: roadmap")
     assert message in err
@@ -187,13 +243,15 @@ def test_module_runs_every_subcommand(tmp_path: Path) -> None:
     doc = json.loads(report.stdout)
     assert doc["metrics"]["errorRate"] == 0.01
     assert doc["dogFooding"]["optimizationsGenerated"] == 1
-    assert doc["tasks"]["month1_week1_Fix failed request tracking"]["completed"] is True
+    assert doc["summary"]["progress"] == "100.0%"
+    bare = run_cli(cwd=tmp_path)
+    assert (bare.returncode, bare.stderr) == (0, "")
+    assert bare.stdout.startswith("usage: roadmap")
 
 
 @pytest.mark.parametrize(
     ("args", "first_line"),
     [
-        ([], "usage: roadmap"),
         (["metric", "speed", "1"], "usage: roadmap metric"),
         (["complete", "1"], "usage: roadmap complete"),
         (["status", "--tracker", "broken.json"], "roadmap: error: broken.json: invalid JSON"),

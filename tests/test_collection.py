@@ -152,3 +152,22 @@ def test_duplicate_id_across_files_names_both(roadmap: Roadmap) -> None:
         ["*roadmap_tasks/b.toml: duplicate task id 'same', also in roadmap_tasks/a.toml*"]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+def test_shipped_tasks_keep_the_original_prompts_targets() -> None:
+    """The original system's prompts named the targets; the shipped tasks ask for them too."""
+    from pathlib import Path
+
+    from pytest_roadmap.tasks import load_tasks
+
+    root = Path(__file__).resolve().parents[1]
+    prompts = {t.id: " ".join(t.prompt.lower().split()) for t in load_tasks(root / "roadmap_tasks")}
+    wanted = {
+        "testing": ["90%+ test coverage"],
+        "dashboard": ["cache hit rate", "cost savings"],
+        "baseline": ["error rate", "cache hit rate", "selection accuracy"],
+        "costtracking": ["per user"],
+    }
+    for task_id, phrases in wanted.items():
+        for phrase in phrases:
+            assert phrase in prompts[task_id], (task_id, phrase)

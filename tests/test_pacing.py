@@ -12,7 +12,7 @@ from pytest_roadmap.pacing import (
     Limits,
     Pace,
     Pacer,
-    RunStopped,
+    QuotaExhausted,
     Ticket,
     cubic,
     on_headers,
@@ -194,7 +194,9 @@ def test_pacer_pauses_every_worker_for_retry_after(store: Store) -> None:
 def test_pacer_stops_the_run_when_the_quota_is_gone(store: Store) -> None:
     pacer = _pacer(store, max_wait=60.0)
     pacer.answered(Ticket(store.clock(), 0), 429, {}, retry_after=3600.0)
-    with pytest.raises(RunStopped, match=r"quota exhausted: Retry-After 3600 s .*max-wait 60 s"):
+    with pytest.raises(
+        QuotaExhausted, match=r"quota exhausted: Retry-After 3600 s .*max-wait 60 s"
+    ):
         _pacer(store).check()
     assert [e.kind for e in pacer.events_since(0)[1]] == ["stop"]
 

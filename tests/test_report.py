@@ -34,6 +34,7 @@ from pytest_roadmap.report.markdown import (
 )
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
+    Alert,
     Attempt,
     ConcurrencyChange,
     PaceChange,
@@ -156,6 +157,7 @@ def sample_record() -> RunRecord:
         Sample(T0 + s, 4 if s < 4 else 2 if s < 12 else 3, s / 4, 1, s != 6)
         for s in range(0, 21, 2)
     ]
+    record.alerts = [Alert(T0 + 6, "failure_rate", "failure rate 50%\nabove 20%")]
     return record
 
 
@@ -175,7 +177,7 @@ def no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_json_run_and_totals(record: RunRecord) -> None:
     doc = build_json(record)
-    assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert doc["run"] == {
         "api": "https://api.example.com",
         "sandbox": False,
@@ -205,12 +207,22 @@ def test_json_run_and_totals(record: RunRecord) -> None:
         },
         "stopped": None,
         "health": {"probes": 7, "unhealthy_s": 1.5},
+        "interrupted": None,
+        "alerts": [
+            {
+                "at": "2025-01-10T12:00:06.000Z",
+                "kind": "failure_rate",
+                "message": "failure rate 50% above 20%",
+            }
+        ],
     }
     assert doc["totals"] == {
         "total": 5,
         "passed": 2,
         "failed": 2,
         "skipped": 1,
+        "interrupted": 0,
+        "not_run": 0,
         "rerun": 1,
         "success_rate": 0.5,
     }

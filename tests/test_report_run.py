@@ -68,12 +68,14 @@ def test_report_json_matches_what_the_server_saw(roadmap: Roadmap) -> None:
     result = roadmap.run("-n", "2", "--junitxml", "junit.xml")
     assert result.parseoutcomes() == {"passed": 2, "failed": 1, "rerun": 1}
     report = json.loads((roadmap.pytester.path / "roadmap-report" / "report.json").read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert report["totals"] == {
         "total": 3,
         "passed": 2,
         "failed": 1,
         "skipped": 0,
+        "interrupted": 0,
+        "not_run": 0,
         "rerun": 1,
         "success_rate": pytest.approx(2 / 3, abs=1e-3),
     }

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from pytest_roadmap.errors import TrackerError
 from pytest_roadmap.results import Attempt, RunRecord, TaskResult, iso_utc
 from pytest_roadmap.tasks import Task
-from pytest_roadmap.tracker import METRICS, ProgressTracker, default_document
+from pytest_roadmap.tracker import METRICS, ProgressTracker, TrackerWriter, default_document
 
 T0 = 1_736_510_400.0  # 2025-01-10T12:00:00Z
 JS_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -135,7 +136,15 @@ def test_missing_file_reads_as_default(path: Path) -> None:
     tracker = ProgressTracker(path)
     doc = tracker.read()
     assert doc["tasks"] == {}
-    assert doc["metrics"] == dict.fromkeys(METRICS, 0)
+    # The original tracker's baseline: where the roadmap started.
+    assert doc["metrics"] == {
+        "cacheHitRate": 15,
+        "latency": 500,
+        "selectionAccuracy": 85,
+        "costSavings": 97,
+        "errorRate": 5,
+    }
+    assert list(doc["metrics"]) == list(METRICS)
     assert doc["dogFooding"] == {
         "improvementsGenerated": 0,
         "testsGenerated": 0,
@@ -291,6 +300,84 @@ def test_record_run_twice(path: Path) -> None:
     ]
 
 
+def test_record_run_skips_what_the_writer_recorded(path: Path) -> None:
+    write_original(path)
+    early = task("Early", 1, 3, "improvement", tid="early")
+    late = task("Late", 1, 3, "improvement", tid="late")
+    tracker = ProgressTracker(path)
+    writer = TrackerWriter(tracker, wait=0.0)
+    writer.add(result(early, "passed", T0 + 10))
+    assert writer.close() == {"early"}
+    assert tracker.read()["dogFooding"]["improvementsGenerated"] == 4
+    tracker.record_run(
+        record(result(early, "passed", T0 + 10), result(late, "passed", T0 + 20)),
+        written={"early"},
+    )
+    doc = tracker.read()
+    assert doc["dogFooding"]["improvementsGenerated"] == 5  # early counted once
+    assert doc["tasks"]["month1_week3_Early"]["completedAt"] == "2025-01-10T12:00:10.000Z"
+    assert doc["tasks"]["month1_week3_Late"]["completed"] is True
+
+
+# --- the writer during a run -----------------------------------------------------------
+
+
+def test_writer_records_each_pass_within_its_wait(path: Path) -> None:
+    write_original(path)
+    tracker = ProgressTracker(path)
+    writer = TrackerWriter(tracker, wait=0.05)
+    try:
+        writer.add(result(task("First", 1, 3, "test", tid="first"), "passed", T0 + 1))
+        deadline = time.monotonic() + 30
+        while "month1_week3_First" not in tracker.read()["tasks"]:
+            assert time.monotonic() < deadline, "the writer never wrote"
+            time.sleep(0.01)
+        doc = tracker.read()
+        assert doc["tasks"]["month1_week3_First"]["completed"] is True
+        assert doc["dogFooding"]["testsGenerated"] == 1
+        assert doc["customTop"] == ORIGINAL["customTop"]  # the file's own keys are kept
+        writer.add(result(task("Broken", 1, 3, tid="broken"), "failed", T0 + 2, "x"))
+    finally:
+        written = writer.close()
+    assert written == {"first", "broken"}
+    assert tracker.read()["tasks"]["month1_week3_Broken"]["notes"] == ["2025-01-10: failed: x"]
+
+
+def test_writer_batches_passes_into_one_update(path: Path) -> None:
+    tracker = ProgressTracker(path)
+    updates = []
+    original = tracker.update
+
+    def counting(change: Any) -> Any:
+        updates.append(1)
+        return original(change)
+
+    tracker.update = counting  # type: ignore[method-assign]
+    writer = TrackerWriter(tracker, wait=30.0)  # close() ends the wait
+    # The first outcome after a quiet spell is written at once...
+    writer.add(result(task("T0", tid="t0"), "passed", T0))
+    deadline = time.monotonic() + 30
+    while not tracker.completed_keys():
+        assert time.monotonic() < deadline, "the first outcome was not written at once"
+        time.sleep(0.01)
+    # ... and the ones within the wait after it go together in the next update.
+    for n in range(1, 50):
+        writer.add(result(task(f"T{n}", tid=f"t{n}"), "passed", T0 + n))
+    assert len(writer.close()) == 50
+    assert len(updates) == 2
+    assert len(tracker.completed_keys()) == 50
+
+
+def test_writer_stops_at_an_error_and_says_why(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    writer = TrackerWriter(ProgressTracker(blocked / "p.json"), wait=0.0)
+    writer.add(result(task("A", tid="a"), "passed", T0))
+    writer.add(result(task("B", tid="b"), "passed", T0))
+    assert writer.close() == set()
+    assert writer.error is not None and "blocked" in writer.error
+
+
 # --- CLI helpers -----------------------------------------------------------------------
 
 
@@ -349,12 +436,28 @@ def test_status_lines(path: Path) -> None:
     assert "Month 2: 0/1 (0 %)" in lines
     assert "  latency: 120" in lines
     assert "  improvementsGenerated: 3" in lines
-    assert "  2025-01-10T12:00:00.000Z  month1_week1_Fix failed request tracking" in lines
+    # Names, as the original printed them, not the file's keys.
+    assert "  2025-01-10T12:00:00.000Z  Fix failed request tracking (month 1, week 1)" in lines
+    assert not any("month1_week1_" in line for line in lines)
     pending = text.split("Pending tasks:")[1].splitlines()[1:]
     assert pending == [
         "  month 1 week 2: [cache] Add caching",
         "  month 2 week 1: [docs] Write docs",
     ]
+
+
+def test_status_lines_without_task_files_lists_the_files_open_entries(path: Path) -> None:
+    doc = json.loads(json.dumps(ORIGINAL))
+    doc["tasks"]["month2_week3_Nameless"] = {"completed": False}
+    write_original(path, doc)
+    lines = ProgressTracker(path).status_lines()
+    pending = lines[lines.index("Pending tasks:") + 1 :]
+    assert pending == ["  Add caching (month 1, week 2)", "  Nameless (month 2, week 3)"]
+
+
+def test_file_without_metrics_starts_from_the_baseline(path: Path) -> None:
+    path.write_text('{"tasks": {}}', encoding="utf-8")
+    assert ProgressTracker(path).read()["metrics"]["latency"] == 500
 
 
 def test_status_lines_without_tasks_or_file(path: Path) -> None:

@@ -15,8 +15,11 @@ from typing import Any, TypeVar
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
     FAILED,
+    INTERRUPTED,
+    NOT_RUN,
     PASSED,
     SKIPPED,
+    Alert,
     ConcurrencyChange,
     PaceChange,
     RunRecord,
@@ -25,7 +28,9 @@ from pytest_roadmap.results import (
 )
 
 # Bump when a field is renamed, removed or changes meaning; adding one is compatible.
-SCHEMA_VERSION = 1
+# 2: `tasks[].outcome` may also be "interrupted" or "not_run", and `totals.total` counts
+# them, so it is no longer passed + failed + skipped.
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 Fields = Sequence[tuple[str, Callable[[T], Any]]]
@@ -80,6 +85,12 @@ REFUSAL_FIELDS: Fields[RunRecord] = (
     ("by_status", lambda r: [{"status": k, "count": v} for k, v in sorted(r.refusals.items())]),
 )
 
+ALERT_FIELDS: Fields[Alert] = (
+    ("at", lambda a: _iso(a.at)),
+    ("kind", lambda a: a.kind),
+    ("message", lambda a: one_line(a.message)),
+)
+
 HEALTH_FIELDS: Fields[RunRecord] = (
     ("probes", lambda r: r.health_probes),
     ("unhealthy_s", lambda r: _number(r.unhealthy_s)),
@@ -101,6 +112,8 @@ RUN_FIELDS: Fields[RunRecord] = (
     ("refusals", lambda r: section(REFUSAL_FIELDS, r)),
     ("stopped", lambda r: one_line(r.stopped)),
     ("health", lambda r: section(HEALTH_FIELDS, r)),
+    ("interrupted", lambda r: r.interrupted),
+    ("alerts", lambda r: [section(ALERT_FIELDS, a) for a in r.alerts]),
 )
 
 TOTALS_FIELDS: Fields[RunRecord] = (
@@ -108,6 +121,8 @@ TOTALS_FIELDS: Fields[RunRecord] = (
     ("passed", lambda r: r.count(PASSED)),
     ("failed", lambda r: r.count(FAILED)),
     ("skipped", lambda r: r.count(SKIPPED)),
+    ("interrupted", lambda r: r.count(INTERRUPTED)),
+    ("not_run", lambda r: r.count(NOT_RUN)),
     ("rerun", lambda r: r.reruns),
     ("success_rate", lambda r: _number(r.success_rate, 4)),
 )
