@@ -31,8 +31,8 @@ from pytest_roadmap.store.base import Store, StoreError, TicketLost
 LEADER_KEY = "adaptive:leader"
 ENDED_KEY = "adaptive:ended"
 FAILED_KEY = "adaptive:failed"
-# The learned pace changes on every worker's answers; the monitor samples the request
-# counters for it and shows its changes this often, between its status lines.
+# The learned pace changes on every worker's answers; the monitor shows its changes this
+# often, between its status lines.
 SAMPLE_EVERY = 0.25
 
 
@@ -118,7 +118,6 @@ class Monitor:
         while not self._stop.wait(min(SAMPLE_EVERY, self._interval)):
             try:
                 if self._pacer is not None:
-                    self._pacer.sample()
                     self.show_pace_changes()
                 if self._clock() >= due:
                     due += self._interval

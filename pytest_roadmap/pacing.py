@@ -38,7 +38,11 @@ from pytest_roadmap.store.base import Store
 PACE_KEY = "pace"
 EVENTS_KEY = "pace:events"
 REFUSED_KEY = "pace:refused"
-SAMPLES_KEY = "pace:samples"
+# Requests sent, and those of them refused, per 50 ms of their send time: a 429 is judged by
+# what the server accepted in the second before it (at most two keys per request).
+SENT_KEY = "pace:sent"
+REFUSED_AT_KEY = "pace:refused-at"
+BUCKET = 0.05
 
 # Concurrency: the factor of a cut, and how long a probe past a refused level waits.
 CUT = 0.5
@@ -175,13 +179,14 @@ def on_success(pace: Pace, epoch: int, in_use: bool, now: float, maximum: int) -
     pace.acked += 1
     if pace.acked < pace.limit:
         return None
+    if pace.refused_at and pace.limit >= pace.refused_at:
+        # A whole round at the level once refused, and no refusal: it holds now.
+        pace.refused_at, pace.probe_wait = 0, PROBE_WAIT
     new = pace.limit + 1
     probing = bool(pace.refused_at) and new >= pace.refused_at
     if probing and now - pace.changed_at < pace.probe_wait:
         return None
     old = pace.limit
-    if pace.refused_at and new > pace.refused_at:  # the refused level held: it is behind us
-        pace.refused_at, pace.probe_wait = 0, PROBE_WAIT
     pace.limit = new
     pace.epoch += 1
     pace.changed_at, pace.acked = now, 0
@@ -201,10 +206,17 @@ def on_throttled(
         return None
     old = pace.rate(ceiling, now)
     peak = accepted if accepted is not None and accepted > 0 else old / 2
+    if 0 < pace.peak < old:
+        # A probe past the learned rate failed: that rate held, the server did not change.
+        peak = max(peak, pace.peak)
     pace.peak = max(MIN_RATE, min(old, peak))
     pace.cut_at = now
     new = pace.rate(ceiling, now)
-    words = f"accepted {accepted:.1f}/s" if accepted is not None else "nothing measured yet"
+    words = (
+        f"it accepted {accepted:g} requests in the second before"
+        if accepted
+        else "it accepted none in the second before"
+    )
     return Event("rate", now, old, new, f"429 from the API ({words})")
 
 
@@ -241,7 +253,10 @@ def on_headers(pace: Pace, limits: Limits, now: float, ceiling: float) -> list[E
         events.append(Event("rate", now, old, old, f"the API announces {limits.announced}"))
     if limits.remaining <= 0:
         return events + on_quiet_pause(pace, limits.reset, now, f"{limits.source} 0")
-    pace.header_rate = limits.remaining / max(limits.reset, 0.05)
+    # A quota per window (the policy says it) is paced at its steady rate, which keeps any
+    # window, sliding or fixed, within it; otherwise the budget left is spread over the time
+    # to the reset. Either way a budget at 0 pauses until the reset.
+    pace.header_rate = limits.steady or limits.remaining / max(limits.reset, 0.05)
     pace.header_until = now + limits.reset
     return events
 
@@ -257,6 +272,7 @@ class Limits:
     reset: float
     source: str  # the header family, for the reasons
     announced: str = ""  # "5 requests per 1 s" when the server says its quota
+    steady: float = 0.0  # requests/s the announced quota allows for good (0: unknown)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -300,12 +316,14 @@ def parse_limits(headers: Mapping[str, str]) -> Limits | None:
     if combined:
         params = dict(_PARAM.findall(combined))
         if "r" in params and "t" in params:
-            said = ""
+            said, steady = "", 0.0
             policy = dict(_PARAM.findall(get("ratelimit-policy") or ""))
             if "q" in policy:
                 window = f" per {float(policy['w']):g} s" if "w" in policy else ""
                 said = f"{int(float(policy['q']))} requests{window} (RateLimit-Policy)"
-            return Limits(int(float(params["r"])), float(params["t"]), "RateLimit", said)
+                if float(policy.get("w", 0)) > 0:
+                    steady = float(policy["q"]) / float(policy["w"])
+            return Limits(int(float(params["r"])), float(params["t"]), "RateLimit", said, steady)
     remaining = _whole(get("x-ratelimit-remaining-requests"))
     reset = _seconds(get("x-ratelimit-reset-requests") or "")
     if remaining is not None and reset is not None:
@@ -351,8 +369,6 @@ class Pacer:
         mode: str = "aimd",
         lower: bool = True,
         higher: bool = True,
-        requests_key: str = "requests",
-        rate_key: str = "rate",
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if mode not in MODES:
@@ -366,8 +382,6 @@ class Pacer:
         # A batch file's safeguards may let the limit move one way only (the original's
         # autoReduceOnFailure / autoIncreaseOnSuccess).
         self.lower, self.higher = lower, higher
-        self._requests_key = requests_key
-        self._rate_key = rate_key
         self._sleep = sleep
 
     # -- reading
@@ -383,8 +397,8 @@ class Pacer:
         return pace
 
     def wait_pause(self) -> None:
-        """Wait out a pause (in a task's setup, holding no slot); QuotaExhausted if it outlasts
-        the longest wait allowed."""
+        """Wait out a pause (in a task's setup, holding no slot); QuotaExhausted once the
+        quota is gone."""
         while True:
             pace = self.check()
             left = pace.until - self.store.clock()
@@ -422,6 +436,8 @@ class Pacer:
         if refused:
             self.store.incr(REFUSED_KEY)
             self.store.incr(f"{REFUSED_KEY}:{status}")
+            if self.mode == "aimd":
+                self.store.incr(f"{REFUSED_AT_KEY}:{int(ticket.sent_at / BUCKET)}")
         now = self.store.clock()
         if retry_after is not None and refused:
             words = f"Retry-After {retry_after:g} s on a {status}"
@@ -434,14 +450,19 @@ class Pacer:
             self._change(lambda p: _listed(on_pause(p, retry_after, now, words)))
         if limits is not None:
             self._change(lambda p: on_headers(p, limits, now, self.ceiling))
-        if status == 429 and self.mode != "off" and limits is None:
-            accepted = self.accepted_rate(now)
-            self._change(
-                lambda p: _listed(
-                    on_throttled(p, ticket.sent_at, now, accepted, self.ceiling),
-                    None if retry_after is not None else on_pause(p, RATE_HOLD, now, "429"),
-                )
-            )
+        if status == 429 and self.mode == "aimd" and limits is None:
+            accepted = self.accepted_rate(ticket.sent_at)
+
+            def cut(pace: Pace) -> list[Event]:
+                # Far over the server's rate, its window is full: nobody sends until it has
+                # drained. A probe just past the learned rate overshot by a request or so.
+                probe = 0 < pace.peak < pace.rate(self.ceiling, now)
+                event = on_throttled(pace, ticket.sent_at, now, accepted, self.ceiling)
+                if event is None or probe or retry_after is not None:
+                    return _listed(event)
+                return _listed(event, on_pause(pace, RATE_HOLD, now, "429"))
+
+            self._change(cut)
         if self.mode != "aimd":
             return
         if status == 503 or overload is not None:
@@ -459,61 +480,39 @@ class Pacer:
         now = self.store.clock()
         self._change(lambda p: _listed(on_stop(p, now, reason)))
 
-    def accepted_rate(self, now: float) -> float | None:
-        """Requests per second the API accepted over the last second or so, from the
-        samples the controller's monitor keeps (`sample`); None before there are any."""
-        try:
-            samples = json.loads(self.store.get(SAMPLES_KEY) or "[]")
-        except ValueError:
-            return None
-        old = [s for s in samples if now - s[0] >= 0.5]
-        if not old:
-            return None
-        at, sent, refused = (float(x) for x in old[-1])
-        sent_now = self.store.incr(self._requests_key, 0)
-        refused_now = self.store.incr(REFUSED_KEY, 0)
-        accepted = (sent_now - sent) - (refused_now - refused)
-        return max(0.0, accepted / max(now - at, 1e-3))
+    def sent(self, ticket: Ticket) -> None:
+        """Count one request by its send time (for `accepted_rate`)."""
+        if self.mode == "aimd":
+            self.store.incr(f"{SENT_KEY}:{int(ticket.sent_at / BUCKET)}")
 
-    def sample(self, keep: float = 2.0) -> None:
-        """Record (time, requests sent, refused) for `accepted_rate`; the monitor calls it
-        a few times a second."""
-        now = self.store.clock()
-        try:
-            samples = json.loads(self.store.get(SAMPLES_KEY) or "[]")
-        except ValueError:
-            samples = []
-        samples = [s for s in samples if now - s[0] <= keep]
-        sent, refused = self.store.incr(self._requests_key, 0), self.store.incr(REFUSED_KEY, 0)
-        samples.append([now, sent, refused])
-        self.store.put(SAMPLES_KEY, json.dumps(samples), ttl=keep * 4)
+    def accepted_rate(self, sent_at: float) -> float:
+        """Requests sent in the second up to `sent_at` that the API has not refused: a server
+        counting requests in one-second windows refused at that many. Those still waiting for
+        their answer count as accepted (a refusal comes back at once, an answer takes time)."""
+        last = int(sent_at / BUCKET)
+        total = 0
+        for key in range(last - round(1.0 / BUCKET) + 1, last + 1):
+            total += int(self.store.get(f"{SENT_KEY}:{key}") or 0)
+            total -= int(self.store.get(f"{REFUSED_AT_KEY}:{key}") or 0)
+        return float(max(total, 0))
 
     def _change(self, rule: Callable[[Pace], list[Event]]) -> list[Event]:
         """Apply `rule` to the shared document by compare-and-set; publish its events."""
         for _ in range(50):
             text = self.store.get(PACE_KEY)
             pace = Pace.from_json(text, self.maximum)
-            old_limit, old_until = pace.limit, pace.until
+            old_limit = pace.limit
             events = rule(pace)
             if not events and pace.to_json() == (text or Pace(limit=self.maximum).to_json()):
                 return []
             if self.store.swap(PACE_KEY, text, pace.to_json()):
                 if pace.limit != old_limit:
                     self._mirror_limit()
-                if pace.until > old_until:
-                    self._hold_sends(pace.until)
                 for event in events:
                     number = self.store.incr(EVENTS_KEY)
                     self.store.put(f"{EVENTS_KEY}:{number}", event.to_json())
                 return events
         return []  # pragma: no cover - 50 lost races in a row: the next answer tries again
-
-    def _hold_sends(self, until: float) -> None:
-        """Move the rate limiter's schedule past a pause, so the sends reserved after it are
-        spaced from its end instead of all going at once when it ends."""
-        left = until - self.store.clock()
-        if left > 0:
-            self.store.reserve_all([(self._rate_key, left, 1)])
 
     def _mirror_limit(self) -> None:
         """Make the gate's limit the document's, even if another process raced ahead."""

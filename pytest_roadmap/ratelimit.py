@@ -35,14 +35,12 @@ class RateLimiter:
     enforces a strict sliding window.
     """
 
-    RUN_KEY = "rate"  # the run's own limit, which every request passes
-
     def __init__(
         self,
         store: Store,
         rate: float,
         burst: int = 1,
-        key: str = RUN_KEY,
+        key: str = "rate",
         sleep: Callable[[float], object] = time.sleep,
         margin: float = MARGIN,
     ) -> None:

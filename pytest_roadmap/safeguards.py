@@ -57,8 +57,6 @@ def pacer_of(
         ceiling=settings.rate_limit,
         max_wait=settings.max_wait,
         mode=settings.adaptive,
-        requests_key=REQUESTS_KEY,
-        rate_key=RateLimiter.RUN_KEY,
         sleep=sleep,
     )
 
@@ -107,7 +105,9 @@ class _Throttles:
             if self.stop is not None:
                 # After the wait, which can be long: an interrupted run sends nothing more.
                 self.stop()
-            return Ticket(self.pacer.store.clock(), pace.epoch)
+            ticket = Ticket(self.pacer.store.clock(), pace.epoch)
+            self.pacer.sent(ticket)
+            return ticket
 
     def settle(
         self,

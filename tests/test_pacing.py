@@ -96,6 +96,17 @@ def test_a_429_cuts_the_rate_to_what_the_server_accepted_then_cubic_growth() -> 
     assert pace.rate(10.0, 0.4 + 60.0) == 10.0
 
 
+def test_a_failed_probe_keeps_the_learned_rate_a_lower_limit_lowers_it() -> None:
+    pace = Pace(limit=3)
+    on_throttled(pace, 0.0, 0.0, 4.0, 10.0)
+    # Refused above what held (the curve went past 4 after a while): 4 holds, not 3.
+    on_throttled(pace, 9.9, 10.0, 3.0, 10.0)
+    assert pace.peak == 4.0
+    # Refused at or below it: the server's limit went down, and the rate follows.
+    on_throttled(pace, 11.5, 11.6, 2.0, 10.0)
+    assert pace.peak == 2.0
+
+
 def test_cubic_starts_at_beta_and_passes_its_peak_at_k() -> None:
     assert cubic(5.0, 0.0) == pytest.approx(BETA * 5.0)
     assert cubic(5.0, CUBIC_K) == pytest.approx(5.0)
@@ -120,7 +131,7 @@ def test_a_429_with_nothing_measured_halves_the_rate() -> None:
         ),
         (
             {"RateLimit": '"default";r=0;t=2', "RateLimit-Policy": '"default";q=5;w=1'},
-            Limits(0, 2.0, "RateLimit", "5 requests per 1 s (RateLimit-Policy)"),
+            Limits(0, 2.0, "RateLimit", "5 requests per 1 s (RateLimit-Policy)", 5.0),
         ),
         (
             {
@@ -151,6 +162,12 @@ def test_a_429_with_nothing_measured_halves_the_rate() -> None:
 )
 def test_rate_limit_headers(headers: dict[str, str], expected: Limits | None) -> None:
     assert parse_limits(headers) == expected
+
+
+def test_headers_with_a_policy_pace_its_steady_rate() -> None:
+    pace = Pace(limit=3)
+    on_headers(pace, Limits(1, 1.0, "RateLimit", "5 requests per 1 s", 5.0), 100.0, 10.0)
+    assert pace.rate(10.0, 100.5) == 5.0
 
 
 def test_headers_pace_the_remaining_budget_and_pause_at_zero() -> None:

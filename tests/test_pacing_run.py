@@ -91,9 +91,8 @@ def test_a_429_without_retry_after_lowers_the_shared_rate(roadmap: Roadmap) -> N
 
 def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
-    roadmap.sandbox.configure(
-        latency=0.05, rules=[{"match": "do t05", "status": 429, "retry_after": 3600}]
-    )
+    # After 5 answers every request, health probes included, gets 429 with Retry-After 3600.
+    roadmap.sandbox.configure(latency=0.05, quota=5)
     result = roadmap.run("-n", "2", "-rs")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
@@ -105,6 +104,7 @@ def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Road
     assert len(after) <= 2  # a request already on its way on the other worker, at most
     report = _report(roadmap)
     passed = {t["id"] for t in report["tasks"] if t["outcome"] == "passed"}
+    assert len(passed) == 5
     skipped = [t for t in report["tasks"] if t["outcome"] == "skipped"]
     assert skipped and all("API quota exhausted" in t["error"] for t in skipped)
     assert report["run"]["stopped"].startswith("API quota exhausted: Retry-After 3600 s")
@@ -117,3 +117,45 @@ def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Road
     resumed = roadmap.run("-n", "2", "--roadmap-resume")
     assert resumed.ret == pytest.ExitCode.OK
     assert {e["task"] for e in roadmap.chats()} == {f"t{i:02d}" for i in range(12)} - passed
+
+
+@pytest.mark.parametrize("family", ["ratelimit", "ratelimit-policy", "x-ratelimit"])
+def test_a_server_that_announces_its_limit_is_paced_to_it(roadmap: Roadmap, family: str) -> None:
+    # 5/s, said on every answer; the client's own limit is the original's 10/s.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
+    roadmap.sandbox.configure(
+        latency=0.05, rate_limit=5, rate_limit_headers=family, rate_limit_retry_after=False
+    )
+    result = roadmap.run("-n", "3", "--reruns", "0", "--roadmap-rate-limit", "10")
+    result.assert_outcomes(passed=12)
+    refused = [e for e in _api(roadmap) if e["status"] == 429]
+    assert len(refused) <= 2
+    changes = _report(roadmap)["run"]["rate_changes"]
+    assert changes and "the API announces" in changes[0]["reason"]
+
+
+def test_capacity_that_drops_and_comes_back_brings_the_limit_down_and_up(
+    roadmap: Roadmap,
+) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(60)))
+    # The schedule counts from now; the run's first request comes a second or two later.
+    roadmap.sandbox.configure(
+        latency=0.3, capacity_schedule=[[0, 4], [3, 1], [6, 4]], capacity_retry_after=False
+    )
+    result = roadmap.run("-n", "4", "--reruns", "0", "--roadmap-max-queue", "0")
+    result.assert_outcomes(passed=60)
+    chats = roadmap.chats()
+    refused = [e for e in chats if e["status"] == 503]
+    assert refused, "the dip refused nothing: this run proves nothing"
+    assert len(refused) <= 0.2 * len(chats)
+    changes = _report(roadmap)["run"]["concurrency_changes"]
+    downs = [c for c in changes if c["to"] < c["from"]]
+    ups = [c for c in changes if c["to"] > c["from"]]
+    assert downs and ups and _at(ups[-1]["at"]) > _at(downs[0]["at"])
+    # After the dip the server saw more than one request in flight again.
+    dip_over = min(
+        e["arrived"]
+        for e in chats
+        if e["capacity"] == 4 and e["arrived"] > min(r["arrived"] for r in refused)
+    )
+    assert max(e["in_flight"] for e in chats if e["arrived"] > dip_over) >= 2
