@@ -60,6 +60,8 @@ MIN_RATE = 0.05
 # A 429 without Retry-After: the server's window is full now, so nothing goes out for this
 # long (and refusals of requests sent within it are the same burst).
 RATE_HOLD = 1.0
+# A quota the server announced stands this long after the last answer that said it.
+POLICY_HOLD = 60.0
 # Pauses this short are waited out inside a request; longer ones end the attempt unsent,
 # and the task waits in its next setup, holding no slot.
 INLINE_PAUSE = 1.0
@@ -94,6 +96,8 @@ class Pace:
     cut_at: float = 0.0
     header_rate: float = 0.0  # the pace the server's rate-limit headers ask for (0: none)
     header_until: float = 0.0
+    policy_rate: float = 0.0  # the steady rate of a quota the server announced (0: none)
+    policy_until: float = 0.0
     announced: str = ""  # the server's announced limit, as it last said it
     until: float = 0.0  # nothing is sent before this
     until_reason: str = ""
@@ -119,6 +123,8 @@ class Pace:
             rate = min(rate, cubic(self.peak, now - self.cut_at))
         if self.header_rate > 0 and now < self.header_until:
             rate = min(rate, self.header_rate)
+        if self.policy_rate > 0 and now < self.policy_until:
+            rate = min(rate, self.policy_rate)
         return max(rate, min(MIN_RATE, ceiling))  # the configured rate is never exceeded
 
 
@@ -231,12 +237,6 @@ def on_pause(pace: Pace, seconds: float, now: float, reason: str) -> Event | Non
     return None if running else Event("pause", now, 0.0, seconds, reason)
 
 
-def on_quiet_pause(pace: Pace, seconds: float, now: float, reason: str) -> list[Event]:
-    """A pause that is routine pacing (a budget at 0 until its reset): no line for it."""
-    on_pause(pace, seconds, now, reason)
-    return []
-
-
 def on_stop(pace: Pace, now: float, reason: str) -> Event | None:
     if pace.stop:
         return None
@@ -245,19 +245,26 @@ def on_stop(pace: Pace, now: float, reason: str) -> Event | None:
 
 
 def on_headers(pace: Pace, limits: Limits, now: float, ceiling: float) -> list[Event]:
-    """Pace so that the remaining budget lasts until the reset; pause at 0."""
+    """Pace by what the server says of its budget; pause while none is left.
+
+    A quota per window (a policy says it) is paced at its steady rate, which keeps any
+    window, sliding or fixed, within it; it stands while the server keeps saying it, also
+    after a pause, when no answer has come yet to say it again. Otherwise the budget left
+    is spread over the time to the reset.
+    """
+    old = pace.rate(ceiling, now)
+    if limits.steady:
+        pace.policy_rate, pace.policy_until = limits.steady, now + POLICY_HOLD
+    elif limits.remaining > 0:
+        pace.header_rate = limits.remaining / max(limits.reset, 0.05)
+        pace.header_until = now + limits.reset
     events: list[Event] = []
     if limits.announced and limits.announced != pace.announced:
-        old = pace.rate(ceiling, now)
         pace.announced = limits.announced
-        events.append(Event("rate", now, old, old, f"the API announces {limits.announced}"))
+        new = pace.rate(ceiling, now)
+        events.append(Event("rate", now, old, new, f"the API announces {limits.announced}"))
     if limits.remaining <= 0:
-        return events + on_quiet_pause(pace, limits.reset, now, f"{limits.source} 0")
-    # A quota per window (the policy says it) is paced at its steady rate, which keeps any
-    # window, sliding or fixed, within it; otherwise the budget left is spread over the time
-    # to the reset. Either way a budget at 0 pauses until the reset.
-    pace.header_rate = limits.steady or limits.remaining / max(limits.reset, 0.05)
-    pace.header_until = now + limits.reset
+        on_pause(pace, limits.reset, now, f"{limits.source} 0")  # routine pacing: no line
     return events
 
 

@@ -196,6 +196,7 @@ def test_swap_takes_an_expired_value_as_unset(store: Store) -> None:
 
 def _add_by_swapping(url: str, times: int, go: Event, done: Queue[int]) -> None:
     with open_store(url) as store:
+        done.put(-1)  # ready: the processes start swapping together, not one after another
         go.wait(PATIENCE)
         lost = 0
         for _ in range(times):
@@ -217,6 +218,7 @@ def test_swap_loses_no_update_across_processes(store: Store) -> None:
     procs = [spawn.Process(target=_add_by_swapping, args=(url, 300, go, done)) for _ in range(4)]
     for proc in procs:
         proc.start()
+    assert [done.get(timeout=PATIENCE) for _ in procs] == [-1] * 4
     go.set()
     lost = [done.get(timeout=PATIENCE) for _ in procs]
     for proc in procs:
