@@ -37,10 +37,18 @@ from typing import IO, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS, count_tokens, prompt_tokens
 
-CHAT_PATH = "/api/codebase/chat"
-HEALTH_PATH = "/api/health"
+CHAT_PATH = PROTOCOLS[BEAST].chat_path
+HEALTH_PATH = PROTOCOLS[BEAST].health_path
 API_PREFIX = "/api/"
+# The OpenAI protocol, under /v1 as hosted servers serve it.
+OPENAI_BASE = PROTOCOLS[OPENAI].sandbox_base
+OPENAI_CHAT = OPENAI_BASE + PROTOCOLS[OPENAI].chat_path
+OPENAI_MODELS = OPENAI_BASE + PROTOCOLS[OPENAI].health_path
+CHAT_PATHS = frozenset({CHAT_PATH, OPENAI_CHAT})
+HEALTH_PATHS = frozenset({HEALTH_PATH, OPENAI_MODELS})
+SANDBOX_MODEL = "sandbox"
 CONTROL_PREFIX = "/_sandbox/"
 DEFAULT_PORT = 3000
 # Request headers the plugin sends so a run can be traced from the server's side.
@@ -498,8 +506,11 @@ class _SandboxState:
         body: Any,
     ) -> _Decision:
         """Admit or reject one /api/ request and log its arrival, in one atomic step."""
-        is_chat = path == CHAT_PATH
-        message = body.get("message") if isinstance(body, dict) else None
+        is_chat = path in CHAT_PATHS
+        openai = path.startswith(OPENAI_BASE + "/")
+        message = _openai_prompt(body) if openai else None
+        if not openai and isinstance(body, dict):
+            message = body.get("message")
         model = body.get("model") if isinstance(body, dict) else None
         auth = headers.get("Authorization")
         entry: dict[str, Any] = {
@@ -517,6 +528,8 @@ class _SandboxState:
             "auth": hashlib.sha256(auth.encode()).hexdigest() if auth is not None else None,
             # The host name the client asked for, so a test can tell a redirect's target.
             "host": headers.get("Host"),
+            # Tokens of a chat answer (OpenAI protocol): {prompt, completion, total}.
+            "usage": None,
         }
         for key, header in TRACE_HEADERS.items():
             entry[key] = headers.get(header)
@@ -530,6 +543,8 @@ class _SandboxState:
                 entry["capacity"] = self._capacity_locked()
             self._entries.append(entry)
             decision = self._decide_locked(entry, method, path, message, model, auth)
+            if openai:
+                _as_openai(decision, body)
             if decision.admitted:
                 self._in_flight += 1
                 # Counted when admitted, not when answered, so requests in flight together
@@ -620,18 +635,24 @@ class _SandboxState:
                 retry = {"Retry-After": str(wait)} if config.rate_limit_retry_after else {}
                 return _Decision(entry, 429, {"error": "rate limit exceeded"}, headers=retry)
             self._accepted.append(now)
-        if path == HEALTH_PATH:
+        if path in HEALTH_PATHS:
             if method != "GET":
                 return _method_not_allowed(entry, "GET")
+            if path == OPENAI_MODELS:
+                model_list = [{"id": SANDBOX_MODEL, "object": "model", "owned_by": "roadmap"}]
+                return _Decision(entry, 200, {"object": "list", "data": model_list})
             return _Decision(entry, 200, {"status": "ok", "inFlight": self._in_flight})
-        if path != CHAT_PATH:
+        if path not in CHAT_PATHS:
             return _Decision(entry, 404, {"error": f"no such API path: {path}"})
         if method != "POST":
             return _method_not_allowed(entry, "POST")
         if not isinstance(message, str):
-            return _Decision(
-                entry, 400, {"error": "body must be a JSON object with a string 'message'"}
+            wanted = (
+                "a 'messages' list ending in a user message"
+                if path == OPENAI_CHAT
+                else ("a string 'message'")
             )
+            return _Decision(entry, 400, {"error": f"body must be a JSON object with {wanted}"})
         capacity = entry["capacity"]
         if capacity is not None and self._in_flight + 1 > capacity:
             retry = {"Retry-After": "1"} if config.capacity_retry_after else {}
@@ -752,6 +773,76 @@ def _answer_length(decision: _Decision) -> int:
     return len(_PADDED[0]) + decision.padding + len(_PADDED[1])
 
 
+def _openai_prompt(body: Any) -> str | None:
+    """The prompt of a chat completion request: its last message, when that is the user's."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    last = messages[-1]
+    content = last.get("content")
+    return content if last.get("role") == "user" and isinstance(content, str) else None
+
+
+def _as_openai(decision: _Decision, body: Any) -> None:
+    """The decision in the OpenAI protocol's shapes: a chat completion with its usage for
+    an answer, `{"error": {"message": ...}}` for an error; a raw body stays as it is."""
+    payload = decision.payload
+    if not isinstance(payload, dict) or decision.raw is not None:
+        return
+    if 200 <= decision.status < 300 and "code" in payload:
+        decision.payload = _completion(decision, payload, body)
+    elif "error" in payload or decision.status >= 400:
+        words = payload.get("error") or payload.get("status") or HTTPStatus(decision.status).phrase
+        kind = "rate_limit_exceeded" if decision.status == 429 else "sandbox_error"
+        decision.payload = {"error": {"message": str(words), "type": kind, "code": None}}
+
+
+_COMPLETION_IDS = itertools.count(1)
+
+
+def _completion(decision: _Decision, answer: Mapping[str, Any], body: Any) -> dict[str, Any]:
+    """A chat completion for an answer `{code, message}`: the message, then the code in a
+    fenced block; cut at the request's `max_tokens`, counted as protocol.py counts."""
+    content = f"{answer.get('message', '')}\n\n```python\n{answer.get('code', '')}```\n"
+    max_tokens = body.get("max_tokens") if isinstance(body, dict) else None
+    finish = "stop"
+    if (
+        isinstance(max_tokens, int)
+        and not isinstance(max_tokens, bool)
+        and 1 <= max_tokens < count_tokens(content)
+    ):
+        content = content[: max_tokens * 4]
+        finish = "length"
+    messages = body.get("messages") if isinstance(body, dict) else None
+    listed = messages if isinstance(messages, list) else []
+    prompt = prompt_tokens([m for m in listed if isinstance(m, dict)])
+    completion = count_tokens(content)
+    decision.entry["usage"] = {
+        "prompt": prompt,
+        "completion": completion,
+        "total": prompt + completion,
+    }
+    model = body.get("model") if isinstance(body, dict) else None
+    return {
+        "id": f"chatcmpl-sandbox-{next(_COMPLETION_IDS)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model if isinstance(model, str) else SANDBOX_MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
 def _method_not_allowed(entry: dict[str, Any], allow: str) -> _Decision:
     return _Decision(
         entry, 405, {"error": f"method not allowed; use {allow}"}, headers={"Allow": allow}
@@ -847,7 +938,7 @@ class _Handler(BaseHTTPRequestHandler):
             path = urlsplit(self.path).path
             if path.startswith(CONTROL_PREFIX):
                 self._control(path, body)
-            elif path.startswith(API_PREFIX):
+            elif path.startswith((API_PREFIX, OPENAI_BASE + "/")):
                 self._api(path, arrived, body)
             else:
                 self._send(404, {"error": f"no such path: {path}"})
