@@ -65,6 +65,7 @@ MAX_PADDING = 1 << 31  # a rule's `size`: answers up to 2 GiB, made and sent in 
 PIECE = 1 << 16
 MAX_TRICKLE = 60.0
 RATE_WINDOW = 1.0
+TOKEN_WINDOW = 60.0
 # The families of headers that can tell a client where the rate window stands: none, the
 # IETF draft's first three fields (draft-ietf-httpapi-ratelimit-headers-06), its later
 # RateLimit / RateLimit-Policy pair (-08 and on), and the x-ratelimit-*-requests fields
@@ -265,7 +266,10 @@ class SandboxConfig:
     `rate_limit_retry_after` is false); `rate_limit_headers` names the family of headers
     that then tell every /api/ answer where the window stands (RATE_LIMIT_HEADERS).
     `quota` answers every /api/ request 429 with `Retry-After: quota_retry_after` once that
-    many chat requests were answered 2xx. `failure_rate` answers that share of chat
+    many chat requests were answered 2xx. `token_limit` (OpenAI protocol) answers 429 to a
+    chat request while the answers of the last 60 s used that many tokens, and every /v1/
+    answer then says where that budget stands in `x-ratelimit-*-tokens` headers.
+    `failure_rate` answers that share of chat
     requests 500, drawn from `random.Random(seed)`; `down` answers 503 everywhere.
     """
 
@@ -282,6 +286,7 @@ class SandboxConfig:
     rate_limit_headers: str = ""
     quota: int | None = None
     quota_retry_after: int = 3600
+    token_limit: int | None = None
 
     def __post_init__(self) -> None:
         owner = "sandbox setting"
@@ -324,6 +329,15 @@ class SandboxConfig:
             )
         _check_number(
             owner, "quota", self.quota, what="a whole number >= 0", integer=True, optional=True
+        )
+        _check_number(
+            owner,
+            "token_limit",
+            self.token_limit,
+            what="a whole number of tokens per minute >= 1",
+            low=1,
+            integer=True,
+            optional=True,
         )
         _check_number(
             owner,
@@ -415,6 +429,7 @@ class _SandboxState:
         self._seq = 0
         self._in_flight = 0
         self._accepted: deque[float] = deque()  # monotonic arrivals inside the rate window
+        self._tokens: deque[tuple[float, int]] = deque()  # (monotonic, tokens) of the minute
         self._schedule_start = time.monotonic()  # where capacity_schedule counts from
         self._quota_used = 0  # chat answers 2xx, and admitted ones on their way to it
         self._epoch = 0  # one per reset, so a request from before it frees no quota after
@@ -483,6 +498,7 @@ class _SandboxState:
             self._rule_uses = [0] * len(self._config.rules)
             self._rng = random.Random(self._config.seed)
             self._accepted.clear()
+            self._tokens.clear()
             self._schedule_start = time.monotonic()
             self._quota_used = 0
             self._epoch += 1
@@ -542,9 +558,12 @@ class _SandboxState:
             if is_chat:
                 entry["capacity"] = self._capacity_locked()
             self._entries.append(entry)
-            decision = self._decide_locked(entry, method, path, message, model, auth)
+            decision = self._token_refusal_locked(entry, path)
+            if decision is None:
+                decision = self._decide_locked(entry, method, path, message, model, auth)
             if openai:
                 _as_openai(decision, body)
+                self._count_tokens_locked(decision)
             if decision.admitted:
                 self._in_flight += 1
                 # Counted when admitted, not when answered, so requests in flight together
@@ -554,6 +573,42 @@ class _SandboxState:
                     decision.quota_epoch = self._epoch
             decision.headers.update(self._rate_headers_locked(decision))
             return decision
+
+    def _token_window_locked(self) -> tuple[int, float]:
+        """Tokens answered in the last minute, and seconds until the oldest leaves it."""
+        now = time.monotonic()
+        while self._tokens and self._tokens[0][0] <= now - TOKEN_WINDOW:
+            self._tokens.popleft()
+        used = sum(tokens for _, tokens in self._tokens)
+        reset = self._tokens[0][0] + TOKEN_WINDOW - now if self._tokens else TOKEN_WINDOW
+        return used, reset
+
+    def _token_refusal_locked(self, entry: dict[str, Any], path: str) -> _Decision | None:
+        limit = self._config.token_limit
+        if limit is None or path != OPENAI_CHAT or self._config.down:
+            return None
+        used, reset = self._token_window_locked()
+        if used < limit:
+            return None
+        retry = {"Retry-After": str(max(1, math.ceil(reset)))}
+        return _Decision(entry, 429, {"error": "token rate limit exceeded"}, headers=retry)
+
+    def _count_tokens_locked(self, decision: _Decision) -> None:
+        """Count an admitted answer's tokens; say where the token budget stands."""
+        limit = self._config.token_limit
+        if limit is None:
+            return
+        usage = decision.entry.get("usage")
+        if decision.admitted and isinstance(usage, dict):
+            self._tokens.append((time.monotonic(), int(usage["total"])))
+        used, reset = self._token_window_locked()
+        decision.headers.update(
+            {
+                "x-ratelimit-limit-tokens": str(limit),
+                "x-ratelimit-remaining-tokens": str(max(0, limit - used)),
+                "x-ratelimit-reset-tokens": go_duration(reset),
+            }
+        )
 
     def _capacity_locked(self) -> int | None:
         """The capacity in force: the last schedule step reached, else `capacity`."""
@@ -1486,6 +1541,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="Retry-After of the --quota 429 (default 3600)",
     )
     parser.add_argument(
+        "--token-limit",
+        type=_argument(int, "a whole number >= 1", lambda v: v >= 1),
+        default=None,
+        help="OpenAI protocol: answer 429 while the last minute's answers used this many "
+        "tokens, and send x-ratelimit-*-tokens headers",
+    )
+    parser.add_argument(
         "--failure-rate",
         type=_argument(float, "a share from 0 to 1", lambda v: 0 <= v <= 1),
         default=0.0,
@@ -1522,6 +1584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit_headers=args.rate_limit_headers,
         quota=args.quota,
         quota_retry_after=args.quota_retry_after,
+        token_limit=args.token_limit,
     )
     server = SandboxServer(config, host=args.host, port=args.port, log_path=args.log)
     stop = threading.Event()

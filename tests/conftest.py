@@ -56,6 +56,7 @@ class RemoteSandbox(SandboxSubprocess):
         "rate_limit_headers": "",
         "quota": None,
         "quota_retry_after": 3600,
+        "token_limit": None,
     }
 
     def restore(self) -> None:
