@@ -1,4 +1,5 @@
-"""The sandbox API: a local HTTP server that imitates the BEAST MODE code-generation API.
+"""The sandbox API: a local HTTP server that imitates the BEAST MODE code-generation API,
+and under /v1 an OpenAI-compatible chat completions API.
 
 It is the plugin's embedded default API, the peer of the project's own tests and the
 server for benchmarks. Its knobs (latency, capacity, rate limit, random failures,
@@ -1271,7 +1272,8 @@ class SandboxServer:
         status, in_flight, capacity (for chat requests, the capacity in force when it
         arrived; null when there is none), message (first 80 chars), model, auth (sha256
         of the Authorization value), host (the Host header: which name a redirect went to),
-        worker, task, attempt, run (the X-Roadmap-* headers).
+        worker, task, attempt, run (the X-Roadmap-* headers), usage (an OpenAI chat
+        answer's tokens: prompt, completion, total; null otherwise).
         """
         return self._state.log()
 
@@ -1310,6 +1312,24 @@ def max_in_window(
         while end < len(times) and times[end] < first + window:
             end += 1
         best = max(best, end - start)
+    return best
+
+
+def max_tokens_in_window(entries: Iterable[Mapping[str, Any]], window: float = 60.0) -> int:
+    """The most tokens (each answer's `usage` total, at its arrival) in any half-open
+    window [t, t + window): what a server counting tokens per sliding window saw."""
+    arrivals = sorted(
+        (float(entry["arrived"]), int(entry["usage"]["total"]))
+        for entry in entries
+        if isinstance(entry.get("usage"), Mapping)
+    )
+    best = total = end = 0
+    for start, (first, _) in enumerate(arrivals):
+        while end < len(arrivals) and arrivals[end][0] < first + window:
+            total += arrivals[end][1]
+            end += 1
+        best = max(best, total)
+        total -= arrivals[start][1]
     return best
 
 

@@ -11,7 +11,9 @@ from tests.test_store import store_fixture  # noqa: F401 (the store fixture, bot
 
 
 def test_openai_answer_becomes_code_message_and_usage() -> None:
-    content = "Here:\n```python\ndef f():\n    return 1\n```\nand a test\n~~~\nassert f() == 1\n~~~\n"
+    content = (
+        "Here:\n```python\ndef f():\n    return 1\n```\nand a test\n~~~\nassert f() == 1\n~~~\n"
+    )
     answer, usage = PROTOCOLS[OPENAI].answer(
         {
             "choices": [{"message": {"role": "assistant", "content": content}}],
