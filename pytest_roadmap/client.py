@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+from typing import Protocol as Interface
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
@@ -30,6 +31,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
+from pytest_roadmap.protocol import BEAST, PROTOCOLS, AnswerError, Protocol, Usage
 from pytest_roadmap.retry import (
     OVERLOAD_STATUSES,
     TRANSIENT_STATUSES,
@@ -38,7 +40,10 @@ from pytest_roadmap.retry import (
 )
 from pytest_roadmap.settings import MAX_BODY, shown_size
 
-CHAT_PATH = "/api/codebase/chat"
+if TYPE_CHECKING:
+    from pytest_roadmap.tokens import TokenBudget
+
+CHAT_PATH = PROTOCOLS[BEAST].chat_path
 BODY_PREVIEW = 200
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -50,7 +55,7 @@ SHOWN_URL = 300  # characters of a URL in a message
 SHOWN_REASON = 80  # characters of the status line's reason phrase
 
 
-class Throttle(Protocol):
+class Throttle(Interface):
     """The shared safeguards around every request: `acquire` blocks until one more may go
     out and returns what the request carries to its answer; `settle` hears the answer."""
 
@@ -286,8 +291,12 @@ class RoadmapClient:
         on_request: Callable[[], None] | None = None,
         max_body: int = MAX_BODY.default,
         redirect_hosts: tuple[str, ...] = (),
+        protocol: Protocol = PROTOCOLS[BEAST],
+        tokens: TokenBudget | None = None,
     ) -> None:
         self.secrets = Secrets(token, api)
+        self.protocol = protocol
+        self.tokens = tokens  # the run's tokens-per-minute budget, if it has one
         self.api, self._auth = _without_credentials(api.rstrip("/"))
         self.model = model
         self.timeout = timeout
@@ -519,15 +528,45 @@ class RoadmapClient:
         return self.request("POST", path, **kwargs)
 
     def chat(
-        self, prompt: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+        self,
+        prompt: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        reserved: int | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """Ask the API for one task's work; the JSON answer, or a TaskFailure saying why not."""
-        body = {"message": prompt, "model": self.model, "useLLM": True, **extra}
-        response = self.post(CHAT_PATH, json=body, headers=headers)
-        return self.answer_of(response)
+        """Ask the API for one task's work, in the run's protocol; the answer (`code`,
+        `message`, and with the OpenAI protocol `usage`), or a TaskFailure saying why not.
+
+        With a token budget, the request first reserves its estimated tokens, unless the
+        caller already did (`reserved`: the tokens reserved); the answer's usage corrects it.
+        """
+        protocol = self.protocol
+        body = protocol.body(
+            prompt, self.model, system=system, max_tokens=max_tokens, temperature=temperature
+        )
+        body.update(extra)
+        if reserved is None and self.tokens is not None:
+            reserved = self.tokens.estimate(protocol.estimate(prompt, system), max_tokens)
+            self.tokens.reserve(reserved)
+        response = self.post(protocol.chat_path, json=body, headers=headers)
+        answer, usage = self.answer_and_usage(response)
+        if self.tokens is not None and reserved is not None:
+            self.tokens.settle(reserved, usage)
+        if usage is not None:
+            answer = {**answer, "usage": usage.to_dict()}
+        return answer
 
     def answer_of(self, response: requests.Response) -> dict[str, Any]:
         """The JSON answer of a chat response, or the TaskFailure it amounts to."""
+        return self.answer_and_usage(response)[0]
+
+    def answer_and_usage(self, response: requests.Response) -> tuple[dict[str, Any], Usage | None]:
+        """The answer of a chat response as `{code, message}` in the run's protocol and the
+        tokens it used, or the TaskFailure it amounts to."""
         where = f"{response.request.method} {self.shown(response.url)}"
         try:
             text = response.text
@@ -543,8 +582,9 @@ class RoadmapClient:
         if not 200 <= status < 300:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             wait = f"; Retry-After {retry_after:g} s" if retry_after is not None else ""
+            said = self._error_words(text)
             raise TaskFailure(
-                f"{where} answered {status} {phrase}".rstrip() + f"{wait}: {start}",
+                f"{where} answered {status} {phrase}".rstrip() + f"{wait}: {said or start}",
                 transient=status in TRANSIENT_STATUSES,
                 overload=status in OVERLOAD_STATUSES,
                 retry_after=retry_after,
@@ -557,12 +597,20 @@ class RoadmapClient:
                 f"{where} answered {status} with a body that is not JSON: {start}",
                 transient=False,
             ) from None
-        if not isinstance(answer, dict) or not ("code" in answer or "message" in answer):
+        try:
+            return self.protocol.answer(answer)
+        except AnswerError as missing:
             raise TaskFailure(
-                f"{where} answered {status} but its JSON has neither 'code' nor 'message': {start}",
-                transient=False,
-            )
-        return answer
+                f"{where} answered {status} but {missing}: {start}", transient=False
+            ) from None
+
+    def _error_words(self, text: str) -> str | None:
+        """What an error body says in the protocol's error shape, shown on one line."""
+        try:
+            said = self.protocol.error_message(json.loads(text))
+        except (ValueError, RecursionError):
+            return None
+        return self.redact(_preview(said)) if said else None
 
     def probe(self, path: str, timeout: float) -> tuple[bool, str]:
         """One health probe: (healthy, what it saw) where any 2xx is healthy."""

@@ -11,14 +11,17 @@ import pytest
 
 from pytest_roadmap.display import escape_controls
 from pytest_roadmap.errors import RoadmapError, TaskFileError
+from pytest_roadmap.protocol import BEAST, PROTOCOLS, Protocol
 from pytest_roadmap.retry import TaskFailure
-from pytest_roadmap.tasks import Task, load_task_file
+from pytest_roadmap.tasks import Task, check_protocol, load_task_file
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
 
 # Claimed ids per session, so a duplicate in a later file is that file's collection error.
 SEEN_IDS = pytest.StashKey[dict[str, str]]()
+# The run's protocol: a task field it cannot send is its file's collection error.
+RUN_PROTOCOL = pytest.StashKey[Protocol]()
 
 
 class TaskFile(pytest.File):
@@ -27,6 +30,7 @@ class TaskFile(pytest.File):
     def collect(self) -> Iterator[TaskItem]:
         display = self.nodeid or self.path.name
         tasks = load_task_file(self.path, display)
+        check_protocol(tasks, self.config.stash.get(RUN_PROTOCOL, PROTOCOLS[BEAST]))
         seen = self.session.stash.setdefault(SEEN_IDS, {})
         for task in tasks:
             if task.id in seen and seen[task.id] != display:

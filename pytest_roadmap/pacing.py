@@ -14,7 +14,8 @@ Users rarely know their API's limits, and the limits move. So every answer teach
 - `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
-  the run so the remaining budget lasts until the reset, and pause it at 0.
+  the run so the remaining budget lasts until the reset, and pause it at 0;
+  `x-ratelimit-remaining-tokens` at 0 pauses it until `x-ratelimit-reset-tokens`.
 
 All of it is one JSON document in the store (`PACE_KEY`), changed only by compare-and-set,
 so every worker and every CI shard sharing the store learns as one client. The rules are
@@ -340,6 +341,17 @@ def parse_limits(headers: Mapping[str, str]) -> Limits | None:
     return None
 
 
+def parse_token_limits(headers: Mapping[str, str]) -> Limits | None:
+    """The token budget a server announces in OpenAI's `x-ratelimit-remaining-tokens` /
+    `-reset-tokens`; None if it does not."""
+    get = _lower(headers)
+    remaining = _whole(get("x-ratelimit-remaining-tokens"))
+    reset = _seconds(get("x-ratelimit-reset-tokens") or "")
+    if remaining is None or reset is None:
+        return None
+    return Limits(remaining, reset, "x-ratelimit-remaining-tokens")
+
+
 def _lower(headers: Mapping[str, str]) -> Callable[[str], str | None]:
     lowered = {k.lower(): v for k, v in headers.items()}
     return lowered.get
@@ -457,7 +469,16 @@ class Pacer:
             self._change(lambda p: _listed(on_pause(p, retry_after, now, words)))
         if limits is not None:
             self._change(lambda p: on_headers(p, limits, now, self.ceiling))
-        if status == 429 and self.mode == "aimd" and limits is None:
+        tokens = parse_token_limits(headers) if status is not None else None
+        if tokens is not None and tokens.remaining <= 0:
+            # The server's token budget is spent until its reset: nobody sends before (a
+            # routine pause, like a request budget at 0: no line).
+            def spent(pace: Pace) -> list[Event]:
+                on_pause(pace, tokens.reset, now, f"{tokens.source} 0")
+                return []
+
+            self._change(spent)
+        if status == 429 and self.mode == "aimd" and limits is None and tokens is None:
             accepted = self.accepted_rate(ticket.sent_at)
 
             def cut(pace: Pace) -> list[Event]:

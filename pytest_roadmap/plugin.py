@@ -25,7 +25,7 @@ import pytest
 from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
 from pytest_roadmap.caps import adaptive_limit, cap_lines, capped_settings, concurrency_ceiling
-from pytest_roadmap.collect import TaskFile, TaskItem, odd_task_files
+from pytest_roadmap.collect import RUN_PROTOCOL, TaskFile, TaskItem, odd_task_files
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.health import PROBES_KEY
@@ -33,6 +33,7 @@ from pytest_roadmap.interrupt import StopCheck, handle_sigterm, interruption
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.pacing import REFUSED_KEY, Pacer, QuotaExhausted
 from pytest_roadmap.progress import ProgressKeeper, python_task_wire, wires_from_task_files
+from pytest_roadmap.protocol import PROTOCOLS
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
 from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure, is_retryable
@@ -56,6 +57,7 @@ from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import load_tasks
 from pytest_roadmap.terminal import header_line, summary_lines
+from pytest_roadmap.usage import USAGE_PROPERTIES, usage_of, usage_properties
 
 if TYPE_CHECKING:
     from pytest_roadmap.report import OutputWriter
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
 TIMEOUT_GRACE = 2.0
 CLIENT_FIXTURE = "roadmap_client"
 JUNIT_PROPERTIES = frozenset(
-    {"attempts", "refusals", "worker", "dogfooding", "month", "week", "batch"}
+    {"attempts", "refusals", "worker", "dogfooding", "month", "week", "batch", *USAGE_PROPERTIES}
 )
 
 
@@ -78,6 +80,7 @@ class AttemptState:
     last_error: BaseException | None = None
     refusals: int = 0  # attempts refused for load in a row (the task did not run)
     refused_since: float | None = None  # when that run of refusals began
+    reserved: int | None = None  # tokens this attempt reserved in the run's token budget
 
 
 @dataclass
@@ -317,6 +320,7 @@ def pytest_configure(config: pytest.Config) -> None:
         plan = _batch_plan(config, settings)
     except RoadmapError as exc:
         raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
+    config.stash[RUN_PROTOCOL] = PROTOCOLS[settings.protocol]
     if plan is not None:
         config.stash[CAPS] = cap_lines(
             settings,
@@ -440,7 +444,7 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
         from pytest_roadmap.sandbox import SandboxServer
 
         sandbox = SandboxServer().start()
-        api_url = sandbox.url
+        api_url = sandbox.url + PROTOCOLS[settings.protocol].sandbox_base
     runtime = Runtime(
         settings=settings,
         api_url=api_url,
@@ -465,6 +469,10 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
             rate_limit=settings.rate_limit,
             started=time.time(),
             run_id=runtime.run_id,
+            protocol=settings.protocol,
+            token_rate=settings.token_rate,
+            price_in=settings.price_in,
+            price_out=settings.price_out,
         )
     )
     runtime.keeper = ProgressKeeper(
@@ -852,6 +860,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if state.unhealthy is None:
         between = runtime.plan.between_tasks if runtime.plan else 0.0
         state.slot = guards.acquire_slot(batch, between)
+        if isinstance(item, TaskItem):
+            # Here rather than in the call: a long wait for the token budget must not count
+            # against the attempt's timeout.
+            state.reserved = guards.reserve_tokens(item.task)
     elif not isinstance(item, TaskItem):
         raise TaskFailure(state.unhealthy, transient=False)
 
@@ -866,7 +878,8 @@ def run_task(item: TaskItem) -> dict[str, Any]:
         # Health already had its full wait; another attempt would only wait again.
         raise TaskFailure(state.unhealthy, transient=False)
     try:
-        return runtime.safeguards().chat(item.task, int(getattr(item, "execution_count", 1)))
+        attempt = int(getattr(item, "execution_count", 1))
+        return runtime.safeguards().chat(item.task, attempt, state.reserved)
     except QuotaExhausted as stopped:
         pytest.skip(str(stopped))
     finally:
@@ -945,6 +958,7 @@ def pytest_runtest_makereport(
     if report.passed and isinstance(item, TaskItem):
         # Saved in outputs/: an answer that quotes the token must not carry it there.
         info["answer"] = runtime.secrets.mask_all(item.answer)
+        info["usage"] = usage_of(item.answer)
     report.roadmap = info  # type: ignore[attr-defined]
     task = item.task if isinstance(item, TaskItem) else None
     # junitxml reads the teardown report's properties, which come from the item.
@@ -959,6 +973,7 @@ def pytest_runtest_makereport(
         ("month", task.month if task else ""),
         ("week", task.week if task else ""),
         ("batch", batch.name if batch else ""),
+        *usage_properties(info.get("usage"), runtime.settings.price_in, runtime.settings.price_out),
     ]
     report.user_properties = list(item.user_properties)
     return report

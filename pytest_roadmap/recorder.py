@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from typing import Any
 
+from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import (
     FAILED,
     INTERRUPTED,
@@ -79,6 +80,7 @@ class RunRecorder:
                 error=info.get("error"),
                 overload=bool(info.get("overload")),
                 refused=bool(info.get("refused")),
+                usage=Usage.from_dict(info.get("usage")),
             )
             if outcome != SKIPPED:
                 result.attempts.append(attempt)

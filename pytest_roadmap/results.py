@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from pytest_roadmap.protocol import Usage
 from pytest_roadmap.tasks import Task
+from pytest_roadmap.usage import cost
 
 # Outcomes of a whole task (its last attempt decides) and of one attempt.
 PASSED, FAILED, SKIPPED, RERUN = "passed", "failed", "skipped", "rerun"
@@ -41,6 +44,7 @@ class Attempt:
     error: str | None = None  # one-line reason, token-free
     overload: bool = False  # 429, 503, timeout or connection error
     refused: bool = False  # the API refused it for load (429, 503) or the run was paused
+    usage: Usage | None = None  # tokens its answer used, as the API counted them
 
     @property
     def duration_s(self) -> float:
@@ -79,6 +83,16 @@ class TaskResult:
     def refusals(self) -> int:
         """Attempts the API refused for load: they did not run the task."""
         return sum(1 for a in self.attempts if a.refused)
+
+    @property
+    def usage(self) -> Usage | None:
+        """Tokens its answers used, over all attempts; None if no answer said."""
+        return _sum_usage(a.usage for a in self.attempts)
+
+
+def _sum_usage(usages: Iterable[Usage | None]) -> Usage | None:
+    found = [u for u in usages if u is not None]
+    return sum(found[1:], found[0]) if found else None
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,19 @@ class RunRecord:
     run_id: str | None = None
     interrupted: str | None = None  # why the run ended early (SIGTERM, Ctrl-C, ...), if it did
     alerts: list[Alert] = field(default_factory=list)
+    protocol: str = "beast"
+    token_rate: float | None = None  # tokens per minute, all workers
+    price_in: float | None = None  # per million prompt tokens
+    price_out: float | None = None  # per million completion tokens
+
+    @property
+    def usage(self) -> Usage | None:
+        """Tokens the run's answers used; None if no answer said."""
+        return _sum_usage(r.usage for r in self.results)
+
+    def cost_of(self, usage: Usage | None) -> float | None:
+        """What `usage` cost at the run's prices; None without usage or a price."""
+        return cost(usage, self.price_in, self.price_out)
 
     @property
     def duration_s(self) -> float:

@@ -15,11 +15,13 @@ from pytest_roadmap.batches import Batch
 from pytest_roadmap.gate import ConcurrencyGate, Slot
 from pytest_roadmap.health import HealthProbe
 from pytest_roadmap.pacing import Pacer, Paused, Ticket
+from pytest_roadmap.protocol import PROTOCOLS
 from pytest_roadmap.ratelimit import RateLimiter, acquire_together
 from pytest_roadmap.retry import Backoff, TaskFailure
 from pytest_roadmap.settings import Settings
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import Task
+from pytest_roadmap.tokens import TokenBudget
 
 if TYPE_CHECKING:
     from pytest_roadmap.client import RoadmapClient
@@ -183,6 +185,10 @@ class Safeguards:
         # --roadmap).
         from pytest_roadmap.client import RoadmapClient
 
+        self.protocol = PROTOCOLS[settings.protocol]
+        self.tokens = (
+            TokenBudget(store, settings.token_rate, sleep=sleep) if settings.token_rate else None
+        )
         self.client: RoadmapClient = RoadmapClient(
             api_url,
             model=settings.model,
@@ -194,6 +200,8 @@ class Safeguards:
             on_request=self._count_request,
             max_body=settings.max_body,
             redirect_hosts=settings.redirect_hosts,
+            protocol=self.protocol,
+            tokens=self.tokens,
         )
         self.health = HealthProbe(
             self.client,
@@ -270,12 +278,32 @@ class Safeguards:
             self._throttles.start = spacing
         return Slots(slots)
 
-    def chat(self, task: Task, attempt: int) -> dict[str, Any]:
-        """Send one task's prompt; a failure that smells of overload re-arms the probe."""
+    def reserve_tokens(self, task: Task) -> int | None:
+        """Wait until the task's estimated tokens fit in the run's token budget (in the
+        attempt's setup, so the wait counts against no timeout); the tokens reserved, or
+        None without a budget."""
+        if self.tokens is None:
+            return None
+        with store_failures_are_transient():
+            prompt = self.protocol.estimate(task.prompt, task.system)
+            reserved = self.tokens.estimate(prompt, task.max_tokens)
+            self.tokens.reserve(reserved)
+            return reserved
+
+    def chat(self, task: Task, attempt: int, reserved: int | None = None) -> dict[str, Any]:
+        """Send one task's prompt (its tokens already `reserved` in the budget, if any); a
+        failure that smells of overload re-arms the probe."""
         headers = {"X-Roadmap-Task": task.id, "X-Roadmap-Attempt": str(attempt)}
         try:
             with store_failures_are_transient():
-                return self.client.chat(task.prompt, headers=headers)
+                return self.client.chat(
+                    task.prompt,
+                    headers=headers,
+                    system=task.system,
+                    max_tokens=task.max_tokens,
+                    temperature=task.temperature,
+                    reserved=reserved,
+                )
         except TaskFailure as failure:
             # A refusal is an answer: the API is up, only busy; the pace deals with it.
             if failure.overload and not failure.refused:

@@ -1,4 +1,5 @@
-"""The sandbox API: a local HTTP server that imitates the BEAST MODE code-generation API.
+"""The sandbox API: a local HTTP server that imitates the BEAST MODE code-generation API,
+and under /v1 an OpenAI-compatible chat completions API.
 
 It is the plugin's embedded default API, the peer of the project's own tests and the
 server for benchmarks. Its knobs (latency, capacity, rate limit, random failures,
@@ -37,10 +38,18 @@ from typing import IO, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS, count_tokens, prompt_tokens
 
-CHAT_PATH = "/api/codebase/chat"
-HEALTH_PATH = "/api/health"
+CHAT_PATH = PROTOCOLS[BEAST].chat_path
+HEALTH_PATH = PROTOCOLS[BEAST].health_path
 API_PREFIX = "/api/"
+# The OpenAI protocol, under /v1 as hosted servers serve it.
+OPENAI_BASE = PROTOCOLS[OPENAI].sandbox_base
+OPENAI_CHAT = OPENAI_BASE + PROTOCOLS[OPENAI].chat_path
+OPENAI_MODELS = OPENAI_BASE + PROTOCOLS[OPENAI].health_path
+CHAT_PATHS = frozenset({CHAT_PATH, OPENAI_CHAT})
+HEALTH_PATHS = frozenset({HEALTH_PATH, OPENAI_MODELS})
+SANDBOX_MODEL = "sandbox"
 CONTROL_PREFIX = "/_sandbox/"
 DEFAULT_PORT = 3000
 # Request headers the plugin sends so a run can be traced from the server's side.
@@ -57,6 +66,7 @@ MAX_PADDING = 1 << 31  # a rule's `size`: answers up to 2 GiB, made and sent in 
 PIECE = 1 << 16
 MAX_TRICKLE = 60.0
 RATE_WINDOW = 1.0
+TOKEN_WINDOW = 60.0
 # The families of headers that can tell a client where the rate window stands: none, the
 # IETF draft's first three fields (draft-ietf-httpapi-ratelimit-headers-06), its later
 # RateLimit / RateLimit-Policy pair (-08 and on), and the x-ratelimit-*-requests fields
@@ -257,7 +267,10 @@ class SandboxConfig:
     `rate_limit_retry_after` is false); `rate_limit_headers` names the family of headers
     that then tell every /api/ answer where the window stands (RATE_LIMIT_HEADERS).
     `quota` answers every /api/ request 429 with `Retry-After: quota_retry_after` once that
-    many chat requests were answered 2xx. `failure_rate` answers that share of chat
+    many chat requests were answered 2xx. `token_limit` (OpenAI protocol) answers 429 to a
+    chat request while the answers of the last 60 s used that many tokens, and every /v1/
+    answer then says where that budget stands in `x-ratelimit-*-tokens` headers.
+    `failure_rate` answers that share of chat
     requests 500, drawn from `random.Random(seed)`; `down` answers 503 everywhere.
     """
 
@@ -274,6 +287,7 @@ class SandboxConfig:
     rate_limit_headers: str = ""
     quota: int | None = None
     quota_retry_after: int = 3600
+    token_limit: int | None = None
 
     def __post_init__(self) -> None:
         owner = "sandbox setting"
@@ -316,6 +330,15 @@ class SandboxConfig:
             )
         _check_number(
             owner, "quota", self.quota, what="a whole number >= 0", integer=True, optional=True
+        )
+        _check_number(
+            owner,
+            "token_limit",
+            self.token_limit,
+            what="a whole number of tokens per minute >= 1",
+            low=1,
+            integer=True,
+            optional=True,
         )
         _check_number(
             owner,
@@ -407,6 +430,7 @@ class _SandboxState:
         self._seq = 0
         self._in_flight = 0
         self._accepted: deque[float] = deque()  # monotonic arrivals inside the rate window
+        self._tokens: deque[tuple[float, int]] = deque()  # (monotonic, tokens) of the minute
         self._schedule_start = time.monotonic()  # where capacity_schedule counts from
         self._quota_used = 0  # chat answers 2xx, and admitted ones on their way to it
         self._epoch = 0  # one per reset, so a request from before it frees no quota after
@@ -475,6 +499,7 @@ class _SandboxState:
             self._rule_uses = [0] * len(self._config.rules)
             self._rng = random.Random(self._config.seed)
             self._accepted.clear()
+            self._tokens.clear()
             self._schedule_start = time.monotonic()
             self._quota_used = 0
             self._epoch += 1
@@ -498,8 +523,11 @@ class _SandboxState:
         body: Any,
     ) -> _Decision:
         """Admit or reject one /api/ request and log its arrival, in one atomic step."""
-        is_chat = path == CHAT_PATH
-        message = body.get("message") if isinstance(body, dict) else None
+        is_chat = path in CHAT_PATHS
+        openai = path.startswith(OPENAI_BASE + "/")
+        message = _openai_prompt(body) if openai else None
+        if not openai and isinstance(body, dict):
+            message = body.get("message")
         model = body.get("model") if isinstance(body, dict) else None
         auth = headers.get("Authorization")
         entry: dict[str, Any] = {
@@ -517,6 +545,8 @@ class _SandboxState:
             "auth": hashlib.sha256(auth.encode()).hexdigest() if auth is not None else None,
             # The host name the client asked for, so a test can tell a redirect's target.
             "host": headers.get("Host"),
+            # Tokens of a chat answer (OpenAI protocol): {prompt, completion, total}.
+            "usage": None,
         }
         for key, header in TRACE_HEADERS.items():
             entry[key] = headers.get(header)
@@ -529,7 +559,12 @@ class _SandboxState:
             if is_chat:
                 entry["capacity"] = self._capacity_locked()
             self._entries.append(entry)
-            decision = self._decide_locked(entry, method, path, message, model, auth)
+            decision = self._token_refusal_locked(entry, path)
+            if decision is None:
+                decision = self._decide_locked(entry, method, path, message, model, auth)
+            if openai:
+                _as_openai(decision, body)
+                self._count_tokens_locked(decision)
             if decision.admitted:
                 self._in_flight += 1
                 # Counted when admitted, not when answered, so requests in flight together
@@ -539,6 +574,42 @@ class _SandboxState:
                     decision.quota_epoch = self._epoch
             decision.headers.update(self._rate_headers_locked(decision))
             return decision
+
+    def _token_window_locked(self) -> tuple[int, float]:
+        """Tokens answered in the last minute, and seconds until the oldest leaves it."""
+        now = time.monotonic()
+        while self._tokens and self._tokens[0][0] <= now - TOKEN_WINDOW:
+            self._tokens.popleft()
+        used = sum(tokens for _, tokens in self._tokens)
+        reset = self._tokens[0][0] + TOKEN_WINDOW - now if self._tokens else TOKEN_WINDOW
+        return used, reset
+
+    def _token_refusal_locked(self, entry: dict[str, Any], path: str) -> _Decision | None:
+        limit = self._config.token_limit
+        if limit is None or path != OPENAI_CHAT or self._config.down:
+            return None
+        used, reset = self._token_window_locked()
+        if used < limit:
+            return None
+        retry = {"Retry-After": str(max(1, math.ceil(reset)))}
+        return _Decision(entry, 429, {"error": "token rate limit exceeded"}, headers=retry)
+
+    def _count_tokens_locked(self, decision: _Decision) -> None:
+        """Count an admitted answer's tokens; say where the token budget stands."""
+        limit = self._config.token_limit
+        if limit is None:
+            return
+        usage = decision.entry.get("usage")
+        if decision.admitted and isinstance(usage, dict):
+            self._tokens.append((time.monotonic(), int(usage["total"])))
+        used, reset = self._token_window_locked()
+        decision.headers.update(
+            {
+                "x-ratelimit-limit-tokens": str(limit),
+                "x-ratelimit-remaining-tokens": str(max(0, limit - used)),
+                "x-ratelimit-reset-tokens": go_duration(reset),
+            }
+        )
 
     def _capacity_locked(self) -> int | None:
         """The capacity in force: the last schedule step reached, else `capacity`."""
@@ -620,18 +691,24 @@ class _SandboxState:
                 retry = {"Retry-After": str(wait)} if config.rate_limit_retry_after else {}
                 return _Decision(entry, 429, {"error": "rate limit exceeded"}, headers=retry)
             self._accepted.append(now)
-        if path == HEALTH_PATH:
+        if path in HEALTH_PATHS:
             if method != "GET":
                 return _method_not_allowed(entry, "GET")
+            if path == OPENAI_MODELS:
+                model_list = [{"id": SANDBOX_MODEL, "object": "model", "owned_by": "roadmap"}]
+                return _Decision(entry, 200, {"object": "list", "data": model_list})
             return _Decision(entry, 200, {"status": "ok", "inFlight": self._in_flight})
-        if path != CHAT_PATH:
+        if path not in CHAT_PATHS:
             return _Decision(entry, 404, {"error": f"no such API path: {path}"})
         if method != "POST":
             return _method_not_allowed(entry, "POST")
         if not isinstance(message, str):
-            return _Decision(
-                entry, 400, {"error": "body must be a JSON object with a string 'message'"}
+            wanted = (
+                "a 'messages' list ending in a user message"
+                if path == OPENAI_CHAT
+                else ("a string 'message'")
             )
+            return _Decision(entry, 400, {"error": f"body must be a JSON object with {wanted}"})
         capacity = entry["capacity"]
         if capacity is not None and self._in_flight + 1 > capacity:
             retry = {"Retry-After": "1"} if config.capacity_retry_after else {}
@@ -752,6 +829,76 @@ def _answer_length(decision: _Decision) -> int:
     return len(_PADDED[0]) + decision.padding + len(_PADDED[1])
 
 
+def _openai_prompt(body: Any) -> str | None:
+    """The prompt of a chat completion request: its last message, when that is the user's."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    last = messages[-1]
+    content = last.get("content")
+    return content if last.get("role") == "user" and isinstance(content, str) else None
+
+
+def _as_openai(decision: _Decision, body: Any) -> None:
+    """The decision in the OpenAI protocol's shapes: a chat completion with its usage for
+    an answer, `{"error": {"message": ...}}` for an error; a raw body stays as it is."""
+    payload = decision.payload
+    if not isinstance(payload, dict) or decision.raw is not None:
+        return
+    if 200 <= decision.status < 300 and "code" in payload:
+        decision.payload = _completion(decision, payload, body)
+    elif "error" in payload or decision.status >= 400:
+        words = payload.get("error") or payload.get("status") or HTTPStatus(decision.status).phrase
+        kind = "rate_limit_exceeded" if decision.status == 429 else "sandbox_error"
+        decision.payload = {"error": {"message": str(words), "type": kind, "code": None}}
+
+
+_COMPLETION_IDS = itertools.count(1)
+
+
+def _completion(decision: _Decision, answer: Mapping[str, Any], body: Any) -> dict[str, Any]:
+    """A chat completion for an answer `{code, message}`: the message, then the code in a
+    fenced block; cut at the request's `max_tokens`, counted as protocol.py counts."""
+    content = f"{answer.get('message', '')}\n\n```python\n{answer.get('code', '')}```\n"
+    max_tokens = body.get("max_tokens") if isinstance(body, dict) else None
+    finish = "stop"
+    if (
+        isinstance(max_tokens, int)
+        and not isinstance(max_tokens, bool)
+        and 1 <= max_tokens < count_tokens(content)
+    ):
+        content = content[: max_tokens * 4]
+        finish = "length"
+    messages = body.get("messages") if isinstance(body, dict) else None
+    listed = messages if isinstance(messages, list) else []
+    prompt = prompt_tokens([m for m in listed if isinstance(m, dict)])
+    completion = count_tokens(content)
+    decision.entry["usage"] = {
+        "prompt": prompt,
+        "completion": completion,
+        "total": prompt + completion,
+    }
+    model = body.get("model") if isinstance(body, dict) else None
+    return {
+        "id": f"chatcmpl-sandbox-{next(_COMPLETION_IDS)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model if isinstance(model, str) else SANDBOX_MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
 def _method_not_allowed(entry: dict[str, Any], allow: str) -> _Decision:
     return _Decision(
         entry, 405, {"error": f"method not allowed; use {allow}"}, headers={"Allow": allow}
@@ -847,7 +994,7 @@ class _Handler(BaseHTTPRequestHandler):
             path = urlsplit(self.path).path
             if path.startswith(CONTROL_PREFIX):
                 self._control(path, body)
-            elif path.startswith(API_PREFIX):
+            elif path.startswith((API_PREFIX, OPENAI_BASE + "/")):
                 self._api(path, arrived, body)
             else:
                 self._send(404, {"error": f"no such path: {path}"})
@@ -1125,7 +1272,8 @@ class SandboxServer:
         status, in_flight, capacity (for chat requests, the capacity in force when it
         arrived; null when there is none), message (first 80 chars), model, auth (sha256
         of the Authorization value), host (the Host header: which name a redirect went to),
-        worker, task, attempt, run (the X-Roadmap-* headers).
+        worker, task, attempt, run (the X-Roadmap-* headers), usage (an OpenAI chat
+        answer's tokens: prompt, completion, total; null otherwise).
         """
         return self._state.log()
 
@@ -1164,6 +1312,24 @@ def max_in_window(
         while end < len(times) and times[end] < first + window:
             end += 1
         best = max(best, end - start)
+    return best
+
+
+def max_tokens_in_window(entries: Iterable[Mapping[str, Any]], window: float = 60.0) -> int:
+    """The most tokens (each answer's `usage` total, at its arrival) in any half-open
+    window [t, t + window): what a server counting tokens per sliding window saw."""
+    arrivals = sorted(
+        (float(entry["arrived"]), int(entry["usage"]["total"]))
+        for entry in entries
+        if isinstance(entry.get("usage"), Mapping)
+    )
+    best = total = end = 0
+    for start, (first, _) in enumerate(arrivals):
+        while end < len(arrivals) and arrivals[end][0] < first + window:
+            total += arrivals[end][1]
+            end += 1
+        best = max(best, total)
+        total -= arrivals[start][1]
     return best
 
 
@@ -1395,6 +1561,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="Retry-After of the --quota 429 (default 3600)",
     )
     parser.add_argument(
+        "--token-limit",
+        type=_argument(int, "a whole number >= 1", lambda v: v >= 1),
+        default=None,
+        help="OpenAI protocol: answer 429 while the last minute's answers used this many "
+        "tokens, and send x-ratelimit-*-tokens headers",
+    )
+    parser.add_argument(
         "--failure-rate",
         type=_argument(float, "a share from 0 to 1", lambda v: 0 <= v <= 1),
         default=0.0,
@@ -1431,6 +1604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit_headers=args.rate_limit_headers,
         quota=args.quota,
         quota_retry_after=args.quota_retry_after,
+        token_limit=args.token_limit,
     )
     server = SandboxServer(config, host=args.host, port=args.port, log_path=args.log)
     stop = threading.Event()

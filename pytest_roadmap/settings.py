@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
+from pytest_roadmap.protocol import NAMES as PROTOCOL_NAMES
 
 T = TypeVar("T")
 
 SANDBOX = "sandbox"
+OPENAI_KEY = "OPENAI_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,10 @@ MAX_RATE = 1_000_000.0
 # Below a tenth of a second no API answers, and the per-attempt timers stop meaning anything.
 MIN_TIMEOUT = 0.1
 MAX_TIMEOUT = 86400.0
+# A token limit below one token a minute means nothing; above this no provider sells.
+MIN_TOKEN_RATE = 1.0
+MAX_TOKEN_RATE = 100_000_000.0
+MAX_PRICE = 1_000_000.0  # per million tokens
 
 
 def _timeout(raw: str, origin: str) -> float:
@@ -291,7 +298,8 @@ HEALTH_PATH = Spec[str](
     "/api/health",
     _health_path,
     "a path starting with /",
-    "Path probed before each task (any 2xx is healthy).",
+    "Path probed before each task (any 2xx is healthy); default /api/health, or /models "
+    "with --roadmap-protocol openai.",
 )
 HEALTH_INTERVAL = Spec[float](
     "health interval",
@@ -545,6 +553,67 @@ REDIRECT_HOSTS = Spec[tuple[str, ...]](
     "default: none, a redirect is followed only on the API's own scheme, host and port.",
 )
 
+
+def _protocol(raw: str, origin: str) -> str:
+    lowered = raw.strip().lower()
+    if lowered not in PROTOCOL_NAMES:
+        raise ValueError(raw)
+    return lowered
+
+
+def _optional_number(low: float, high: float) -> Callable[[str, str], float | None]:
+    number = _number(low, high)
+
+    def parse(raw: str, origin: str) -> float | None:
+        return number(raw, origin)
+
+    return parse
+
+
+PROTOCOL = Spec[str](
+    "protocol",
+    "--roadmap-protocol",
+    "ROADMAP_PROTOCOL",
+    "roadmap_protocol",
+    BEAST,
+    _protocol,
+    " or ".join(PROTOCOL_NAMES),
+    "The API's protocol: beast (POST {api}/api/codebase/chat, the default) or openai "
+    "(POST {api}/chat/completions, with {api} like https://host/v1) (env ROADMAP_PROTOCOL).",
+)
+TOKEN_RATE = Spec[float | None](
+    "token rate",
+    "--roadmap-token-rate",
+    None,
+    "roadmap_token_rate",
+    None,
+    _optional_number(MIN_TOKEN_RATE, MAX_TOKEN_RATE),
+    f"a number of tokens per minute from {MIN_TOKEN_RATE:g} to {MAX_TOKEN_RATE:.0f}",
+    "Tokens per minute across all workers and shards (prompt and completion, as the "
+    "answers' usage counts them); default: no token limit.",
+)
+PRICE_IN = Spec[float | None](
+    "input price",
+    "--roadmap-price-in",
+    None,
+    "roadmap_price_in",
+    None,
+    _optional_number(0, MAX_PRICE),
+    f"a price per million prompt tokens from 0 to {MAX_PRICE:.0f}",
+    "Price per million prompt tokens: report.json and the reports show each task's cost "
+    "(default: no price, no cost).",
+)
+PRICE_OUT = Spec[float | None](
+    "output price",
+    "--roadmap-price-out",
+    None,
+    "roadmap_price_out",
+    None,
+    _optional_number(0, MAX_PRICE),
+    f"a price per million completion tokens from 0 to {MAX_PRICE:.0f}",
+    "Price per million completion tokens (default: no price, no cost).",
+)
+
 # The specs the plugin registers as `--option` / ini key.
 SPECS: tuple[Spec[Any], ...] = (
     STORE,
@@ -572,6 +641,10 @@ SPECS: tuple[Spec[Any], ...] = (
     CA_BUNDLE,
     MAX_BODY,
     REDIRECT_HOSTS,
+    PROTOCOL,
+    TOKEN_RATE,
+    PRICE_IN,
+    PRICE_OUT,
 )
 
 
@@ -607,6 +680,10 @@ class Settings:
     shard_wait: float = 600.0
     max_body: int = MAX_BODY.default  # bytes, after decompression
     redirect_hosts: tuple[str, ...] = ()
+    protocol: str = BEAST  # beast | openai (protocol.py)
+    token_rate: float | None = None  # tokens per minute, all workers
+    price_in: float | None = None  # per million prompt tokens
+    price_out: float | None = None  # per million completion tokens
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -635,12 +712,19 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
 
     if workers is None:
         workers = get(CONCURRENCY)
-    token = sources.env.get("BEAST_MODE_TOKEN") or None
+    protocol = get(PROTOCOL)
+    token_name = "BEAST_MODE_TOKEN"
+    if protocol == OPENAI and not sources.env.get(token_name) and sources.env.get(OPENAI_KEY):
+        token_name = OPENAI_KEY  # what OpenAI-compatible tools read
+    token = sources.env.get(token_name) or None
     if token is not None and any(c.isspace() for c in token):
         raise SettingError(
-            "invalid token from environment variable BEAST_MODE_TOKEN: must not contain "
+            f"invalid token from environment variable {token_name}: must not contain "
             "spaces or line breaks"
         )
+    health_path = get(HEALTH_PATH)
+    if origins[HEALTH_PATH.name] == "default":
+        health_path = PROTOCOLS[protocol].health_path
     ca = get(CA_BUNDLE)
     ca_path = _place(ca, origins[CA_BUNDLE.name], sources) if ca else None
     if ca_path is not None and not ca_path.is_file():
@@ -660,7 +744,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         tasks_dir=_place(get(TASKS_DIR), origins[TASKS_DIR.name], sources),
         report_dir=_place(get(REPORT_DIR), origins[REPORT_DIR.name], sources),
         tracker=_place(get(TRACKER), origins[TRACKER.name], sources),
-        health_path=get(HEALTH_PATH),
+        health_path=health_path,
         health_interval=get(HEALTH_INTERVAL),
         health_wait=get(HEALTH_WAIT),
         max_wait=get(MAX_WAIT),
@@ -678,6 +762,10 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         shard_wait=get(SHARD_WAIT),
         max_body=get(MAX_BODY),
         redirect_hosts=get(REDIRECT_HOSTS),
+        protocol=protocol,
+        token_rate=get(TOKEN_RATE),
+        price_in=get(PRICE_IN),
+        price_out=get(PRICE_OUT),
         origins=origins,
     )
 

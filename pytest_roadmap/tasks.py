@@ -16,6 +16,7 @@ from typing import Any
 import tomli as tomllib
 
 from pytest_roadmap.errors import TaskFileError, shown
+from pytest_roadmap.protocol import MAX_TOKENS_RANGE, TEMPERATURE_RANGE, Protocol
 from pytest_roadmap.settings import MAX_TIMEOUT, MIN_TIMEOUT
 
 ID_PATTERN = re.compile(r"[a-z0-9_-]+")
@@ -26,6 +27,8 @@ CATEGORIES = ("improvement", "test", "optimization", "doc")
 # Far above any real prompt, low enough that a runaway file cannot eat the controller.
 MAX_PROMPT_CHARS = 1_000_000
 MAX_FILE_BYTES = 16 * 1024 * 1024
+# Optional fields that only some protocols can send (checked against the run's protocol).
+PROTOCOL_FIELDS = ("system", "max_tokens", "temperature")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class Task:
     depends_on: tuple[str, ...] = ()
     timeout: float | None = None
     retries: int | None = None
+    system: str | None = None  # a system message (OpenAI protocol only)
+    max_tokens: int | None = None  # OpenAI protocol only
+    temperature: float | None = None  # OpenAI protocol only
     source: str = field(default="", compare=False)
 
     @property
@@ -94,6 +100,7 @@ _FIELDS = {
     "depends_on",
     "timeout",
     "retries",
+    *PROTOCOL_FIELDS,
 }
 
 
@@ -148,6 +155,25 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
             f"{MAX_TIMEOUT:.0f}, "
             f"got {shown(timeout)}"
         )
+    system = entry.get("system")
+    if system is not None and (not isinstance(system, str) or not system.strip()):
+        raise TaskFileError(f"{where}: 'system' must be a non-empty string, got {shown(system)}")
+    if system is not None and len(system) > MAX_PROMPT_CHARS:
+        raise TaskFileError(
+            f"{where}: 'system' is {len(system)} characters; at most {MAX_PROMPT_CHARS} are allowed"
+        )
+    max_tokens = _int_field(where, entry, "max_tokens", *MAX_TOKENS_RANGE)
+    temperature = entry.get("temperature")
+    low, high = TEMPERATURE_RANGE
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not low <= temperature <= high
+    ):
+        raise TaskFileError(
+            f"{where}: 'temperature' must be a number from {low:g} to {high:g}, "
+            f"got {shown(temperature)}"
+        )
     assert month is not None and week is not None
     return Task(
         id=task_id,
@@ -160,8 +186,24 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
         depends_on=tuple(depends_on),
         timeout=None if timeout is None else float(timeout),
         retries=retries,
+        system=system,
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
         source=source,
     )
+
+
+def check_protocol(tasks: Iterable[Task], protocol: Protocol) -> None:
+    """Tasks may set only the fields their protocol can send: one error naming the first
+    task that sets another."""
+    for task in tasks:
+        for name in PROTOCOL_FIELDS:
+            if getattr(task, name) is not None and name not in protocol.fields:
+                raise TaskFileError(
+                    f"{task.source} (id {task.id!r}): '{name}' is sent only with "
+                    f"--roadmap-protocol openai; the {protocol.name} protocol sends the prompt "
+                    "alone (remove it or set ROADMAP_PROTOCOL=openai)"
+                )
 
 
 def load_task_file(path: Path, display: str | None = None) -> list[Task]:

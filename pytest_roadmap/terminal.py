@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytest_roadmap.display import escape_controls, shown_url
+from pytest_roadmap.protocol import BEAST
 from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, SKIPPED, RunRecord
 from pytest_roadmap.settings import Settings
+from pytest_roadmap.usage import shown_cost, shown_usage
 
 
 def header_line(settings: Settings, api_url: str, workers: int, distributed: bool) -> str:
@@ -14,9 +16,11 @@ def header_line(settings: Settings, api_url: str, workers: int, distributed: boo
     url = escape_controls(shown_url(api_url))
     where = f"{url} (sandbox)" if settings.sandbox else url
     shown = str(workers) if distributed else "0 (in-process, one task at a time)"
+    protocol = f" protocol={settings.protocol}" if settings.protocol != BEAST else ""
+    tokens = f" tokens={settings.token_rate:g}/min" if settings.token_rate is not None else ""
     return (
-        f"roadmap: api={where} model={settings.model} workers={shown} "
-        f"rate={settings.rate_limit:g}/s timeout={settings.timeout:g}s"
+        f"roadmap: api={where}{protocol} model={settings.model} workers={shown} "
+        f"rate={settings.rate_limit:g}/s{tokens} timeout={settings.timeout:g}s"
     )
 
 
@@ -77,6 +81,11 @@ def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int 
             f"{refused} requests refused for load ({by_status}): they ran nothing and spent "
             "no retry"
         )
+    usage = record.usage
+    if usage is not None:
+        spent = record.cost_of(usage)
+        cost = f", cost {shown_cost(spent)}" if spent is not None else ""
+        lines.append(f"tokens: {shown_usage(usage)}{cost}")
     if record.stopped:
         lines.append(
             f"STOPPED: {record.stopped}; the tasks not run are skipped "

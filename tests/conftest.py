@@ -29,6 +29,8 @@ ENV_SETTINGS = (
     "GITHUB_STEP_SUMMARY",
     "ROADMAP_STORE",
     "ROADMAP_RUN_ID",
+    "ROADMAP_PROTOCOL",
+    "OPENAI_API_KEY",
 )
 
 
@@ -56,6 +58,7 @@ class RemoteSandbox(SandboxSubprocess):
         "rate_limit_headers": "",
         "quota": None,
         "quota_retry_after": 3600,
+        "token_limit": None,
     }
 
     def restore(self) -> None:

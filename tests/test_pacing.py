@@ -226,3 +226,19 @@ def test_pacer_in_off_mode_keeps_limit_and_rate(store: Store) -> None:
     pacer.answered(ticket, 429, {})
     assert store.gate_limit("gate") == 4
     assert pacer.before_send()[1] == 10.0
+
+
+def test_a_spent_token_budget_pauses_every_worker_until_its_reset(store: Store) -> None:
+    pacer = _pacer(store)
+    before = store.clock()
+    spent = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2.5s"}
+    pacer.answered(Ticket(before, 0), 200, spent)
+    pace = pacer.read()
+    assert before + 2.5 <= pace.until <= store.clock() + 2.5
+    assert pace.until_reason == "x-ratelimit-remaining-tokens 0"
+    # Tokens left: no pause.
+    other = _pacer(store)
+    left = {"x-ratelimit-remaining-tokens": "10", "x-ratelimit-reset-tokens": "60s"}
+    store.put(pacing.PACE_KEY, Pace(limit=4).to_json())
+    other.answered(Ticket(store.clock(), 0), 200, left)
+    assert other.read().until == 0.0

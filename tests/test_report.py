@@ -16,6 +16,7 @@ import pytest
 import pytest_roadmap.report as report_module
 from pytest_roadmap.atomic import write_atomic, write_many_atomic
 from pytest_roadmap.errors import ReportError, RoadmapError
+from pytest_roadmap.protocol import Usage
 from pytest_roadmap.report import (
     SCHEMA_VERSION,
     OutputWriter,
@@ -143,7 +144,9 @@ def sample_record() -> RunRecord:
             outcomes=("failed",),
         ),
     ]
-    record = make_record(results)
+    results[0].attempts[-1].usage = Usage(1200, 300)
+    results[3].attempts[-1].usage = Usage(100, 20)
+    record = make_record(results, protocol="openai", token_rate=3000.0, price_in=2.5)
     record.concurrency_changes = [
         ConcurrencyChange(T0 + 4, 4, 2, "429 | too many <requests>"),
         ConcurrencyChange(T0 + 12, 2, 3, "recovered"),
@@ -215,6 +218,12 @@ def test_json_run_and_totals(record: RunRecord) -> None:
                 "message": "failure rate 50% above 20%",
             }
         ],
+        "protocol": "openai",
+        "token_rate": 3000.0,
+        "price_in": 2.5,
+        "price_out": None,
+        "usage": {"prompt": 1300, "completion": 320, "total": 1620},
+        "cost": 0.00325,
     }
     assert doc["totals"] == {
         "total": 5,
@@ -248,6 +257,8 @@ def test_json_tasks(record: RunRecord) -> None:
         "worker": "gw0",
         "error": None,
         "output": None,
+        "usage": {"prompt": 1200, "completion": 300, "total": 1500},
+        "cost": 0.003,
     }
     beta = tasks["beta"]
     assert (beta["outcome"], beta["attempts"], beta["duration_s"]) == ("failed", 2, 4.0)
@@ -873,3 +884,22 @@ def test_chromium_screenshot(rendered: dict[str, Any]) -> None:
     png: Path = rendered["png"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+
+
+def test_usage_and_cost_in_every_report(record: RunRecord) -> None:
+    data = build_json(record)
+    assert data["run"]["usage"] == {"prompt": 1300, "completion": 320, "total": 1620}
+    # One price given: the other counts as 0.
+    assert data["run"]["cost"] == pytest.approx(1300 * 2.5 / 1e6)
+    tasks = {t["id"]: t for t in data["tasks"]}
+    assert tasks["alpha"]["usage"] == {"prompt": 1200, "completion": 300, "total": 1500}
+    assert tasks["alpha"]["cost"] == pytest.approx(0.003)
+    assert tasks["beta"]["usage"] is None and tasks["beta"]["cost"] is None
+    markdown = render_markdown(record)
+    assert "| **Tokens** | 1,620 tokens (1,300 prompt + 320 completion) |" in markdown
+    assert "| `alpha` | 1,200 | 300 | 1,500 | $0.0030 |" in markdown
+    html = render_html(record)
+    assert "<th>Tokens</th><th>Cost</th>" in html and "1,500" in html
+    record.price_in = None
+    assert build_json(record)["run"]["cost"] is None
+    assert "| Cost |" not in render_markdown(record) and "<th>Cost</th>" not in render_html(record)

@@ -26,6 +26,7 @@ from pytest_roadmap.results import (
     TaskResult,
     iso_utc,
 )
+from pytest_roadmap.usage import priced, shown_cost, shown_usage
 
 OUTCOME_COLOURS = {PASSED: "#2e9e44", FAILED: "#d1352b", RERUN: "#f0a202", SKIPPED: "#9aa0a6"}
 LIMIT_COLOUR = "#3367d6"
@@ -374,6 +375,11 @@ def _cards(record: RunRecord) -> str:
         ("", "Duration", f"{record.duration_s:.1f} s"),
         ("", "Tasks", str(len(record.results))),
     ]
+    usage = record.usage
+    if usage is not None:
+        cards.append(("", "Tokens", f"{usage.total:,}"))
+        if priced(record.price_in, record.price_out):
+            cards.append(("", "Cost", escape(shown_cost(record.cost_of(usage)))))
     return (
         '<div class="cards">'
         + "".join(f'<div class="card {c}"><b>{v}</b>{n}</div>' for c, n, v in cards)
@@ -406,14 +412,25 @@ def _settings(record: RunRecord) -> str:
         ("Workers", str(record.workers)),
         ("Rate limit", f"{record.rate_limit:g} requests/s"),
         ("Health", f"{record.health_probes} probes, unhealthy for {record.unhealthy_s:.1f} s"),
+        ("Protocol", escape(record.protocol)),
+        (
+            "Token limit",
+            f"{record.token_rate:g} tokens/min" if record.token_rate is not None else "none",
+        ),
+        ("Tokens", escape(shown_usage(record.usage))),
         ("Dogfooding", escape(dogfooding_text(record))),
     ]
     return _table(("Setting", "Value"), rows)
 
 
 def _task_rows(record: RunRecord) -> Iterable[Sequence[str]]:
+    with_usage = record.usage is not None
+    with_cost = with_usage and priced(record.price_in, record.price_out)
     for r in record.results:
         output = f'<a href="{escape(r.output)}">{escape(r.output)}</a>' if r.output else ""
+        usage = r.usage
+        tokens = [f"{usage.total:,}" if usage else "-"] if with_usage else []
+        costs = [escape(shown_cost(record.cost_of(usage)))] if with_cost else []
         yield (
             f"<code>{escape(r.task.id)}</code>",
             escape(r.task.title),
@@ -424,6 +441,8 @@ def _task_rows(record: RunRecord) -> Iterable[Sequence[str]]:
             escape(r.worker or "-"),
             escape(" ".join((r.error or "").split())),
             output,
+            *tokens,
+            *costs,
         )
 
 
@@ -474,9 +493,15 @@ def render_html(record: RunRecord) -> str:
                     "Worker",
                     "Error",
                     "Output",
+                    *(["Tokens"] if record.usage is not None else []),
+                    *(
+                        ["Cost"]
+                        if record.usage is not None and priced(record.price_in, record.price_out)
+                        else []
+                    ),
                 ),
                 _task_rows(record),
-                "    nn",
+                "    nn   nn",
             ),
             "<h2>Concurrency changes</h2>",
             _changes(record),

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
     FAILED,
@@ -91,6 +92,15 @@ ALERT_FIELDS: Fields[Alert] = (
     ("message", lambda a: one_line(a.message)),
 )
 
+
+def _usage(usage: Usage | None) -> dict[str, int] | None:
+    return usage.to_dict() if usage is not None else None
+
+
+def _cost(value: float | None) -> float | None:
+    return None if value is None else _number(value, 6)
+
+
 HEALTH_FIELDS: Fields[RunRecord] = (
     ("probes", lambda r: r.health_probes),
     ("unhealthy_s", lambda r: _number(r.unhealthy_s)),
@@ -114,6 +124,12 @@ RUN_FIELDS: Fields[RunRecord] = (
     ("health", lambda r: section(HEALTH_FIELDS, r)),
     ("interrupted", lambda r: r.interrupted),
     ("alerts", lambda r: [section(ALERT_FIELDS, a) for a in r.alerts]),
+    ("protocol", lambda r: r.protocol),
+    ("token_rate", lambda r: None if r.token_rate is None else _number(r.token_rate)),
+    ("price_in", lambda r: r.price_in),
+    ("price_out", lambda r: r.price_out),
+    ("usage", lambda r: _usage(r.usage)),
+    ("cost", lambda r: _cost(r.cost_of(r.usage))),
 )
 
 TOTALS_FIELDS: Fields[RunRecord] = (
@@ -144,6 +160,7 @@ TASK_FIELDS: Fields[TaskResult] = (
     ("worker", lambda t: t.worker),
     ("error", lambda t: one_line(t.error)),
     ("output", lambda t: t.output),
+    ("usage", lambda t: _usage(t.usage)),
 )
 
 # Counted from passed tasks only, under the original tracker's counter names.
@@ -152,13 +169,19 @@ DOGFOODING_FIELDS: Fields[RunRecord] = tuple(
 )
 
 
+def _task(record: RunRecord, result: TaskResult) -> dict[str, Any]:
+    data = section(TASK_FIELDS, result)
+    data["cost"] = _cost(record.cost_of(result.usage))  # at the run's prices
+    return data
+
+
 def build_json(record: RunRecord) -> dict[str, Any]:
     """The whole report.json document."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run": section(RUN_FIELDS, record),
         "totals": section(TOTALS_FIELDS, record),
-        "tasks": [section(TASK_FIELDS, t) for t in record.results],
+        "tasks": [_task(record, t) for t in record.results],
         "dogfooding": section(DOGFOODING_FIELDS, record),
     }
 

@@ -19,6 +19,7 @@ from pytest_roadmap.results import (
     TaskResult,
     iso_utc,
 )
+from pytest_roadmap.usage import priced, shown_cost, shown_usage
 
 # GitHub refuses a step summary above 1 MiB; keep a margin for the truncation note.
 STEP_SUMMARY_LIMIT = 1024 * 1024 - 1024
@@ -106,6 +107,13 @@ def _summary(record: RunRecord) -> list[str]:
     ]
     if record.stopped:
         rows.append(("Stopped", md_text(record.stopped)))
+    if record.token_rate is not None:
+        rows.append(("Token limit", f"{record.token_rate:g} tokens/min"))
+    usage = record.usage
+    if usage is not None:
+        rows.append(("Tokens", shown_usage(usage)))
+        if priced(record.price_in, record.price_out):
+            rows.append(("Cost", shown_cost(record.cost_of(usage))))
     rows.append(("Dogfooding", dogfooding_text(record)))
     return _table(("Run", ""), ([f"**{k}**", v] for k, v in rows))
 
@@ -200,6 +208,24 @@ def _pace(record: RunRecord) -> list[str]:
     ]
 
 
+def _usage(record: RunRecord) -> list[str]:
+    """Tokens per task (and their cost, with a price), when the answers said."""
+    if record.usage is None:
+        return []
+    with_cost = priced(record.price_in, record.price_out)
+    header = ["Task", "Prompt", "Completion", "Total"] + (["Cost"] if with_cost else [])
+    rows = []
+    for r in record.results:
+        usage = r.usage
+        if usage is None:
+            continue
+        row = [md_code(r.task.id), f"{usage.prompt:,}", f"{usage.completion:,}", f"{usage.total:,}"]
+        if with_cost:
+            row.append(shown_cost(record.cost_of(usage)))
+        rows.append(row)
+    return ["## Token usage", "", *_table(header, rows, "lrrrr")]
+
+
 def _progress(record: RunRecord) -> list[str]:
     weeks: dict[int, dict[int, list[TaskResult]]] = defaultdict(lambda: defaultdict(list))
     for r in record.results:
@@ -232,7 +258,7 @@ def _progress(record: RunRecord) -> list[str]:
 def render_markdown(record: RunRecord) -> str:
     """report.md as text."""
     lines = ["# Roadmap run report", ""]
-    for part in (_summary, _failures, _skipped, _retries, _concurrency, _pace, _progress):
+    for part in (_summary, _failures, _skipped, _retries, _concurrency, _pace, _usage, _progress):
         lines.extend(part(record))
     return "\n".join(lines)
 

@@ -1,0 +1,132 @@
+"""The tokens-per-minute limit: a roadmap run on the OpenAI protocol, judged from the
+sandbox's log.
+
+The sandbox (its own process, OpenAI protocol under /v1, `--latency-ms` per answer) counts
+every answer's tokens as protocol.py does. M tasks of about T tokens each (a prompt of
+T - 8 tokens and `max_tokens = 8`, which the sandbox's answers always reach) run as
+`pytest --roadmap --roadmap-protocol openai --roadmap-token-rate N -n W` in a subprocess.
+With `--no-max-tokens` the tasks leave `max_tokens` out and the budget learns the
+completion from the answers (the first requests reserve DEFAULT_COMPLETION instead).
+
+From the log: the most tokens in any sliding 60 s window (the bound: N plus one request's
+worth), the span from the first chat request to the last, and what the limit requires:
+the last request may go once the others' tokens fit, (total - last) / (N / 60) seconds
+after the first; `span_ratio` is span / that. `wall_ratio` is the whole run, process start
+to exit, against total / (N / 60), the minutes the tokens take at the limit.
+
+    python benchmarks/token_bench.py                       # -n 4, 20 tasks of 300, 3000/min
+    python benchmarks/token_bench.py --repeat 3 --json tokens.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import QUIET_PLUGINS, emit, median, show_command, timed
+
+from pytest_roadmap.protocol import MESSAGE_TOKENS, REPLY_TOKENS
+from pytest_roadmap.sandbox import OPENAI_CHAT, SandboxSubprocess, max_tokens_in_window
+
+COMPLETION = 8
+
+
+def write_tasks(folder: Path, count: int, tokens: int, max_tokens: bool) -> None:
+    prompt_tokens = tokens - COMPLETION - MESSAGE_TOKENS - REPLY_TOKENS
+    tables = []
+    for index in range(count):
+        head = f"Task {index:03d}: write a function. "
+        prompt = (head + "Explain each step. " * 200)[: prompt_tokens * 4]
+        extra = f"max_tokens = {COMPLETION}\n" if max_tokens else ""
+        tables.append(
+            f'[[tasks]]\nid = "t{index:03d}"\ntitle = "Task {index}"\n'
+            f'prompt = "{prompt}"\nmonth = 1\nweek = 1\n{extra}'
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tasks.toml").write_text("\n".join(tables), encoding="utf-8")
+
+
+def one_run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    with SandboxSubprocess("--latency-ms", f"{args.latency_ms:g}") as sandbox:
+        write_tasks(root / "roadmap_tasks", args.tasks, args.tokens, not args.no_max_tokens)
+        (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--roadmap",
+            *QUIET_PLUGINS,
+            "-q",
+            "-n",
+            str(args.workers),
+            "--roadmap-protocol",
+            "openai",
+            "--roadmap-api",
+            sandbox.url + "/v1",
+            "--roadmap-token-rate",
+            f"{args.rate:g}",
+        ]
+        run = timed(command, root, timeout=args.timeout)
+        entries = [e for e in sandbox.log() if e["path"] == OPENAI_CHAT]
+    usages = [int(e["usage"]["total"]) for e in entries if e["usage"]]
+    arrivals = sorted(float(e["arrived"]) for e in entries)
+    total = sum(usages)
+    per_second = args.rate / 60.0
+    last = int(max(entries, key=lambda e: e["arrived"])["usage"]["total"]) if entries else 0
+    needed = (total - last) / per_second
+    span = arrivals[-1] - arrivals[0] if arrivals else 0.0
+    busiest = max_tokens_in_window(entries, 60.0)
+    return {
+        "returncode": run.returncode,
+        "chat_requests": len(entries),
+        "refused": sum(1 for e in entries if e["status"] != 200),
+        "tokens_total": total,
+        "largest_request": max(usages, default=0),
+        "max_tokens_in_60s": busiest,
+        "bound_60s": args.rate + max(usages, default=0),
+        "span_s": round(span, 2),
+        "needed_s": round(needed, 2),
+        "span_ratio": round(span / needed, 3) if needed else None,
+        "wall_s": round(run.wall, 2),
+        "wall_ratio": round(run.wall / (total / per_second), 3) if total else None,
+        "tail": run.tail(2),
+        "command": show_command(command),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=300, help="tokens per task")
+    parser.add_argument("--rate", type=float, default=3000.0, help="tokens per minute")
+    parser.add_argument("--latency-ms", type=float, default=250.0)
+    parser.add_argument("--no-max-tokens", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    runs = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="token-bench-") as folder:
+            runs.append(one_run(args, Path(folder)))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        time.sleep(1.0)
+    result = {
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "runs": runs,
+        "median_span_ratio": median(r["span_ratio"] or 0.0 for r in runs),
+        "median_wall_ratio": median(r["wall_ratio"] or 0.0 for r in runs),
+        "every_minute_within_bound": all(r["max_tokens_in_60s"] <= r["bound_60s"] for r in runs),
+    }
+    emit(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
