@@ -613,13 +613,15 @@ class RoadmapClient:
         return self.redact(_preview(said)) if said else None
 
     def probe(self, path: str, timeout: float) -> tuple[bool, str]:
-        """One health probe: (healthy, what it saw) where any 2xx is healthy."""
+        """One health probe: (healthy, what it saw) where any 2xx is healthy, and so is a 429:
+        the API answered, and the learned pace deals with its rate."""
         try:
             response = self.get(path, timeout=timeout)
         except TaskFailure as failure:
             return False, failure.reason
         detail = f"GET {self.shown(response.url)} -> {response.status_code}"
-        return 200 <= response.status_code < 300, detail
+        status = response.status_code
+        return 200 <= status < 300 or status == 429, detail
 
     def _connection_words(self, exc: requests.exceptions.ConnectionError) -> str:
         cause = _root_cause(exc)
