@@ -778,6 +778,15 @@ def test_html_timeline_structure(record: RunRecord) -> None:
         assert item in page.split('class="legend"')[1]
 
 
+def test_html_timeline_shows_the_learned_rate_and_the_pauses(record: RunRecord) -> None:
+    page = render_html(record)
+    # One marker per change of the learned rate, one shaded span per pause, with reasons.
+    assert page.count('class="rate-change"') == len(record.rate_changes) == 1
+    assert page.count('class="pause"') == len(record.pauses) == 1
+    assert "rate 5 → 3.8/s: 429 | slow" in page
+    assert "paused 1 s: 429" in page
+
+
 def test_html_lanes_sort_numerically() -> None:
     results = [make_result(make_task(f"t{n}"), worker=f"gw{n}") for n in (10, 2, 1)]
     page = render_html(make_record(results))

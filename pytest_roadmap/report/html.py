@@ -273,10 +273,12 @@ def _rate_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
         body.append(
             f'<rect class="pause" x="{_f(x0)}" y="{_f(top)}" width="{_f(max(1.0, x1 - x0))}" '
             f'height="{PANEL_H}" fill="{PAUSE_COLOUR}">'
-            f"<title>{escape(f'paused {pause.new:.3g} s: {pause.reason}')}</title></rect>"
+            f"<title>{escape(f'paused {pause.new:.3g} s: ' + ' '.join(pause.reason.split()))}"
+            "</title></rect>"
         )
     for change in record.rate_changes:
-        tip = escape(f"rate {change.old:.3g} → {change.new:.3g}/s: {change.reason}")
+        reason = " ".join(change.reason.split())
+        tip = escape(f"rate {change.old:.3g} → {change.new:.3g}/s: {reason}")
         body.append(
             f'<circle class="rate-change" cx="{_f(axis.x(change.at))}" '
             f'cy="{_f(base - min(change.new, peak) * per)}" r="4" fill="#fff" '
