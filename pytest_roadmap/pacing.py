@@ -39,10 +39,9 @@ from pytest_roadmap.store.base import Store
 PACE_KEY = "pace"
 EVENTS_KEY = "pace:events"
 REFUSED_KEY = "pace:refused"
-# Requests sent, and those of them refused, per 50 ms of their send time: a 429 is judged by
-# what the server accepted in the second before it (at most two keys per request).
-SENT_KEY = "pace:sent"
-REFUSED_AT_KEY = "pace:refused-at"
+# Answers that were no refusal, per 50 ms of their send time (at most one key per request):
+# a 429 is judged by what the server accepted in the second before it.
+ACCEPTED_KEY = "pace:accepted"
 BUCKET = 0.05
 
 # Concurrency: the factor of a cut, and how long a probe past a refused level waits.
@@ -366,6 +365,7 @@ class Ticket:
 
     sent_at: float
     epoch: int
+    limit: int  # the concurrency limit when it was sent
 
 
 class Pacer:
@@ -455,8 +455,9 @@ class Pacer:
         if refused:
             self.store.incr(REFUSED_KEY)
             self.store.incr(f"{REFUSED_KEY}:{status}")
-            if self.mode == "aimd":
-                self.store.incr(f"{REFUSED_AT_KEY}:{int(ticket.sent_at / BUCKET)}")
+        elif status is not None and self.mode == "aimd":
+            # Counted once answered, off the path from admission to send.
+            self.store.incr(f"{ACCEPTED_KEY}:{int(ticket.sent_at / BUCKET)}")
         now = self.store.clock()
         if retry_after is not None and refused:
             words = f"Retry-After {retry_after:g} s on a {status}"
@@ -498,9 +499,11 @@ class Pacer:
                 what = "503 from the API" if status == 503 else overload or "overload"
                 self._change(lambda p: _listed(on_overload(p, ticket.epoch, now, what)))
         elif status is not None and not refused and self.higher:
+            if ticket.limit >= self.maximum:
+                return  # the common case: the limit was at its ceiling when this was sent
             pace = self.read()
             if pace.limit >= self.maximum or ticket.epoch != pace.epoch:
-                return  # the common case costs one read
+                return
             in_use = self.store.gate_state(self.gate_key)[1] > 0
             self._change(lambda p: _listed(on_success(p, ticket.epoch, in_use, now, self.maximum)))
 
@@ -508,21 +511,16 @@ class Pacer:
         now = self.store.clock()
         self._change(lambda p: _listed(on_stop(p, now, reason)))
 
-    def sent(self, ticket: Ticket) -> None:
-        """Count one request by its send time (for `accepted_rate`)."""
-        if self.mode == "aimd":
-            self.store.incr(f"{SENT_KEY}:{int(ticket.sent_at / BUCKET)}")
-
     def accepted_rate(self, sent_at: float) -> float:
-        """Requests sent in the second up to `sent_at` that the API has not refused: a server
+        """Requests sent in the second up to `sent_at` that the API accepted: a server
         counting requests in one-second windows refused at that many. Those still waiting for
-        their answer count as accepted (a refusal comes back at once, an answer takes time)."""
+        their answer (the tasks holding a slot, but this one) count as accepted: a refusal
+        comes back at once, an answer takes the API's time."""
         last = int(sent_at / BUCKET)
-        total = 0
-        for key in range(last - round(1.0 / BUCKET) + 1, last + 1):
-            total += int(self.store.get(f"{SENT_KEY}:{key}") or 0)
-            total -= int(self.store.get(f"{REFUSED_AT_KEY}:{key}") or 0)
-        return float(max(total, 0))
+        keys = range(last - round(1.0 / BUCKET) + 1, last + 1)
+        answered = sum(int(self.store.get(f"{ACCEPTED_KEY}:{key}") or 0) for key in keys)
+        waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
+        return float(answered + waiting)
 
     def _change(self, rule: Callable[[Pace], list[Event]]) -> list[Event]:
         """Apply `rule` to the shared document by compare-and-set; publish its events."""

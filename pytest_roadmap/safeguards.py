@@ -107,9 +107,7 @@ class _Throttles:
             if self.stop is not None:
                 # After the wait, which can be long: an interrupted run sends nothing more.
                 self.stop()
-            ticket = Ticket(self.pacer.store.clock(), pace.epoch)
-            self.pacer.sent(ticket)
-            return ticket
+            return Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
 
     def settle(
         self,
@@ -235,7 +233,10 @@ class Safeguards:
             retry_after = last.retry_after if isinstance(last, TaskFailure) else None
             self._sleep(self.backoff.wait(failed_attempts, retry_after))
         with store_failures_are_transient():
-            self.pacer.wait_pause()
+            if refused:
+                # Only a refused attempt waits here; any other sees a pause (or a spent
+                # quota) where every request does, before it is sent, and ends unsent.
+                self.pacer.wait_pause()
             return self.health.wait_healthy()
 
     def enter_batch(self, batch: Batch | None) -> None:

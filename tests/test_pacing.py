@@ -189,7 +189,7 @@ def _pacer(store: Store, maximum: int = 4, max_wait: float = 300.0) -> Pacer:
 
 def test_pacer_cuts_the_shared_limit_once_for_a_burst(store: Store) -> None:
     first, second = _pacer(store), _pacer(store)  # two workers
-    ticket = Ticket(store.clock(), first.read().epoch)
+    ticket = Ticket(store.clock(), first.read().epoch, 4)
     first.answered(ticket, 503, {})
     second.answered(ticket, 503, {})  # the same burst, seen by another worker
     assert store.gate_limit("gate") == 2
@@ -202,7 +202,7 @@ def test_pacer_cuts_the_shared_limit_once_for_a_burst(store: Store) -> None:
 
 def test_pacer_pauses_every_worker_for_retry_after(store: Store) -> None:
     pacer = _pacer(store)
-    ticket = Ticket(store.clock(), 0)
+    ticket = Ticket(store.clock(), 0, 4)
     pacer.answered(ticket, 429, {}, retry_after=30.0)
     with pytest.raises(pacing.Paused, match="Retry-After 30 s"):
         _pacer(store).before_send()
@@ -210,7 +210,7 @@ def test_pacer_pauses_every_worker_for_retry_after(store: Store) -> None:
 
 def test_pacer_stops_the_run_when_the_quota_is_gone(store: Store) -> None:
     pacer = _pacer(store, max_wait=60.0)
-    pacer.answered(Ticket(store.clock(), 0), 429, {}, retry_after=3600.0)
+    pacer.answered(Ticket(store.clock(), 0, 4), 429, {}, retry_after=3600.0)
     with pytest.raises(
         QuotaExhausted, match=r"quota exhausted: Retry-After 3600 s .*max-wait 60 s"
     ):
@@ -221,7 +221,7 @@ def test_pacer_stops_the_run_when_the_quota_is_gone(store: Store) -> None:
 def test_pacer_in_off_mode_keeps_limit_and_rate(store: Store) -> None:
     store.gate_set_limit("gate", 4)
     pacer = Pacer(store, gate_key="gate", maximum=4, ceiling=10.0, max_wait=300.0, mode="off")
-    ticket = Ticket(store.clock(), 0)
+    ticket = Ticket(store.clock(), 0, 4)
     pacer.answered(ticket, 503, {})
     pacer.answered(ticket, 429, {})
     assert store.gate_limit("gate") == 4
@@ -232,7 +232,7 @@ def test_a_spent_token_budget_pauses_every_worker_until_its_reset(store: Store) 
     pacer = _pacer(store)
     before = store.clock()
     spent = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2.5s"}
-    pacer.answered(Ticket(before, 0), 200, spent)
+    pacer.answered(Ticket(before, 0, 4), 200, spent)
     pace = pacer.read()
     assert before + 2.5 <= pace.until <= store.clock() + 2.5
     assert pace.until_reason == "x-ratelimit-remaining-tokens 0"
@@ -240,5 +240,5 @@ def test_a_spent_token_budget_pauses_every_worker_until_its_reset(store: Store) 
     other = _pacer(store)
     left = {"x-ratelimit-remaining-tokens": "10", "x-ratelimit-reset-tokens": "60s"}
     store.put(pacing.PACE_KEY, Pace(limit=4).to_json())
-    other.answered(Ticket(store.clock(), 0), 200, left)
+    other.answered(Ticket(store.clock(), 0, 4), 200, left)
     assert other.read().until == 0.0
