@@ -313,12 +313,9 @@ def parse_limits(headers: Mapping[str, str]) -> Limits | None:
     do not parse are ignored, as if the header were absent.
     """
     get = _lower(headers)
-    remaining = _whole(get("ratelimit-remaining"))
-    reset = _seconds(get("ratelimit-reset") or "")
-    if remaining is not None and reset is not None:
-        limit = _whole(get("ratelimit-limit"))
-        said = f"{limit} requests (RateLimit-Limit)" if limit is not None else ""
-        return Limits(remaining, reset, "RateLimit-Remaining", said)
+    found = _triple(get, "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+    if found is not None:
+        return found
     combined = get("ratelimit")
     if combined:
         params = dict(_PARAM.findall(combined))
@@ -331,24 +328,38 @@ def parse_limits(headers: Mapping[str, str]) -> Limits | None:
                 if float(policy.get("w", 0)) > 0:
                     steady = float(policy["q"]) / float(policy["w"])
             return Limits(int(float(params["r"])), float(params["t"]), "RateLimit", said, steady)
-    remaining = _whole(get("x-ratelimit-remaining-requests"))
-    reset = _seconds(get("x-ratelimit-reset-requests") or "")
-    if remaining is not None and reset is not None:
-        limit = _whole(get("x-ratelimit-limit-requests"))
-        said = f"{limit} requests (x-ratelimit-limit-requests)" if limit is not None else ""
-        return Limits(remaining, reset, "x-ratelimit-remaining-requests", said)
-    return None
+    return _triple(
+        get,
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    )
+
+
+def _triple(
+    get: Callable[[str], str | None], limit: str, remaining: str, reset: str, unit: str = "requests"
+) -> Limits | None:
+    """A limit / remaining / reset family of headers, as `Limits`; None unless both the
+    remaining budget and the reset parse."""
+    left = _whole(get(remaining.lower()))
+    seconds = _seconds(get(reset.lower()) or "")
+    if left is None or seconds is None:
+        return None
+    quota = _whole(get(limit.lower()))
+    said = f"{quota} {unit} ({limit})" if quota is not None else ""
+    return Limits(left, seconds, remaining, said)
 
 
 def parse_token_limits(headers: Mapping[str, str]) -> Limits | None:
     """The token budget a server announces in OpenAI's `x-ratelimit-remaining-tokens` /
     `-reset-tokens`; None if it does not."""
-    get = _lower(headers)
-    remaining = _whole(get("x-ratelimit-remaining-tokens"))
-    reset = _seconds(get("x-ratelimit-reset-tokens") or "")
-    if remaining is None or reset is None:
-        return None
-    return Limits(remaining, reset, "x-ratelimit-remaining-tokens")
+    return _triple(
+        _lower(headers),
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+        "tokens",
+    )
 
 
 def _lower(headers: Mapping[str, str]) -> Callable[[str], str | None]:
