@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
 from pytest_roadmap.protocol import NAMES as PROTOCOL_NAMES
 
@@ -361,7 +362,6 @@ MAX_QUEUE = Spec[int](
     "an integer from 0 to 10000000 (0: no limit)",
     "Most tasks one run takes; the rest are skipped (0: no limit).",
 )
-ADAPTIVE_MODES = ("aimd", "seed", "off")
 
 
 def _adaptive(raw: str, origin: str) -> str:
