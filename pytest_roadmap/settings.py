@@ -296,11 +296,11 @@ HEALTH_PATH = Spec[str](
     "--roadmap-health-path",
     None,
     "roadmap_health_path",
-    "/api/health",
+    PROTOCOLS[BEAST].health_path,
     _health_path,
     "a path starting with /",
-    "Path probed before each task (any 2xx is healthy); default /api/health, or /models "
-    "with --roadmap-protocol openai.",
+    f"Path probed before each task (any 2xx is healthy); default {PROTOCOLS[BEAST].health_path}, "
+    f"or {PROTOCOLS[OPENAI].health_path} with --roadmap-protocol openai.",
 )
 HEALTH_INTERVAL = Spec[float](
     "health interval",
@@ -578,8 +578,9 @@ PROTOCOL = Spec[str](
     BEAST,
     _protocol,
     " or ".join(PROTOCOL_NAMES),
-    "The API's protocol: beast (POST {api}/api/codebase/chat, the default) or openai "
-    "(POST {api}/chat/completions, with {api} like https://host/v1) (env ROADMAP_PROTOCOL).",
+    f"The API's protocol: beast (POST {{api}}{PROTOCOLS[BEAST].chat_path}, the default) or openai "
+    f"(POST {{api}}{PROTOCOLS[OPENAI].chat_path}, with {{api}} like https://host/v1) "
+    "(env ROADMAP_PROTOCOL).",
 )
 TOKEN_RATE = Spec[float | None](
     "token rate",

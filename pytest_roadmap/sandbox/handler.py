@@ -18,6 +18,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.protocol import TRACE_HEADERS
 from pytest_roadmap.sandbox.answers import Decision, answer_length, answer_pieces
 from pytest_roadmap.sandbox.paths import (
     API_PREFIX,
@@ -26,7 +27,6 @@ from pytest_roadmap.sandbox.paths import (
     LOG_PATH,
     OPENAI_BASE,
     RESET_PATH,
-    TRACE_HEADERS,
 )
 from pytest_roadmap.sandbox.state import SandboxState
 

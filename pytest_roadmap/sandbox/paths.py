@@ -20,10 +20,3 @@ CONTROL_PREFIX = "/_sandbox/"
 CONFIG_PATH = CONTROL_PREFIX + "config"
 LOG_PATH = CONTROL_PREFIX + "log"
 RESET_PATH = CONTROL_PREFIX + "reset"
-# Request headers the plugin sends so a run can be traced from the server's side.
-TRACE_HEADERS = {
-    "worker": "X-Roadmap-Worker",
-    "task": "X-Roadmap-Task",
-    "attempt": "X-Roadmap-Attempt",
-    "run": "X-Roadmap-Run",
-}

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from pytest_roadmap.protocol import TRACE_HEADERS
 from pytest_roadmap.sandbox.answers import (
     SANDBOX_MODEL,
     Decision,
@@ -31,7 +32,6 @@ from pytest_roadmap.sandbox.paths import (
     OPENAI_BASE,
     OPENAI_CHAT,
     OPENAI_MODELS,
-    TRACE_HEADERS,
 )
 
 MESSAGE_PREVIEW = 80
