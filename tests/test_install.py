@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import RemoteSandbox, task_toml
 
@@ -105,3 +106,21 @@ def test_k_run_of_a_task_whose_dependency_is_not_selected_ends_at_once(
     assert "1 skipped" in done.stdout
     assert "dependency 'base'" in done.stdout
     assert [e for e in sandbox.log() if e["path"] == "/api/codebase/chat"] == []
+
+
+def test_the_installed_sandbox_command_serves(venv: Path) -> None:
+    """The wheel's `roadmap-sandbox` script (pytest_roadmap.sandbox:main) starts the server."""
+    script = venv.parents[2] / "bin" / "roadmap-sandbox"
+    process = subprocess.Popen(
+        [script, "--host", "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("roadmap-sandbox listening on http://127.0.0.1:"), line
+        url = line.rsplit(" ", 1)[1].strip()
+        health = requests.get(url + "/api/health", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
