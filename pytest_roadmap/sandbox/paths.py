@@ -15,7 +15,8 @@ OPENAI_CHAT = OPENAI_BASE + PROTOCOLS[OPENAI].chat_path
 OPENAI_MODELS = OPENAI_BASE + PROTOCOLS[OPENAI].health_path
 CHAT_PATHS = frozenset({CHAT_PATH, OPENAI_CHAT})
 HEALTH_PATHS = frozenset({HEALTH_PATH, OPENAI_MODELS})
-# The sandbox's own control API: its settings, its request log, and a reset of both.
+# The sandbox's own control API: its settings, its request log, and a reset (of the log,
+# the rule counters, the rate window and the quota).
 CONTROL_PREFIX = "/_sandbox/"
 CONFIG_PATH = CONTROL_PREFIX + "config"
 LOG_PATH = CONTROL_PREFIX + "log"
