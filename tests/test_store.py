@@ -27,6 +27,7 @@ from redis_server import (
 
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.store import SCHEMES, Store, StoreError, TicketLost, open_store
+from pytest_roadmap.store import redis as redis_store
 from pytest_roadmap.store.redis import RedisStore, redact, with_run_id
 from pytest_roadmap.store.sqlite import SQLiteStore
 
@@ -429,6 +430,22 @@ def test_redis_store_needs_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_redis_url_is_checked_before_connecting(url: str, message: str) -> None:
     with pytest.raises(SettingError, match=re.escape(message)):
         open_store(url)
+
+
+def test_redis_scripts_are_files_that_name_their_keys_and_arguments() -> None:
+    folder = Path(redis_store.__file__).parent / "lua"
+    assert sorted(p.stem for p in folder.glob("*.lua")) == sorted(redis_store.SCRIPTS)
+    used: set[str] = set()
+    for name in redis_store.SCRIPTS:
+        head = (folder / f"{name}.lua").read_text().split("\n--! include")[0]
+        assert "KEYS[1]" in head and "ARGV[1]" in head, name
+        used |= set(re.findall(r"^--! include (\w+)$", (folder / f"{name}.lua").read_text(), re.M))
+        text = redis_store.lua_script(name)
+        assert "--! include" not in text, name
+    assert used == {p.stem for p in (folder / "include").glob("*.lua")}
+    # The prelude is in place where it is included: every script but init reads the clock.
+    scripts = set(redis_store.SCRIPTS) - {"init"}
+    assert all("redis.call('TIME')" in redis_store.lua_script(name) for name in scripts)
 
 
 def test_redis_url_helpers_keep_the_password_out_of_sight() -> None:
