@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.store.base import Store, StoreError, TicketLost
+from pytest_roadmap.validation import Range
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -63,6 +64,12 @@ SCHEMA_VERSION = 1
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _OUR_PARAMS = ("run", "ttl", "retry", "recovery")
+# The URL's numbers: a key lives at least a second; no retries and no pause are allowed.
+_PARAMS = {
+    "ttl": Range(1, unit="seconds"),
+    "retry": Range(0, unit="seconds"),
+    "recovery": Range(0, unit="seconds"),
+}
 
 # The scripts, one per operation, in store/lua/<name>.lua; each opens with a comment naming
 # its KEYS and ARGV. A line "--! include <fragment>" stands for store/lua/include/<fragment>.lua
@@ -123,11 +130,8 @@ class RedisStore(Store):
                 f"invalid run id {run_id!r} for the Redis store at {shown}: use letters,"
                 " digits, '.', '_' and '-' (at most 128, starting with a letter or digit)"
             )
-        for name, value, lowest in (("ttl", key_ttl, 1.0), ("retry", retry, 0.0)):
-            if not (math.isfinite(value) and value >= lowest):
-                raise SettingError(f"store URL {shown}: {name} must be at least {lowest:g} s")
-        if not (math.isfinite(recovery) and recovery >= 0):
-            raise SettingError(f"store URL {shown}: recovery must be 0 s or more")
+        for name, value in (("ttl", key_ttl), ("retry", retry), ("recovery", recovery)):
+            _PARAMS[name].check(value, f"store URL {shown}: {name}", SettingError)
         try:
             import redis
             from redis.backoff import NoBackoff
@@ -249,11 +253,14 @@ class RedisStore(Store):
             if text is None:
                 return default
             try:
-                return float(text)
+                value = float(text)
             except ValueError:
+                value = math.nan
+            if not _PARAMS[name].allows(value):
                 raise SettingError(
-                    f"store URL {shown}: {name}={text!r} must be a number of seconds"
-                ) from None
+                    f"store URL {shown}: {name}={text!r} must be {_PARAMS[name].allowed}"
+                )
+            return value
 
         return cls(
             server,
@@ -395,7 +402,7 @@ class RedisStore(Store):
 
     # -- rate limiting ---------------------------------------------------------------
 
-    def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+    def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
         args: list[str | int | float] = []
         with self._known_lock:
             for key, interval, burst in limits:
@@ -410,9 +417,7 @@ class RedisStore(Store):
 
     # -- concurrency gate ------------------------------------------------------------
 
-    def gate_set_limit(self, key: str, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"gate limit must be at least 1, not {limit}")
+    def _gate_set_limit(self, key: str, limit: int) -> None:
         self._run("set_limit", [self._limit], [key, limit])
         with self._known_lock:
             self._limits[key] = limit
@@ -422,17 +427,17 @@ class RedisStore(Store):
             limit = self._limits.get(key)
         return "" if limit is None else str(limit)
 
-    def gate_limit(self, key: str) -> int:
+    def _gate_limit(self, key: str) -> int:
         return _as_int(self._run("limit", [self._limit], [key, self._limit_hint(key)]))
 
-    def gate_enqueue(self, key: str, holder: str, lease: float) -> int:
+    def _gate_enqueue(self, key: str, holder: str, lease: float) -> int:
         keys = [self._gate_key(key), self._counter, self._op_key()]
         ticket = _as_int(self._run("enqueue", keys, [holder, repr(float(lease)), self._op_ttl]))
         with self._known_lock:
             self._tickets[(key, ticket)] = (holder, False)
         return ticket
 
-    def gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
+    def _gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
         keys = [self._gate_key(key), self._counter, self._limit]
         args: list[str | int] = [
             key,
@@ -452,7 +457,7 @@ class RedisStore(Store):
                     self._tickets[(key, ticket)] = (mine[0], True)
         return bool(answer)
 
-    def gate_renew(self, key: str, ticket: int, lease: float) -> bool:
+    def _gate_renew(self, key: str, ticket: int, lease: float) -> bool:
         keys = [self._gate_key(key), self._counter]
         args: list[str | int] = [ticket, repr(float(lease)), self._known(key, ticket)]
         alive = bool(_as_int(self._run("renew", keys, args)))
@@ -460,18 +465,18 @@ class RedisStore(Store):
             self._forget(key, ticket)
         return alive
 
-    def gate_release(self, key: str, ticket: int) -> None:
+    def _gate_release(self, key: str, ticket: int) -> None:
         self._forget(key, ticket)
         self._run("release", [self._gate_key(key)], [ticket])
 
-    def gate_reclaim(self, key: str, holder: str) -> int:
+    def _gate_reclaim(self, key: str, holder: str) -> int:
         with self._known_lock:
             for known, (who, _) in list(self._tickets.items()):
                 if known[0] == key and who == holder:
                     del self._tickets[known]
         return _as_int(self._run("reclaim", [self._gate_key(key)], [holder]))
 
-    def gate_state(self, key: str) -> tuple[int, int]:
+    def _gate_state(self, key: str) -> tuple[int, int]:
         held, waiting = (
             _as_int(value) for value in _as_list(self._run("state", [self._gate_key(key)], []))
         )
@@ -479,18 +484,14 @@ class RedisStore(Store):
 
     # -- small shared values ---------------------------------------------------------
 
-    def put(self, key: str, value: str, ttl: float | None = None) -> None:
-        if ttl is not None and not ttl > 0:
-            raise ValueError(f"ttl must be positive or None, not {ttl}")
-        if ttl is not None and math.isinf(ttl):
-            ttl = None
+    def _put(self, key: str, value: str, ttl: float | None) -> None:
         self._run("put", [self._value_key(key)], [value, "" if ttl is None else repr(ttl)])
 
-    def get(self, key: str) -> str | None:
+    def _get(self, key: str) -> str | None:
         value = self._run("get", [self._value_key(key)], [])
         return None if value is None else str(value)
 
-    def incr(self, key: str, amount: int = 1) -> int:
+    def _incr(self, key: str, amount: int) -> int:
         # Adding 0 (a read) may safely run twice; anything else is recorded so that a
         # retry after a lost reply returns the first result instead of adding again.
         op_ttl = self._op_ttl if amount else "0"
@@ -500,7 +501,7 @@ class RedisStore(Store):
             raise ValueError(f"value of {key!r} is not an integer: {value!r}")
         return _as_int(value)
 
-    def swap(self, key: str, expected: str | None, value: str) -> bool:
+    def _swap(self, key: str, expected: str | None, value: str) -> bool:
         args = ["1" if expected is None else "0", expected or "", value, self._op_ttl]
         return bool(_as_int(self._run("swap", [self._value_key(key), self._op_key()], args)))
 
