@@ -30,7 +30,8 @@ class Range:
     `low` and `high` are inclusive unless `low_open` / `high_open`; None leaves that side
     open. `integer` takes only ints; `whole` also takes a float without a fraction (JSON
     files may write 5.0). `unit` goes into the words: "a number of seconds from 0 to 60".
-    `note` follows them in parentheses: "(0: no limit)".
+    `note` follows them in parentheses: "(0: no limit)". `noun` replaces "a number of ..."
+    where it says too little ("a share").
     """
 
     low: float | None = None
@@ -41,6 +42,7 @@ class Range:
     high_open: bool = False
     unit: str = ""
     note: str = ""
+    noun: str = ""
 
     def allows(self, value: object) -> bool:
         """Whether `value` is a number this range takes."""
@@ -60,6 +62,8 @@ class Range:
     @property
     def kind(self) -> str:
         """ "a number", "an integer", "a whole number of seconds"..."""
+        if self.noun:
+            return self.noun
         kind = "an integer" if self.integer else "a whole number" if self.whole else "a number"
         return f"{kind} of {self.unit}" if self.unit else kind
 
