@@ -6,7 +6,7 @@ plugin hands it the raw values through `Sources`.
 
 A setting is defined in one place: a module-level `Spec` constant (its option, environment
 variable, ini key, parser with its range, default and help). From it come the option and
-ini key the plugin registers (`SPECS`, every `Spec` in this module, in order), the lookup in
+ini key the plugin registers (`SPECS`, the module's `Spec`s in order), the lookup in
 each source, and the `Settings` field of the constant's name in lower case (`RATE_LIMIT`
 fills `rate_limit`): add a `Spec` and its typed field, and nothing else. The few values
 that no single setting decides (workers, the token, the health path's default) are derived
