@@ -64,7 +64,7 @@ SCHEMA_VERSION = 1
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _OUR_PARAMS = ("run", "ttl", "retry", "recovery")
-# The URL's numbers: a key lives at least a second; no retries and no pause are allowed.
+# The URL's numbers: a key lives at least a second; retry=0 and recovery=0 turn those off.
 _PARAMS = {
     "ttl": Range(1, unit="seconds"),
     "retry": Range(0, unit="seconds"),
