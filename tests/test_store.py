@@ -367,10 +367,9 @@ def test_gate_tickets_must_be_integers(store: Store, ticket: int) -> None:
 @pytest.mark.parametrize(
     ("interval", "burst", "message"),
     [
-        (0, 1, "interval of 'api' must be a number of seconds > 0, got 0"),
-        (-0.1, 1, "interval of 'api' must be a number of seconds > 0, got -0.1"),
-        (NAN, 1, "interval of 'api' must be a number of seconds > 0, got nan"),
-        (INF, 1, "interval of 'api' must be a number of seconds > 0, got inf"),
+        (-0.1, 1, "interval of 'api' must be a number of seconds >= 0, got -0.1"),
+        (NAN, 1, "interval of 'api' must be a number of seconds >= 0, got nan"),
+        (INF, 1, "interval of 'api' must be a number of seconds >= 0, got inf"),
         (0.1, 0, "burst of 'api' must be an integer >= 1, got 0"),
         (0.1, 2.0, "burst of 'api' must be an integer >= 1, got 2.0"),
         (0.1, True, "burst of 'api' must be an integer >= 1, got True"),

@@ -20,7 +20,8 @@ from pytest_roadmap.validation import Range
 _S = TypeVar("_S", bound="Store")
 
 # What the operations take; a wrong argument is a bug in the caller: ValueError or TypeError.
-INTERVAL = Range(0, low_open=True, unit="seconds")
+# An interval of 0 moves no schedule: a look at when a send could go.
+INTERVAL = Range(0, unit="seconds")
 BURST = Range(1, integer=True)
 GATE_LIMIT = Range(1, integer=True)
 LEASE = Range(0, low_open=True, unit="seconds")
