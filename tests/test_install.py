@@ -9,6 +9,7 @@ distribution's metadata, so that distribution's plugin registers first; both ord
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +18,31 @@ import pytest
 import requests
 
 from tests.conftest import RemoteSandbox, task_toml
+from tests.redis_server import redis_url_fixture, run_url  # noqa: F401 (redis_url fixture)
 
 REPO = Path(__file__).resolve().parents[1]
+# What a checkout may hold that is no part of the source.
+LOCAL_ONLY = (".git", ".venv", ".tox", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
 
 
 @pytest.fixture(scope="session")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with `pip install <wheel of this repository>`: its site-packages."""
+    """A fresh venv with `pip install '<wheel of this repository>[redis]'`: its site-packages."""
     root = tmp_path_factory.mktemp("installed")
     wheels = root / "wheels"
     quiet = ["-q", "--disable-pip-version-check"]
+    # From a copy: pip builds in the tree, and a build/ folder left from an earlier build
+    # would slip files into the wheel that the package data no longer names.
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*LOCAL_ONLY))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "-w", wheels, REPO],
+        [sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "-w", wheels, source],
         check=True,
     )
     subprocess.run([sys.executable, "-m", "venv", root / "venv"], check=True)
     python = root / "venv" / "bin" / "python"
     wheel = next(wheels.glob("pytest_roadmap-*.whl"))
-    subprocess.run([python, "-m", "pip", "install", *quiet, wheel], check=True)
+    subprocess.run([python, "-m", "pip", "install", *quiet, f"{wheel}[redis]"], check=True)
     return next((root / "venv" / "lib").glob("python3*/site-packages"))
 
 
@@ -124,3 +132,26 @@ def test_the_installed_sandbox_command_serves(venv: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+
+def test_the_wheel_ships_the_redis_scripts_and_a_run_uses_them(
+    venv: Path, sandbox: RemoteSandbox, tmp_path: Path, redis_url: str
+) -> None:
+    source = REPO / "pytest_roadmap" / "store" / "lua"
+    installed = venv / "pytest_roadmap" / "store" / "lua"
+    scripts = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.lua"))
+    assert "reserve.lua" in scripts and "include/prelude.lua" in scripts
+    assert sorted(p.relative_to(installed).as_posix() for p in installed.rglob("*.lua")) == scripts
+
+    # A run against a Redis store loads every script from the installed package.
+    project = tmp_path / "project"
+    (project / "roadmap_tasks").mkdir(parents=True)
+    (project / "roadmap_tasks" / "month1.toml").write_text(
+        "".join(task_toml(f"t{i}") for i in range(3))
+    )
+    first = _first(venv, "pytest_roadmap", tmp_path / "first")
+    store = run_url(redis_url)
+    done = _run(venv, project, first, "--roadmap-api", sandbox.url, "--roadmap-store", store)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    assert len([e for e in sandbox.log() if e["path"] == "/api/codebase/chat"]) == 3

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import Roadmap, task_toml
@@ -200,3 +204,47 @@ def test_bad_ini_value_names_the_ini_key(one_task: Roadmap) -> None:
     result = one_task.run()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*invalid backoff factor 'fast' from ini key roadmap_backoff*"])
+
+
+# -- one place per setting (settings.py) -------------------------------------------------
+
+
+def test_every_settings_field_comes_from_one_spec_or_is_derived() -> None:
+    from dataclasses import fields
+
+    from pytest_roadmap import settings
+
+    names = {f.name for f in fields(settings.Settings)}
+    assert set(settings.FIELD_SPECS) | set(settings.DERIVED) == names
+    assert not set(settings.FIELD_SPECS) & set(settings.DERIVED)
+    defined = [v for v in vars(settings).values() if isinstance(v, settings.Spec)]
+    # Only CONCURRENCY is read by hand (for `workers`); every other spec fills its field.
+    assert [s for s in defined if s not in settings.FIELD_SPECS.values()] == [settings.CONCURRENCY]
+    for spec in settings.SPECS:
+        assert spec.allowed and (spec.help or not (spec.option or spec.ini)), spec.name
+    assert settings.RERUNS not in settings.SPECS  # pytest-rerunfailures registers --reruns
+
+
+def test_defaults_are_the_settings_values(tmp_path: Path) -> None:
+    from pytest_roadmap import settings
+
+    resolved = settings.resolve_settings(
+        settings.Sources({}, {}, {}, tmp_path, tmp_path), workers=2
+    )
+    for name, spec in settings.FIELD_SPECS.items():
+        if spec.path:
+            expected = tmp_path / spec.default if spec.default else None
+            assert getattr(resolved, name) == expected, name
+        elif name != "health_path":  # the protocol's own when not set
+            assert getattr(resolved, name) == spec.default, name
+    assert resolved.retry_delay == 2.0 and resolved.max_delay == 30.0  # seconds
+
+
+def test_importing_settings_stays_cheap() -> None:
+    # The entry point imports it to register options: no HTTP client, no database.
+    code = (
+        "import sys, pytest_roadmap.settings as s; "
+        "print(sorted(m for m in ('requests', 'sqlite3', 'urllib3', 'redis') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import re
 import sqlite3
@@ -27,6 +28,7 @@ from redis_server import (
 
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.store import SCHEMES, Store, StoreError, TicketLost, open_store
+from pytest_roadmap.store import redis as redis_store
 from pytest_roadmap.store.redis import RedisStore, redact, with_run_id
 from pytest_roadmap.store.sqlite import SQLiteStore
 
@@ -268,6 +270,121 @@ def test_reserve_can_move_the_schedule_back(store: Store) -> None:
     assert store.reserve("api", 0.1, 1) - first == pytest.approx(0.6, abs=1e-6)
 
 
+# -- argument checks, the same on every backend (store/base.py) ----------------------
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize("ttl", [0, -1.0, NAN, -INF])
+def test_put_refuses_a_bad_ttl_and_keeps_the_value(store: Store, ttl: float) -> None:
+    store.put("key", "before")
+    with pytest.raises(ValueError, match=r"ttl must be a number of seconds > 0, got "):
+        store.put("key", "after", ttl=ttl)
+    assert store.get("key") == "before"
+
+
+def test_put_with_an_infinite_ttl_never_expires(store: Store) -> None:
+    store.put("key", "value", ttl=INF)
+    assert store.get("key") == "value"
+    assert store.incr("count", 0) == 0  # the store still answers after it
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.put("key", 5), "value of 'key' must be a string, got 5"),
+        (lambda s: s.put(5, "value"), "key must be a string, got 5"),
+        (lambda s: s.swap("key", None, None), "value of 'key' must be a string, got None"),
+        (lambda s: s.swap("key", 1, "v"), "expected value of 'key' must be a string, got 1"),
+        (lambda s: s.get(None), "key must be a string, got None"),
+        (lambda s: s.gate_enqueue("gate", 0, 10.0), "holder must be a string, got 0"),
+    ],
+)
+def test_strings_must_be_strings(
+    store: Store, call: Callable[[Store], object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        call(store)
+
+
+@pytest.mark.parametrize("amount", [1.0, 1.5, NAN, True])
+def test_incr_takes_only_an_integer_amount(store: Store, amount: float) -> None:
+    store.put("count", "1")
+    with pytest.raises(ValueError, match=r"amount must be an integer, got "):
+        store.incr("count", amount)  # type: ignore[arg-type]
+    assert store.get("count") == "1"
+
+
+@pytest.mark.parametrize("text", ["1_000", "\u0663", "1.0", "0x10", ""])
+def test_incr_reads_only_ascii_integers(store: Store, text: str) -> None:
+    store.put("count", text)
+    with pytest.raises(ValueError, match="is not an integer"):
+        store.incr("count")
+    assert store.get("count") == text
+
+
+def test_incr_reads_an_integer_with_blanks_and_a_sign(store: Store) -> None:
+    store.put("count", " +7\t")
+    assert store.incr("count") == 8
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, 2.0, True, NAN])
+def test_gate_set_limit_takes_only_an_integer_of_1_or_more(store: Store, limit: int) -> None:
+    store.gate_set_limit("gate", 3)
+    with pytest.raises(ValueError, match=r"gate limit must be an integer >= 1, got "):
+        store.gate_set_limit("gate", limit)
+    assert store.gate_limit("gate") == 3
+
+
+@pytest.mark.parametrize("lease", [0, -1.0, NAN, INF])
+def test_gate_leases_must_be_finite_and_positive(store: Store, lease: float) -> None:
+    ticket = store.gate_enqueue("gate", "gw0", 10.0)
+    message = r"lease must be a number of seconds > 0, got "
+    with pytest.raises(ValueError, match=message):
+        store.gate_enqueue("gate", "gw1", lease)
+    with pytest.raises(ValueError, match=message):
+        store.gate_try_acquire("gate", ticket, lease)
+    with pytest.raises(ValueError, match=message):
+        store.gate_renew("gate", ticket, lease)
+    assert store.gate_state("gate") == (0, 1)
+    assert store.gate_try_acquire("gate", ticket, 10.0)
+
+
+@pytest.mark.parametrize("ticket", [1.0, "1", True, NAN])
+def test_gate_tickets_must_be_integers(store: Store, ticket: int) -> None:
+    real = store.gate_enqueue("gate", "gw0", 10.0)
+    assert store.gate_try_acquire("gate", real, 10.0)
+    message = r"ticket must be an integer, got "
+    with pytest.raises(ValueError, match=message):
+        store.gate_try_acquire("gate", ticket, 10.0)
+    with pytest.raises(ValueError, match=message):
+        store.gate_renew("gate", ticket, 10.0)
+    with pytest.raises(ValueError, match=message):
+        store.gate_release("gate", ticket)
+    assert store.gate_state("gate") == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("interval", "burst", "message"),
+    [
+        (-0.1, 1, "interval of 'api' must be a number of seconds >= 0, got -0.1"),
+        (NAN, 1, "interval of 'api' must be a number of seconds >= 0, got nan"),
+        (INF, 1, "interval of 'api' must be a number of seconds >= 0, got inf"),
+        (0.1, 0, "burst of 'api' must be an integer >= 1, got 0"),
+        (0.1, 2.0, "burst of 'api' must be an integer >= 1, got 2.0"),
+        (0.1, True, "burst of 'api' must be an integer >= 1, got True"),
+    ],
+)
+def test_reserve_checks_every_limit_before_moving_any(
+    store: Store, interval: float, burst: int, message: str
+) -> None:
+    first = store.reserve("ok", 10.0, 1)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        store.reserve_all([("ok", 10.0, 1), ("api", interval, burst)])
+    # The good limit in the refused call did not move: the next send is one interval on.
+    assert store.reserve("ok", 10.0, 1) == pytest.approx(first + 10.0, abs=1e-6)
+
+
 # -- gates ---------------------------------------------------------------------------
 
 
@@ -276,7 +393,7 @@ def test_gate_limit_defaults_to_one_and_can_be_set(store: Store) -> None:
     store.gate_set_limit("gate", 3)
     assert store.gate_limit("gate") == 3
     assert store.gate_limit("other") == 1
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="gate limit must be an integer >= 1, got 0"):
         store.gate_set_limit("gate", 0)
 
 
@@ -420,15 +537,35 @@ def test_redis_store_needs_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("redis://localhost:6379/0", "names no run: add ?run=<run id>"),
         ("redis://localhost:6379/0?run=a:b", "invalid run id 'a:b'"),
-        ("redis://localhost:6379/0?run=ok&ttl=soon", "ttl='soon' must be a number"),
-        ("redis://localhost:6379/0?run=ok&ttl=0", "ttl must be at least 1 s"),
-        ("redis://localhost:6379/0?run=ok&retry=-1", "retry must be at least 0 s"),
-        ("redis://localhost:6379/0?run=ok&recovery=nan", "recovery must be 0 s or more"),
+        ("redis://localhost:6379/0?run=ok&ttl=soon", "ttl='soon' must be a number of seconds >= 1"),
+        ("redis://localhost:6379/0?run=ok&ttl=0", "ttl='0' must be a number of seconds >= 1"),
+        ("redis://localhost:6379/0?run=ok&retry=-1", "retry='-1' must be a number of seconds >= 0"),
+        (
+            "redis://localhost:6379/0?run=ok&recovery=nan",
+            "recovery='nan' must be a number of seconds >= 0",
+        ),
+        ("redis://localhost:6379/0?run=ok&ttl=inf", "ttl='inf' must be a number of seconds >= 1"),
     ],
 )
 def test_redis_url_is_checked_before_connecting(url: str, message: str) -> None:
     with pytest.raises(SettingError, match=re.escape(message)):
         open_store(url)
+
+
+def test_redis_scripts_are_files_that_name_their_keys_and_arguments() -> None:
+    folder = Path(redis_store.__file__).parent / "lua"
+    assert sorted(p.stem for p in folder.glob("*.lua")) == sorted(redis_store.SCRIPTS)
+    used: set[str] = set()
+    for name in redis_store.SCRIPTS:
+        head = (folder / f"{name}.lua").read_text().split("\n--! include")[0]
+        assert "KEYS[1]" in head and "ARGV[1]" in head, name
+        used |= set(re.findall(r"^--! include (\w+)$", (folder / f"{name}.lua").read_text(), re.M))
+        text = redis_store.lua_script(name)
+        assert "--! include" not in text, name
+    assert used == {p.stem for p in (folder / "include").glob("*.lua")}
+    # The prelude is in place where it is included: every script but init reads the clock.
+    scripts = set(redis_store.SCRIPTS) - {"init"}
+    assert all("redis.call('TIME')" in redis_store.lua_script(name) for name in scripts)
 
 
 def test_redis_url_helpers_keep_the_password_out_of_sight() -> None:
