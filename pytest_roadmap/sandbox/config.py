@@ -6,9 +6,10 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.validation import Range
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_PADDING = 1 << 31  # a rule's `size`: answers up to 2 GiB, made and sent in pieces
@@ -35,13 +36,13 @@ def _check_number(
     """Raise SettingError unless `value` is a number in range (bool is not a number here)."""
     if value is None and optional:
         return
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    if ok:
-        number = float(cast(float, value))
-        above = number > low if low_open else number >= low
-        ok = math.isfinite(number) and above and number <= high
-    if not ok:
+    bounds = Range(
+        low=None if math.isinf(low) else low,
+        high=None if math.isinf(high) else high,
+        integer=integer,
+        low_open=low_open,
+    )
+    if not bounds.allows(value):
         none = " or null" if optional else ""
         raise SettingError(f"{owner} {name} must be {what}{none}, got {value!r}")
 
