@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).parents[1] / "corpus"
 TASK_FILES = sorted((CORPUS / "tasks").glob("*.toml"))
 BATCH_FILES = json.loads((CORPUS / "batches" / "expected.json").read_text())
 TRACKERS = json.loads((CORPUS / "trackers" / "expected.json").read_text())

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from pytest_roadmap.sandbox import max_in_flight, max_in_window
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
-ORIGINAL_BATCHES = Path(__file__).parent / "corpus" / "original" / "BATCH_CONFIG.json"
+ORIGINAL_BATCHES = Path(__file__).parents[1] / "corpus" / "original" / "BATCH_CONFIG.json"
 
 
 def write_batches(roadmap: Roadmap, batches: list[dict[str, Any]], **delays: int) -> str:

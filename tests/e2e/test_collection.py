@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 
 def test_without_roadmap_no_task_is_collected_or_sent(roadmap: Roadmap) -> None:
@@ -13,7 +13,7 @@ def test_without_roadmap_no_task_is_collected_or_sent(roadmap: Roadmap) -> None:
     (roadmap.pytester.path / "roadmap_tasks" / "test_python_task.py").write_text(
         "def test_uses_api(roadmap_client):\n    roadmap_client.chat('x')\n"
     )
-    result = roadmap.pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    result = roadmap.pytester.runpytest(*roadmap.plugins)
     result.assert_outcomes(passed=1)
     assert "monitoring" not in result.stdout.str()
     assert roadmap.sandbox.log() == []
@@ -160,7 +160,7 @@ def test_shipped_tasks_keep_the_original_prompts_targets() -> None:
 
     from pytest_roadmap.tasks import load_tasks
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     prompts = {t.id: " ".join(t.prompt.lower().split()) for t in load_tasks(root / "roadmap_tasks")}
     wanted = {
         "testing": ["90%+ test coverage"],

@@ -16,8 +16,8 @@ from pytest_roadmap.sequencing import SHARDS_KEY
 from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import StoreError
 from pytest_roadmap.store.redis import with_run_id
-from tests.conftest import Roadmap, task_toml
-from tests.redis_server import private_server, redis_url_fixture  # noqa: F401
+from tests.support.project import Roadmap, task_toml
+from tests.support.redis_server import private_server
 
 SHARDS = 3
 PER_SHARD = 6

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 NAMES = ["t0", "t1", "t2", "t3"]
 

@@ -12,7 +12,7 @@ import pytest
 from pytest_roadmap import cli
 from pytest_roadmap.client import RoadmapClient
 from pytest_roadmap.sandbox import CHAT_PATH, max_in_window
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 TOKEN = "tok-hostile-5f1e-DISTINCTIVE"
 CONTROL = ("\x1b", "\x07", "\r", "\x9b")

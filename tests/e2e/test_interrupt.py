@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 

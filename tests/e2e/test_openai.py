@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_roadmap.sandbox import OPENAI_CHAT, OPENAI_MODELS, Rule, max_tokens_in_window
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -99,13 +99,11 @@ def test_openai_error_shape_gives_its_message(roadmap: Roadmap) -> None:
     result.stdout.fnmatch_lines(["*answered 404 Not Found: The model `x` does not exist*"])
 
 
-def test_embedded_sandbox_speaks_openai(pytester: pytest.Pytester) -> None:
+def test_embedded_sandbox_speaks_openai(pytester: pytest.Pytester, plugin_flags: list[str]) -> None:
     (pytester.path / "roadmap_tasks").mkdir()
     (pytester.path / "roadmap_tasks" / "t.toml").write_text(task_toml("alpha", max_tokens=8))
     pytester.makeini("[pytest]\nroadmap_protocol = openai\n")
-    result = pytester.runpytest(
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--roadmap", "-n", "0"
-    )
+    result = pytester.runpytest(*plugin_flags, "--roadmap", "-n", "0")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["roadmap: api=http://127.0.0.1:*/v1 (sandbox) protocol=openai*"])
     data = json.loads((pytester.path / "roadmap-report/report.json").read_text())

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 API = ("/api/codebase/chat", "/api/health")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 ORIGINAL = {
     "currentMonth": 1,
@@ -281,7 +281,7 @@ def test_sigterm_ends_the_run_cleanly(roadmap: Roadmap) -> None:
 
 
 def test_html_report_of_a_real_run_renders_in_chromium(roadmap: Roadmap, tmp_path: Path) -> None:
-    from tests.test_report import CHROMIUM, console_lines, run_chromium
+    from tests.support.chromium import CHROMIUM, console_lines, run_chromium
 
     if CHROMIUM is None:
         pytest.skip("chromium is not installed")

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 TOKEN = "tok-SECRET-4f9a1c"
 
@@ -246,6 +246,7 @@ def test_each_process_imports_only_what_it_uses(roadmap: Roadmap) -> None:
     assert (path / "modules-main").read_text() == "pytest_roadmap.report"
     assert (path / "modules-gw0").read_text() == "requests pytest_roadmap.client"
 
-    plain = ["-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest"]
-    roadmap.pytester.runpytest_subprocess(*plain, "test_plain.py").assert_outcomes(passed=1)
+    roadmap.pytester.runpytest_subprocess(*roadmap.plugins, "test_plain.py").assert_outcomes(
+        passed=1
+    )
     assert (path / "modules-main").read_text() == ""

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_roadmap.retry import parse_retry_after
 from pytest_roadmap.sandbox import max_in_window
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Roadmap, task_toml
+from tests.support.project import Roadmap, task_toml
 
 
 @pytest.fixture
@@ -21,9 +21,7 @@ def _header(roadmap: Roadmap, *args: str) -> str:
 
 
 def test_defaults_of_the_original_system(one_task: Roadmap) -> None:
-    result = one_task.pytester.runpytest(
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--roadmap", "-n", "0"
-    )
+    result = one_task.pytester.runpytest(*one_task.plugins, "--roadmap", "-n", "0")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [

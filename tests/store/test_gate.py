@@ -11,15 +11,14 @@ from multiprocessing.synchronize import Event
 
 import pytest
 
-# The store fixture comes from test_store, so these run against every backend too.
-from test_store import PATIENCE, spawn, store_fixture, wait_for, wait_past  # noqa: F401
-
 from pytest_roadmap.gate import AdaptiveLimit, Change, ConcurrencyGate, GateTimeout, Slot
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import RunRecord
 from pytest_roadmap.safeguards import GATE_KEY
 from pytest_roadmap.store import Store, open_store
+from tests.support.stores import spawn, wait_past
+from tests.support.waiting import PATIENCE, wait_for
 
 
 class Waiter:

@@ -22,7 +22,6 @@ from pytest_roadmap.pacing import (
     parse_limits,
 )
 from pytest_roadmap.store import Store
-from tests.test_store import store_fixture  # noqa: F401 (the store fixture, both backends)
 
 # -- concurrency -------------------------------------------------------------------------
 

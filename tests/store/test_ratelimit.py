@@ -10,13 +10,12 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
-from redis_server import private_server, run_url
-
-# The store fixture comes from test_store, so these run against every backend too.
-from test_store import PATIENCE, spawn, store_fixture, wait_for  # noqa: F401
 
 from pytest_roadmap.ratelimit import MARGIN, RateLimiter
 from pytest_roadmap.store import Store, open_store
+from tests.support.redis_server import private_server, run_url
+from tests.support.stores import spawn
+from tests.support.waiting import PATIENCE, wait_for
 
 RATE = 20.0
 PROCS = 4

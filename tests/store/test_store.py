@@ -3,74 +3,24 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import re
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from redis_server import (
-    free_port,
-    need_client,
-    private_server,
-    redis_url_fixture,  # noqa: F401 (the redis_url fixture of the Redis tests below)
-    run_url,
-    shared_redis_url,
-)
 
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.store import SCHEMES, Store, StoreError, TicketLost, open_store
 from pytest_roadmap.store.redis import RedisStore, redact, with_run_id
 from pytest_roadmap.store.sqlite import SQLiteStore
-
-# Every backend the store fixture runs each test against.
-BACKENDS = ["sqlite", "redis"]
-
-# Generous bound for anything a test waits on; a healthy run needs a small fraction.
-PATIENCE = 30.0
-
-spawn = multiprocessing.get_context("spawn")
-
-
-def make_store(backend: str, tmp_path: Path, config: pytest.Config) -> Store:
-    """A fresh, initialised store of `backend`, as the controller would create it."""
-    if backend == "sqlite":
-        return open_store(f"sqlite://{quote((tmp_path / 'store.db').as_posix())}", create=True)
-    if backend == "redis":
-        # A fresh run id each time: runs never see each other's keys.
-        return open_store(run_url(shared_redis_url(config)), create=True)
-    raise AssertionError(f"no such backend {backend!r}")
-
-
-# Named apart from its fixture name so that other test modules can import it.
-@pytest.fixture(params=BACKENDS, name="store")
-def store_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh store of each backend in turn."""
-    created = make_store(request.param, tmp_path, request.config)
-    yield created
-    created.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = PATIENCE) -> None:
-    """Return once `condition()` holds; fail the test if it does not within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.002)
-
-
-def wait_past(store: Store, moment: float) -> None:
-    """Return once the store's clock has passed `moment`."""
-    wait_for(lambda: store.clock() > moment)
-
+from tests.support.redis_server import free_port, need_client, private_server, run_url
+from tests.support.stores import spawn, wait_past
+from tests.support.waiting import PATIENCE
 
 # -- the store's identity --------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import pytest
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS, AnswerError, Usage, code_blocks
 from pytest_roadmap.store import Store
 from pytest_roadmap.tokens import DEFAULT_COMPLETION, KEY, TokenBudget
-from tests.test_store import store_fixture  # noqa: F401 (the store fixture, both backends)
 
 
 def test_openai_answer_becomes_code_message_and_usage() -> None:

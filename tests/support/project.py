@@ -1,43 +1,16 @@
-"""Fixtures for driving real pytest sessions against a real sandbox on 127.0.0.1."""
+"""A project under pytester, its task files, and the sandbox it runs against on 127.0.0.1."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import requests  # noqa: F401 - see below
 
 from pytest_roadmap.sandbox import SandboxSubprocess
-
-# requests is imported here, by this process, on purpose: the plugin imports it only once
-# a task runs, and pytester's in-process sessions unload every module first imported inside
-# them, so the next import would build a second http.cookiejar whose classes the first
-# requests no longer recognises ("You can only merge into CookieJar").
-
-# The original system's variables, which would leak into the sessions under test.
-ENV_SETTINGS = (
-    "MAX_CONCURRENCY",
-    "RATE_LIMIT",
-    "TASK_TIMEOUT",
-    "BEAST_MODE_API",
-    "CUSTOM_MODEL",
-    "BEAST_MODE_TOKEN",
-    "GITHUB_STEP_SUMMARY",
-    "ROADMAP_STORE",
-    "ROADMAP_RUN_ID",
-    "ROADMAP_PROTOCOL",
-    "OPENAI_API_KEY",
-)
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_SETTINGS:
-        monkeypatch.delenv(name, raising=False)
 
 
 class RemoteSandbox(SandboxSubprocess):
@@ -85,16 +58,20 @@ class SandboxProcess:
         return self.server
 
 
-@pytest.fixture(scope="session")
-def sandbox_process() -> Iterator[SandboxProcess]:
-    holder = SandboxProcess()
-    yield holder
-    holder.server.stop()
+# Plugins the sessions under test need, whatever the suite's own session left out.
+NEEDED_PLUGINS = frozenset({"roadmap", "xdist", "xdist.plugin", "timeout", "rerunfailures"})
 
 
-@pytest.fixture
-def sandbox(sandbox_process: SandboxProcess) -> RemoteSandbox:
-    return sandbox_process.fresh()
+def quiet_plugins(config: pytest.Config) -> list[str]:
+    """`-p` flags for the sessions a test starts: no cache folder in the project, and every
+    plugin the suite's own session was told to leave out (`-p no:NAME` on its command line
+    or in PYTEST_ADDOPTS, which pytester hides from them) left out of them too, so a plugin
+    that is slow on one machine is turned off there and not in this file."""
+    flags = ["-p", "no:cacheprovider"]
+    for name in config.option.plugins or []:
+        if name.startswith("no:") and name[3:] not in NEEDED_PLUGINS | {"cacheprovider"}:
+            flags += ["-p", name]
+    return flags
 
 
 def task_toml(task_id: str, month: int = 1, week: int = 1, **extra: Any) -> str:
@@ -121,9 +98,12 @@ def task_toml(task_id: str, month: int = 1, week: int = 1, **extra: Any) -> str:
 class Roadmap:
     """A project under pytester: task files in roadmap_tasks/, runs against the sandbox."""
 
-    def __init__(self, pytester: pytest.Pytester, sandbox: RemoteSandbox) -> None:
+    def __init__(
+        self, pytester: pytest.Pytester, sandbox: RemoteSandbox, plugins: Sequence[str]
+    ) -> None:
         self.pytester = pytester
         self.sandbox = sandbox
+        self.plugins = list(plugins)  # from quiet_plugins
         (pytester.path / "roadmap_tasks").mkdir(exist_ok=True)
         pytester.makeini("[pytest]\n")
 
@@ -137,7 +117,7 @@ class Roadmap:
 
     def args(self, *args: str) -> list[str]:
         given = list(args)
-        base = ["-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest"]
+        base = list(self.plugins)
         # The outer session imported the plugin already, so the inner one cannot rewrite it.
         base += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
         base.append("--roadmap")
@@ -162,18 +142,7 @@ class Roadmap:
         """`pytest *args` in its own process in the project, output captured: for runs that
         must overlap or be sent a signal."""
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "-p",
-                "no:benchmark",
-                "-p",
-                "no:hypothesispytest",
-                *args,
-            ],
+            [sys.executable, "-m", "pytest", *self.plugins, *args],
             cwd=self.pytester.path,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -188,8 +157,3 @@ class Roadmap:
             for e in self.sandbox.log()
             if e["path"] == "/api/codebase/chat" and (task is None or e["task"] == task)
         ]
-
-
-@pytest.fixture
-def roadmap(pytester: pytest.Pytester, sandbox: RemoteSandbox) -> Roadmap:
-    return Roadmap(pytester, sandbox)

@@ -2,8 +2,9 @@
 
 `shared_redis_url` starts at most one private `redis-server` per test process (on a
 free port of 127.0.0.1, no persistence, in a temporary folder) and stops it when the
-session ends; the `redis_url` fixture hands it to tests. Without the redis client, or
-without both the variable and a `redis-server` binary, the Redis tests are skipped.
+session ends; the `redis_url` fixture (tests/conftest.py) hands it to tests. Without the
+redis client, or without both the variable and a `redis-server` binary, the Redis tests
+are skipped.
 """
 
 from __future__ import annotations
@@ -159,10 +160,3 @@ def run_url(base: str, **params: object) -> str:
     # Test runs on a long-lived server tidy themselves up within the hour.
     params.setdefault("ttl", 3600)
     return with_params(base, [(name, str(value)) for name, value in params.items()])
-
-
-# Named apart from its fixture name so that test modules can import it.
-@pytest.fixture(scope="session", name="redis_url")
-def redis_url_fixture(pytestconfig: pytest.Config) -> str:
-    """The base URL of a Redis for tests (no run id)."""
-    return shared_redis_url(pytestconfig)

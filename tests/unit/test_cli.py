@@ -14,7 +14,7 @@ import pytest
 from pytest_roadmap.cli import main
 from pytest_roadmap.tracker import METRICS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TASK_FILE = """
 [[tasks]]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,9 +42,10 @@ from pytest_roadmap.results import (
     TaskResult,
 )
 from pytest_roadmap.tasks import CATEGORIES, Task
+from tests.support.chromium import CHROMIUM, console_lines, run_chromium
 
 T0 = 1_736_510_400.0  # 2025-01-10T12:00:00Z
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MALICIOUS = "<script>alert(1)</script>"
 
 
@@ -801,44 +800,6 @@ def test_html_of_empty_run() -> None:
 
 
 # --- Chromium --------------------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    # Console messages and uncaught exceptions then appear on stderr as
-    # "...:INFO:CONSOLE:<line>] "<message>", source: <url> (<line>)".
-    "--enable-logging=stderr",
-    "--v=0",
-]
-CONSOLE_LINE = re.compile(r":CONSOLE[:(]|Uncaught")
-
-
-def run_chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            CHROMIUM or "chromium",
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            *extra,
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-
-
-def console_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if CONSOLE_LINE.search(line)]
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from pytest_roadmap.sandbox import (
     reset_remote,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cr3t-token-do-not-leak-1234"
 
 
