@@ -25,10 +25,14 @@ ENV_SETTINGS = (
     "OPENAI_API_KEY",
 )
 
+# Set when the suite itself runs under xdist (-n 2): a session under test would take
+# itself for a worker and skip what only a controller does.
+XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_SETTINGS:
+    for name in ENV_SETTINGS + XDIST_ENV:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -43,3 +47,12 @@ def sandbox_process() -> Iterator[SandboxProcess]:
 def redis_url(pytestconfig: pytest.Config) -> str:
     """The base URL of a Redis for tests (no run id)."""
     return shared_redis_url(pytestconfig)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep `-m "not redis"` true: a test that takes the Redis fixture must carry the mark."""
+    for item in items:
+        if "redis_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "redis"
+        ):
+            raise pytest.UsageError(f"{item.nodeid} uses redis_url: mark it @pytest.mark.redis")

@@ -56,6 +56,7 @@ def _run_shards(roadmap: Roadmap, store: str, run_ids: list[str], *extra: str) -
     return outputs
 
 
+@pytest.mark.redis
 def test_shards_with_one_run_id_share_the_limits(roadmap: Roadmap, redis_url: str) -> None:
     roadmap.sandbox.configure(latency=0.3)
     run_id = f"shared-{uuid.uuid4().hex[:8]}"
@@ -82,6 +83,7 @@ def test_shards_with_one_run_id_share_the_limits(roadmap: Roadmap, redis_url: st
     assert all(r["run"]["run_id"] == run_id and r["totals"]["total"] == PER_SHARD for r in reports)
 
 
+@pytest.mark.redis
 def test_shards_with_different_run_ids_are_independent(roadmap: Roadmap, redis_url: str) -> None:
     roadmap.sandbox.configure(latency=0.3)
     ids = [f"own-{uuid.uuid4().hex[:8]}" for _ in range(SHARDS)]
@@ -91,6 +93,7 @@ def test_shards_with_different_run_ids_are_independent(roadmap: Roadmap, redis_u
     assert max_in_flight(entries) > 2
 
 
+@pytest.mark.redis
 def test_batches_stay_in_order_across_shards(roadmap: Roadmap, redis_url: str) -> None:
     roadmap.sandbox.configure(latency=0.2)
     first, second = _write_two_batches(roadmap)
@@ -137,6 +140,7 @@ def _announced_shards(redis_url: str, run_id: str) -> int:
         return 0
 
 
+@pytest.mark.redis
 def test_a_late_shard_runs_its_first_batch_before_any_shard_runs_the_second(
     roadmap: Roadmap, redis_url: str
 ) -> None:
@@ -177,6 +181,7 @@ def test_a_shard_that_never_starts_fails_the_batch_tasks_clearly(roadmap: Roadma
     assert roadmap.chats() == []
 
 
+@pytest.mark.redis
 def test_unreachable_redis_is_a_clear_error_before_any_task(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("a"))
     result = roadmap.run("--roadmap-store", "redis://127.0.0.1:1/0")
@@ -195,6 +200,7 @@ def test_bad_store_url_and_run_id(roadmap: Roadmap) -> None:
     result.stderr.fnmatch_lines(["*invalid run id 'a b'*"])
 
 
+@pytest.mark.redis
 def test_redis_restarted_mid_run_the_run_finishes_within_the_limit(
     roadmap: Roadmap, tmp_path: Path
 ) -> None:

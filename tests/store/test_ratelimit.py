@@ -156,6 +156,7 @@ def test_processes_share_one_rate(store: Store) -> None:
         assert abs(count - mean) <= 0.2 * mean, counts
 
 
+@pytest.mark.redis
 def test_redis_restart_mid_run_never_lets_requests_through_unlimited(tmp_path: Path) -> None:
     server = private_server(tmp_path)
     try:

@@ -390,6 +390,7 @@ def test_redis_url_helpers_keep_the_password_out_of_sight() -> None:
     assert redact("redis://:pw@h:1/0") == "redis://:***@h:1/0"
 
 
+@pytest.mark.redis
 def test_redis_unreachable_at_open_is_one_clear_line() -> None:
     need_client()
     port = free_port()  # nothing listens there
@@ -484,6 +485,7 @@ def use_everything(store: Store) -> None:
     assert store.gate_try_acquire("gate", ticket, 30.0)
 
 
+@pytest.mark.redis
 def test_redis_runs_with_different_ids_never_meet(redis_url: str) -> None:
     with (
         RedisStore.from_url(run_url(redis_url), create=True) as one,
@@ -500,6 +502,7 @@ def test_redis_runs_with_different_ids_never_meet(redis_url: str) -> None:
         assert all(key.startswith(f"roadmap:{two.run_id}:") for key in run_keys(two))
 
 
+@pytest.mark.redis
 def test_redis_jobs_with_the_same_run_id_share_everything(redis_url: str) -> None:
     url = run_url(redis_url)
     with open_store(url, create=True) as first:
@@ -512,11 +515,13 @@ def test_redis_jobs_with_the_same_run_id_share_everything(redis_url: str) -> Non
             assert second.gate_state("gate") == (1, 0)
 
 
+@pytest.mark.redis
 def test_redis_worker_does_not_start_a_run(redis_url: str) -> None:
     with pytest.raises(StoreError, match=r"holds no run 'never-created'"):
         open_store(run_url(redis_url, run="never-created"))
 
 
+@pytest.mark.redis
 def test_redis_every_key_expires(redis_url: str) -> None:
     with RedisStore.from_url(run_url(redis_url, ttl=600), create=True) as store:
         use_everything(store)
@@ -529,6 +534,7 @@ def test_redis_every_key_expires(redis_url: str) -> None:
     assert keys[prefix + "value:short"] <= 30_001
 
 
+@pytest.mark.redis
 def test_redis_outage_mid_run_is_retried_then_an_error(tmp_path: Path) -> None:
     server = private_server(tmp_path)
     try:
@@ -549,6 +555,7 @@ def test_redis_outage_mid_run_is_retried_then_an_error(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.redis
 def test_redis_lost_state_holds_admissions_back(redis_url: str) -> None:
     recovery = 0.5
     with RedisStore.from_url(run_url(redis_url, recovery=recovery), create=True) as store:
