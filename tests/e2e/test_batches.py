@@ -30,6 +30,7 @@ def first_chats(roadmap: Roadmap, tasks: list[str]) -> list[dict[str, Any]]:
     return [e for e in roadmap.chats() if e["task"] in tasks and e["attempt"] == "1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["0", "2", "4"])
 def test_batches_run_in_order_with_a_pause_between(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", *(task_toml(t) for t in ["a1", "a2", "a3", "b1", "b2", "c1"]))
@@ -52,6 +53,7 @@ def test_batches_run_in_order_with_a_pause_between(roadmap: Roadmap, workers: st
     assert min(e["arrived"] for e in week3) >= max(e["answered"] for e in week2) + 0.4
 
 
+@pytest.mark.slow
 def test_limits_inside_a_batch(roadmap: Roadmap) -> None:
     names = [f"t{i}" for i in range(8)]
     roadmap.tasks("month1", *(task_toml(t) for t in names))
@@ -73,6 +75,7 @@ def test_limits_inside_a_batch(roadmap: Roadmap) -> None:
     assert min(gaps) >= 0.3, gaps
 
 
+@pytest.mark.slow
 def test_batch_limits_never_exceed_the_runs(roadmap: Roadmap) -> None:
     names = [f"t{i}" for i in range(10)]
     roadmap.tasks("month1", *(task_toml(t) for t in names))
@@ -223,6 +226,7 @@ def test_unselected_dependency_skips_at_once_not_after_earlier_batches(tmp_path:
             done.wait_turn(late)  # met by the tracker: now it waits its turn
 
 
+@pytest.mark.slow
 def test_the_original_batch_file_loads_as_it_is(roadmap: Roadmap) -> None:
     shutil.copy(ORIGINAL_BATCHES, roadmap.pytester.path / "BATCH_CONFIG.json")
     roadmap.tasks(
@@ -252,6 +256,7 @@ def write_plan(roadmap: Roadmap, tasks: list[str], **blocks: Any) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_safeguards_cap_concurrency_and_rate(roadmap: Roadmap) -> None:
     names = [f"t{i}" for i in range(6)]
     roadmap.tasks("month1", *(task_toml(t) for t in names))
@@ -269,6 +274,7 @@ def test_safeguards_cap_concurrency_and_rate(roadmap: Roadmap) -> None:
     assert max_in_window(roadmap.sandbox.log(), path=None) <= 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reduce", [True, False])
 def test_safeguards_decide_whether_failures_lower_concurrency(
     roadmap: Roadmap, reduce: bool
@@ -436,6 +442,7 @@ def _worker_pids() -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_batch_and_the_run_still_finishes(roadmap: Roadmap) -> None:
     names = ["a1", "a2", "a3", "a4", "b1", "b2"]
     roadmap.tasks("month1", *(task_toml(t) for t in names))

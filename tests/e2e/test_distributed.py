@@ -56,6 +56,7 @@ def _run_shards(roadmap: Roadmap, store: str, run_ids: list[str], *extra: str) -
     return outputs
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_shards_with_one_run_id_share_the_limits(roadmap: Roadmap, redis_url: str) -> None:
     roadmap.sandbox.configure(latency=0.3)
@@ -83,6 +84,7 @@ def test_shards_with_one_run_id_share_the_limits(roadmap: Roadmap, redis_url: st
     assert all(r["run"]["run_id"] == run_id and r["totals"]["total"] == PER_SHARD for r in reports)
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_shards_with_different_run_ids_are_independent(roadmap: Roadmap, redis_url: str) -> None:
     roadmap.sandbox.configure(latency=0.3)
@@ -93,6 +95,7 @@ def test_shards_with_different_run_ids_are_independent(roadmap: Roadmap, redis_u
     assert max_in_flight(entries) > 2
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_batches_stay_in_order_across_shards(roadmap: Roadmap, redis_url: str) -> None:
     roadmap.sandbox.configure(latency=0.2)
@@ -140,6 +143,7 @@ def _announced_shards(redis_url: str, run_id: str) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_a_late_shard_runs_its_first_batch_before_any_shard_runs_the_second(
     roadmap: Roadmap, redis_url: str
@@ -200,6 +204,7 @@ def test_bad_store_url_and_run_id(roadmap: Roadmap) -> None:
     result.stderr.fnmatch_lines(["*invalid run id 'a b'*"])
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_redis_restarted_mid_run_the_run_finishes_within_the_limit(
     roadmap: Roadmap, tmp_path: Path

@@ -26,6 +26,7 @@ def check_run(roadmap: Roadmap, selected: list[str]) -> dict[str, dict[str, Any]
     return tasks
 
 
+@pytest.mark.slow
 def test_api_down_for_the_whole_run(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(n) for n in NAMES))
     roadmap.sandbox.configure(down=True)
@@ -47,6 +48,7 @@ def test_server_error_twice_then_success(roadmap: Roadmap) -> None:
     assert [e["status"] for e in roadmap.chats("t1")] == [500, 500, 200]
 
 
+@pytest.mark.slow
 def test_one_task_hangs_forever(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(n) for n in NAMES))
     roadmap.sandbox.configure(rules=[{"match": "do t2", "hang": True}])
@@ -66,6 +68,7 @@ def test_python_task_that_hangs_is_ended_by_pytest_timeout(roadmap: Roadmap) -> 
     result.stdout.fnmatch_lines(["*Timeout*"])
 
 
+@pytest.mark.slow
 def test_rate_limited_with_retry_after(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(n) for n in NAMES))
     roadmap.sandbox.configure(
@@ -87,6 +90,7 @@ def test_connection_closed_mid_answer_then_fine(roadmap: Roadmap) -> None:
     assert tasks["t0"]["attempts"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure_rate", [0.3])
 def test_random_failures_every_task_ends_once(roadmap: Roadmap, failure_rate: float) -> None:
     names = [f"r{i:02d}" for i in range(20)]

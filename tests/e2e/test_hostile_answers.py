@@ -25,6 +25,7 @@ def files_under(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- redirects
 
 
+@pytest.mark.slow
 def test_every_redirect_hop_passes_the_rate_limit(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("moved"))
     roadmap.sandbox.configure(
@@ -154,6 +155,7 @@ def test_max_body_setting_is_checked(roadmap: Roadmap, value: str) -> None:
 # --------------------------------------------------------------------------- time
 
 
+@pytest.mark.slow
 def test_a_trickled_answer_ends_at_the_task_timeout(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("drip"), task_toml("driphead"))
     body = json.dumps({"code": "x" * 200})

@@ -62,6 +62,7 @@ def _run(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("registered_first", ["pytest_xdist", "pytest_roadmap"])
 def test_default_concurrency_holds_whatever_the_plugin_order(
     venv: Path, sandbox: RemoteSandbox, tmp_path: Path, registered_first: str
@@ -88,6 +89,7 @@ def test_default_concurrency_holds_whatever_the_plugin_order(
     assert {e["worker"] for e in sandbox.log()} == {"main"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("registered_first", ["pytest_xdist", "pytest_roadmap"])
 def test_k_run_of_a_task_whose_dependency_is_not_selected_ends_at_once(
     venv: Path, sandbox: RemoteSandbox, tmp_path: Path, registered_first: str

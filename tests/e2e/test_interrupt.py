@@ -103,6 +103,7 @@ def _resume(roadmap: Roadmap, after: float) -> list[str]:
     return [e["task"] for e in roadmap.chats() if e["arrived"] > after]
 
 
+@pytest.mark.slow
 def test_sigterm_writes_the_reports_and_tracker_and_resume_pays_only_the_rest(
     roadmap: Roadmap,
 ) -> None:
@@ -140,6 +141,7 @@ def test_sigterm_writes_the_reports_and_tracker_and_resume_pays_only_the_rest(
     assert Counter(_resume(roadmap, signalled)) == Counter(HUNG)
 
 
+@pytest.mark.slow
 def test_sigkill_keeps_what_passed_and_resume_pays_only_the_rest(
     roadmap: Roadmap, workers: list[int]
 ) -> None:
@@ -163,6 +165,7 @@ def test_sigkill_keeps_what_passed_and_resume_pays_only_the_rest(
     assert Counter(_resume(roadmap, killed)) == Counter(HUNG)
 
 
+@pytest.mark.slow
 def test_sigint_to_the_controller_alone_stops_every_send(roadmap: Roadmap) -> None:
     """Workers run on for a moment after their controller is interrupted; they must not
     start another request, whose answer nobody would record."""

@@ -187,6 +187,7 @@ def test_bad_task_fields_are_collection_errors(
     assert chats(roadmap) == []
 
 
+@pytest.mark.slow
 def test_token_limit_holds_in_every_window_and_costs_no_more_than_it_must(
     roadmap: Roadmap,
 ) -> None:

@@ -24,6 +24,7 @@ def _api(roadmap: Roadmap) -> list[dict[str, Any]]:
     )
 
 
+@pytest.mark.slow
 def test_refusals_for_load_cut_the_limit_and_spend_no_retry(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(16)))
     roadmap.sandbox.configure(latency=0.25, capacity=2)
@@ -51,6 +52,7 @@ def _at(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+@pytest.mark.slow
 def test_retry_after_pauses_every_worker(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(8)))
     roadmap.sandbox.configure(
@@ -70,6 +72,7 @@ def test_retry_after_pauses_every_worker(roadmap: Roadmap) -> None:
     result.stdout.fnmatch_lines(["roadmap: every worker pauses 2 s: Retry-After 2 s on a 429"])
 
 
+@pytest.mark.slow
 def test_a_429_without_retry_after_lowers_the_shared_rate(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
     roadmap.sandbox.configure(rules=[{"match": "do t2", "status": 429, "times": 1}])
@@ -89,6 +92,7 @@ def test_a_429_without_retry_after_lowers_the_shared_rate(roadmap: Roadmap) -> N
     assert gaps and min(gaps) >= 1 / changes[0]["to"] * 0.95
 
 
+@pytest.mark.slow
 def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
     # After 5 answers every request, health probes included, gets 429 with Retry-After 3600.
@@ -119,6 +123,7 @@ def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Road
     assert {e["task"] for e in roadmap.chats()} == {f"t{i:02d}" for i in range(12)} - passed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["ratelimit", "ratelimit-policy", "x-ratelimit"])
 def test_a_server_that_announces_its_limit_is_paced_to_it(roadmap: Roadmap, family: str) -> None:
     # 5/s, said on every answer; the client's own limit is the original's 10/s.
@@ -134,6 +139,7 @@ def test_a_server_that_announces_its_limit_is_paced_to_it(roadmap: Roadmap, fami
     assert changes and "the API announces" in changes[0]["reason"]
 
 
+@pytest.mark.slow
 def test_capacity_that_drops_and_comes_back_brings_the_limit_down_and_up(
     roadmap: Roadmap,
 ) -> None:

@@ -81,6 +81,7 @@ def test_tasks_start_before_the_last_worker_is_ready(roadmap: Roadmap) -> None:
     assert sorted(e["task"] for e in roadmap.chats()) == sorted(f"t{i}" for i in range(6))
 
 
+@pytest.mark.slow
 def test_a_worker_that_collects_differently_gets_no_task(roadmap: Roadmap) -> None:
     # gw1 drops a task from its collection, after gw0 has started working.
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))

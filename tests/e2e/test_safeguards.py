@@ -22,6 +22,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2", "4"])
 def test_one_rate_limit_for_all_workers(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(36)))
@@ -33,6 +34,7 @@ def test_one_rate_limit_for_all_workers(roadmap: Roadmap, workers: str) -> None:
     assert len(roadmap.chats()) == 36
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2", "4"])
 def test_backoff_between_attempts(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", task_toml("flaky"))
@@ -67,6 +69,7 @@ def test_backoff_is_capped(roadmap: Roadmap) -> None:
     assert gaps[2] < 1.5  # 200 ms * 10**2 would be 20 s without the cap
 
 
+@pytest.mark.slow
 def test_retry_after_is_honoured(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("busy"))
     roadmap.sandbox.configure(
@@ -78,6 +81,7 @@ def test_retry_after_is_honoured(roadmap: Roadmap) -> None:
     assert second["arrived"] - first["answered"] >= 1.0
 
 
+@pytest.mark.slow
 def test_retry_after_as_an_http_date_is_honoured(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", task_toml("busy"))
     roadmap.sandbox.configure(
@@ -98,6 +102,7 @@ def test_retry_after_as_an_http_date_is_honoured(roadmap: Roadmap) -> None:
     assert second["arrived"] - first["answered"] >= 2.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2", "4"])
 def test_api_down_at_start_then_up(roadmap: Roadmap, workers: str) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(4)))
@@ -120,6 +125,7 @@ def test_api_down_at_start_then_up(roadmap: Roadmap, workers: str) -> None:
     assert all(e["arrived"] >= came_up[0] and e["status"] == 200 for e in chats)
 
 
+@pytest.mark.slow
 def test_api_down_mid_run_every_task_still_passes(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(10)))
     roadmap.sandbox.configure(latency=0.1)
@@ -187,6 +193,7 @@ def test_live_status_line(roadmap: Roadmap) -> None:
     )
 
 
+@pytest.mark.slow
 def test_seed_rule_backs_off_under_overload(roadmap: Roadmap) -> None:
     # The original system's rule, kept as --roadmap-adaptive seed: one step per interval.
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
@@ -209,6 +216,7 @@ def test_seed_rule_backs_off_under_overload(roadmap: Roadmap) -> None:
     )
 
 
+@pytest.mark.slow
 def test_fixed_concurrency_never_changes(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(8)))
     roadmap.sandbox.configure(latency=0.2, capacity=1)
@@ -227,6 +235,7 @@ def test_fixed_concurrency_never_changes(roadmap: Roadmap) -> None:
     assert "roadmap: concurrency" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_killed_worker_gives_its_slot_back(roadmap: Roadmap) -> None:
     # "work.toml" sorts after "test_crash.py", so the crash comes first
     roadmap.tasks("work", *(task_toml(f"t{i}") for i in range(6)))

@@ -17,6 +17,7 @@ from tests.support.project import Roadmap, task_toml
 TOKEN = "tok-3xq9-DISTINCTIVE-77ab"
 
 
+@pytest.mark.slow
 def test_token_appears_nowhere_on_any_failure_path(
     roadmap: Roadmap, monkeypatch: pytest.MonkeyPatch
 ) -> None:

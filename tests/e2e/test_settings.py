@@ -179,6 +179,7 @@ def test_bad_setting_is_one_usage_error_line(
     assert one_task.sandbox.log() == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env", "shown"), [("0.5", "rate=0.5/s"), (".5", "rate=0.5/s"), ("12.", "rate=12/s")]
 )

@@ -217,6 +217,7 @@ def _hold_until_killed(url: str, lease: float, held: Queue[int]) -> None:
     threading.Event().wait()  # hold the slot until the parent kills this process
 
 
+@pytest.mark.slow
 def test_killed_holder_loses_its_slot_at_lease_expiry(store: Store) -> None:
     lease = 1.0
     held: Queue[int] = spawn.Queue()

@@ -129,6 +129,7 @@ def test_max_in_window() -> None:
     assert max_in_window([0.0, 0.5, 1.01, 2.5], 1.0) == 2
 
 
+@pytest.mark.slow
 def test_processes_share_one_rate(store: Store) -> None:
     ready: Queue[str] = spawn.Queue()
     admits: Queue[list[float]] = spawn.Queue()
@@ -156,6 +157,7 @@ def test_processes_share_one_rate(store: Store) -> None:
         assert abs(count - mean) <= 0.2 * mean, counts
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_redis_restart_mid_run_never_lets_requests_through_unlimited(tmp_path: Path) -> None:
     server = private_server(tmp_path)

@@ -106,6 +106,7 @@ def _count_in_process(url: str, times: int, go: Event, done: Queue[int]) -> None
     done.put(times)
 
 
+@pytest.mark.slow
 def test_incr_is_atomic_across_processes(store: Store) -> None:
     url = store.url
     # The workers open the store all at once, with the creator's connection gone.
@@ -158,6 +159,7 @@ def _add_by_swapping(url: str, times: int, go: Event, done: Queue[int]) -> None:
     done.put(lost)
 
 
+@pytest.mark.slow
 def test_swap_loses_no_update_across_processes(store: Store) -> None:
     # Read, compute, swap, again on a lost race: four processes adding one 300 times each
     # end at 1200, with some races lost on the way (else the test proves nothing).

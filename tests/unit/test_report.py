@@ -833,6 +833,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     }
 
 
+@pytest.mark.slow
 def test_chromium_logging_catches_console_errors(rendered: dict[str, Any]) -> None:
     lines = console_lines(rendered["control"].stderr)
     assert any("control-error" in line for line in lines)

@@ -481,6 +481,7 @@ def _hammer(path: str, name: str, start: Any) -> None:
         tracker.complete(1, 1, f"{name}-{i}")
 
 
+@pytest.mark.slow
 def test_two_processes_lose_no_update(path: Path) -> None:
     write_original(path)
     # fork: the child needs no importable test module, and Linux is where this runs.
