@@ -20,7 +20,7 @@ from pytest_roadmap.run import AttemptState, RunConfig, TaskRunner
 from pytest_roadmap.safeguards import store_failures_are_transient
 from pytest_roadmap.sequencing import ShardsMissing
 from pytest_roadmap.usage import USAGE_PROPERTIES, usage_of, usage_properties
-from pytest_roadmap.wire import AttemptEnded, TaskStarting, from_wire, python_task
+from pytest_roadmap.wire import AttemptEnded, TaskStarting, ended_task, python_task
 
 JUNIT_PROPERTIES = frozenset(
     {"attempts", "refusals", "worker", "dogfooding", "month", "week", "batch", *USAGE_PROPERTIES}
@@ -201,14 +201,14 @@ class AttemptHooks:
         # A task's final outcome releases its dependants and, last of all, its batch.
         if self.runner.sequencer is None:
             return
-        message = from_wire(getattr(report, "roadmap", None))
-        if not isinstance(message, AttemptEnded):
+        task_id = ended_task(getattr(report, "roadmap", None))
+        if task_id is None:
             return
         final = (report.when == "call" and report.outcome in (PASSED, FAILED, SKIPPED)) or (
             report.when == "setup" and report.outcome in (FAILED, SKIPPED)
         )
         if final:
-            self.runner.ended(message.task.id, report.outcome)
+            self.runner.ended(task_id, report.outcome)
 
 
 def _refusal_count(item: pytest.Item, refused: bool) -> int:

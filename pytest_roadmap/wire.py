@@ -15,7 +15,7 @@ Without xdist the same dicts go from the process's own hooks to its own controll
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pytest_roadmap.tasks import Task
@@ -24,8 +24,12 @@ STARTING = "starting"
 ENDED = "ended"
 
 
+_TASK_FIELDS = tuple(f.name for f in fields(Task))
+
+
 def task_to_wire(task: Task) -> dict[str, Any]:
-    data = asdict(task)
+    # Field by field: asdict() deep-copies, and this runs for every report of every task.
+    data = {name: getattr(task, name) for name in _TASK_FIELDS}
     data["depends_on"] = list(task.depends_on)
     return data
 
@@ -110,10 +114,21 @@ class AttemptEnded:
 
     def to_dict(self) -> dict[str, Any]:
         # Field by field, not asdict(): that would deep-copy the answer of every task.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["kind"] = ENDED
-        data["task"] = task_to_wire(self.task)
-        return data
+        return {
+            "kind": ENDED,
+            "task": task_to_wire(self.task),
+            "attempt": self.attempt,
+            "phase": self.phase,
+            "worker": self.worker,
+            "started": self.started,
+            "finished": self.finished,
+            "batch": self.batch,
+            "error": self.error,
+            "overload": self.overload,
+            "refused": self.refused,
+            "answer": self.answer,
+            "usage": self.usage,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AttemptEnded:
@@ -127,8 +142,17 @@ def from_wire(data: Mapping[str, Any] | None) -> TaskStarting | AttemptEnded | N
     if data is None:
         return None
     kind = data.get("kind")
-    if kind == STARTING:
-        return TaskStarting.from_dict(data)
     if kind == ENDED:
         return AttemptEnded.from_dict(data)
+    if kind == STARTING:
+        return TaskStarting.from_dict(data)
     return None
+
+
+def ended_task(data: Mapping[str, Any] | None) -> str | None:
+    """The task id of an `AttemptEnded` message, read without decoding the message: the
+    process that runs a task reads it from every report of its own."""
+    if data is None or data.get("kind") != ENDED:
+        return None
+    task_id: str = data["task"]["id"]
+    return task_id
