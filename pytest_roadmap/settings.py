@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pytest_roadmap.errors import SettingError
-from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
 from pytest_roadmap.protocol import NAMES as PROTOCOL_NAMES
 from pytest_roadmap.validation import Range
@@ -407,6 +406,10 @@ MAX_QUEUE = Spec[int](
 
 
 def _adaptive(raw: str, origin: str) -> str:
+    # Imported here: every pytest run loads this module for the options' help texts, and
+    # pacing (with the store's interface) would be a third of its import time.
+    from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
+
     lowered = raw.strip().lower()
     if lowered in ADAPTIVE_MODES:
         return lowered

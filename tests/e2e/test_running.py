@@ -251,3 +251,47 @@ def test_each_process_imports_only_what_it_uses(roadmap: Roadmap) -> None:
         passed=1
     )
     assert (path / "modules-main").read_text() == ""
+
+
+# The modules that registering the options needs: the entry point, the options and the
+# settings' specs (their help texts and defaults), and what those import.
+OPTION_MODULES = {
+    "pytest_roadmap",
+    "pytest_roadmap.plugin",
+    "pytest_roadmap.options",
+    "pytest_roadmap.settings",
+    "pytest_roadmap.errors",
+    "pytest_roadmap.protocol",
+}
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "-n 2"])
+def test_a_run_without_roadmap_imports_only_the_options(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # An installed plugin is loaded by every pytest run of the project; without --roadmap
+    # it may cost the run its option definitions and nothing else. Compared with the same
+    # run with the plugin disabled, so modules other plugins import do not count.
+    pytester.makeconftest(
+        """
+        import os, sys
+
+        def pytest_unconfigure(config):
+            role = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with open(f"modules-{role}-{config.getoption('roadmap', None)}", "w") as handle:
+                handle.write(" ".join(sorted(sys.modules)))
+        """
+    )
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    quiet = ["-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest"]
+    plain = [*quiet, *workers, "test_plain.py"]
+    pytester.runpytest_subprocess(*plain).assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-p", "no:roadmap", *plain).assert_outcomes(passed=1)
+    roles = ["main", "gw0", "gw1"] if workers else ["main"]
+    for role in roles:
+        used = set((pytester.path / f"modules-{role}-False").read_text().split())
+        bare = set((pytester.path / f"modules-{role}-None").read_text().split())
+        added = used - bare
+        assert {m for m in added if m.startswith("pytest_roadmap")} == OPTION_MODULES, role
+        heavy = {"requests", "urllib3", "sqlite3", "_sqlite3", "redis", "tomli", "filelock"}
+        assert not added & heavy, role

@@ -17,6 +17,8 @@ from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import RunRecord
 from pytest_roadmap.safeguards import GATE_KEY
 from pytest_roadmap.store import Store, open_store
+from pytest_roadmap.tasks import Task
+from pytest_roadmap.wire import AttemptEnded
 from tests.support.stores import spawn, wait_past
 from tests.support.waiting import PATIENCE, wait_for
 
@@ -340,10 +342,10 @@ def shard_monitor(store: Store, name: str, workers: int = 4) -> tuple[Monitor, R
 
 
 def attempts(recorder: RunRecorder, shard: str, passed: int, failed: int) -> None:
-    task = {"id": "t", "title": "T", "prompt": "p", "month": 1, "week": 1}
+    ended = AttemptEnded(task=Task(id="t", title="T", prompt="p", month=1, week=1), attempt=1)
     for n in range(passed + failed):
         outcome = "rerun" if n < failed else "passed"
-        recorder.attempt(f"{shard}::t{n}", {"task": task, "attempt": 1}, outcome)
+        recorder.attempt(f"{shard}::t{n}", ended, outcome)
 
 
 def test_shards_steer_one_limit_one_step_per_interval(store: Store) -> None:
