@@ -71,6 +71,7 @@ class RunRecorder:
         with self._lock:
             result = self._result(nodeid, info.get("task"))
             result.batch = info.get("batch") or result.batch
+            self.record.requests.extend(info.get("requests") or ())
             attempt = Attempt(
                 number=int(info.get("attempt") or len(result.attempts) + 1),
                 outcome=outcome,

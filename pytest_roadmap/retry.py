@@ -79,8 +79,18 @@ class Backoff:
         return wait
 
 
+FINAL = "roadmap_final"  # set on a failure that must not be retried (a run-wide budget)
+
+
+def make_final(error: BaseException) -> None:
+    """No retry for this failure, whatever it is (the run's retry budget is spent)."""
+    setattr(error, FINAL, True)
+
+
 def is_retryable(error: BaseException | None) -> bool:
     """The rerun condition: transient API failures and attempt timeouts are retried."""
+    if getattr(error, FINAL, False):
+        return False
     if isinstance(error, TaskFailure):
         return error.transient
     # pytest-timeout ends an overrunning attempt with pytest.fail("Timeout ...").

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pytest_roadmap.budgets import check_budget_settings
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
@@ -613,6 +614,39 @@ PRICE_OUT = Spec[float | None](
     f"a price per million completion tokens from 0 to {MAX_PRICE:.0f}",
     "Price per million completion tokens (default: no price, no cost).",
 )
+MAX_RETRIES = Spec[int | None](
+    "retry budget",
+    "--roadmap-max-retries",
+    "ROADMAP_MAX_RETRIES",
+    "roadmap_max_retries",
+    None,
+    _integer(0, 10_000_000),
+    "an integer from 0 to 10000000",
+    "Retries across the whole run, every worker and shard sharing the store; once spent, "
+    "failures are final (env ROADMAP_MAX_RETRIES; default: only --reruns per task).",
+)
+MAX_TOKENS = Spec[int | None](
+    "token budget",
+    "--roadmap-max-tokens",
+    "ROADMAP_MAX_TOKENS",
+    "roadmap_max_tokens",
+    None,
+    _integer(1, 1_000_000_000_000),
+    "an integer number of tokens from 1 to 1000000000000",
+    "Tokens the whole run may use (openai protocol): a task starts only if its prompt plus "
+    "max_tokens fits; once spent, the rest are skipped (env ROADMAP_MAX_TOKENS).",
+)
+MAX_COST = Spec[float | None](
+    "cost budget",
+    "--roadmap-max-cost",
+    "ROADMAP_MAX_COST",
+    "roadmap_max_cost",
+    None,
+    _optional_number(0.000001, MAX_PRICE),
+    f"a number of US dollars from 0.000001 to {MAX_PRICE:.0f}",
+    "US dollars the whole run may spend at --roadmap-price-in/-out (openai protocol): a task "
+    "starts only if its most expensive answer fits (env ROADMAP_MAX_COST).",
+)
 
 # The specs the plugin registers as `--option` / ini key.
 SPECS: tuple[Spec[Any], ...] = (
@@ -645,6 +679,9 @@ SPECS: tuple[Spec[Any], ...] = (
     TOKEN_RATE,
     PRICE_IN,
     PRICE_OUT,
+    MAX_RETRIES,
+    MAX_TOKENS,
+    MAX_COST,
 )
 
 
@@ -684,6 +721,9 @@ class Settings:
     token_rate: float | None = None  # tokens per minute, all workers
     price_in: float | None = None  # per million prompt tokens
     price_out: float | None = None  # per million completion tokens
+    max_retries: int | None = None  # retries of the whole run (budgets.py)
+    max_tokens: int | None = None  # tokens of the whole run
+    max_cost: float | None = None  # US dollars of the whole run
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -733,6 +773,9 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         )
     batches = get(BATCHES)
     adaptive = "off" if sources.options.get("no_roadmap_adaptive") else get(ADAPTIVE)
+    price_in, price_out = get(PRICE_IN), get(PRICE_OUT)
+    max_tokens, max_cost = get(MAX_TOKENS), get(MAX_COST)
+    check_budget_settings(protocol, max_tokens, max_cost, price_in, price_out)
     return Settings(
         api=get(API),
         model=get(MODEL),
@@ -764,8 +807,11 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         redirect_hosts=get(REDIRECT_HOSTS),
         protocol=protocol,
         token_rate=get(TOKEN_RATE),
-        price_in=get(PRICE_IN),
-        price_out=get(PRICE_OUT),
+        price_in=price_in,
+        price_out=price_out,
+        max_retries=get(MAX_RETRIES),
+        max_tokens=max_tokens,
+        max_cost=max_cost,
         origins=origins,
     )
 
