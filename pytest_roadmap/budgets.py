@@ -73,15 +73,18 @@ def check_budget_settings(
 
 def unbounded_tasks(
     tasks: Iterable[tuple[str, str, int | None]], max_tokens: int | None, max_cost: float | None
-) -> list[str]:
-    """One line per task (`(where, id, max_tokens)`) whose cost has no upper bound under a
-    token or cost budget: without `max_tokens` its answer can be of any length."""
+) -> list[tuple[str, str]]:
+    """`(where, line)` for each task (`(where, id, max_tokens)`) whose cost has no upper bound
+    under a token or cost budget: without `max_tokens` its answer can be of any length."""
     if max_tokens is None and max_cost is None:
         return []
     option = "--roadmap-max-tokens" if max_tokens is not None else "--roadmap-max-cost"
     return [
-        f"{where} (id {task_id!r}): 'max_tokens' is required with {option}: a task starts "
-        "only if its prompt plus max_tokens fits in the budget"
+        (
+            where,
+            f"{where} (id {task_id!r}): 'max_tokens' is required with {option}: a task "
+            "starts only if its prompt plus max_tokens fits in the budget",
+        )
         for where, task_id, bound in tasks
         if bound is None
     ]

@@ -104,14 +104,17 @@ class Compliance:
     sent_while_paused: int = 0
 
     @property
-    def allowed_per_second(self) -> int:
+    def allowed_per_second(self) -> int | None:
         """The most any one-second window may hold under the rate limit: the rate, plus the
-        requests the burst lets go back to back beyond the first."""
+        requests the burst lets go back to back beyond the first (None: no finite limit)."""
+        if not math.isfinite(self.rate_limit):
+            return None
         return max(1, math.ceil(self.rate_limit)) + self.burst - 1
 
     @property
     def held(self) -> bool:
-        return self.max_per_second <= self.allowed_per_second
+        allowed = self.allowed_per_second
+        return allowed is None or self.max_per_second <= allowed
 
     @property
     def refusals(self) -> dict[int, int]:
@@ -124,7 +127,7 @@ class Compliance:
     def to_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
-            "rate_limit": self.rate_limit,
+            "rate_limit": self.rate_limit if math.isfinite(self.rate_limit) else None,
             "burst": self.burst,
             "allowed_per_second": self.allowed_per_second,
             "max_per_second": self.max_per_second,
@@ -227,7 +230,8 @@ def compliance_rows(section: Compliance) -> list[tuple[str, str]]:
     refused = sum(refusals.values())
     by_status = ", ".join(f"{n} of status {s}" for s, n in refusals.items())
     reasons = sorted({p.reason for p in section.pauses})
-    paused = f"{section.paused_s:.1f} s in {len(section.pauses)} pauses" + (
+    count = len(section.pauses)
+    paused = f"{section.paused_s:.1f} s in {count} pause{'' if count == 1 else 's'}" + (
         f" ({'; '.join(reasons)})" if reasons else ""
     )
     return [
@@ -235,7 +239,9 @@ def compliance_rows(section: Compliance) -> list[tuple[str, str]]:
         (
             "Busiest second",
             f"{section.max_per_second} requests, against at most {section.allowed_per_second} "
-            f"at {section.rate_limit:g} requests/s{burst}: {held}",
+            f"at {section.rate_limit:g} requests/s{burst}: {held}"
+            if section.allowed_per_second is not None
+            else f"{section.max_per_second} requests (no rate limit)",
         ),
         ("Answers by status", statuses + f"; no answer: {section.no_answer}"),
         ("Refused for load", f"{refused} ({by_status})" if refused else "0"),

@@ -24,6 +24,7 @@ import pytest
 
 from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
+from pytest_roadmap.budgets import BudgetSpent, Spend, retry_spent_words, unbounded_tasks
 from pytest_roadmap.caps import adaptive_limit, cap_lines, capped_settings, concurrency_ceiling
 from pytest_roadmap.collect import RUN_PROTOCOL, TaskFile, TaskItem, odd_task_files
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
@@ -36,12 +37,13 @@ from pytest_roadmap.progress import ProgressKeeper, python_task_wire, wires_from
 from pytest_roadmap.protocol import PROTOCOLS
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
 from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, SKIPPED, RunRecord
-from pytest_roadmap.retry import TaskFailure, is_retryable
+from pytest_roadmap.retry import TaskFailure, is_retryable, make_final
 from pytest_roadmap.safeguards import (
     GATE_KEY,
     Safeguards,
     Slots,
     batch_gate_key,
+    budgets_of,
     pacer_of,
     store_failures_are_transient,
 )
@@ -81,6 +83,7 @@ class AttemptState:
     refusals: int = 0  # attempts refused for load in a row (the task did not run)
     refused_since: float | None = None  # when that run of refusals began
     reserved: int | None = None  # tokens this attempt reserved in the run's token budget
+    spend: Spend | None = None  # its worst case, held in the run's token and cost budgets
 
 
 @dataclass
@@ -473,6 +476,7 @@ def _start_controller(config: pytest.Config, settings: Settings, plan: BatchPlan
             token_rate=settings.token_rate,
             price_in=settings.price_in,
             price_out=settings.price_out,
+            burst=settings.burst,
         )
     )
     runtime.keeper = ProgressKeeper(
@@ -705,6 +709,10 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
             config.hook.pytest_deselected(items=outside)
             items[:] = [i for i in items if i not in outside]
     task_items = {i.task.id: i for i in items if isinstance(i, TaskItem)}
+    bounds = ((i.nodeid.split("::")[0], i.task.id, i.task.max_tokens) for i in task_items.values())
+    for where, line in unbounded_tasks(bounds, settings.max_tokens, settings.max_cost):
+        failed = pytest.CollectReport(where, "failed", line, [])
+        config.hook.pytest_collectreport(report=failed)
     ordered = run_order([i.task for i in task_items.values()], plan)
     # Task items take the run order among the places task items held; others stay put.
     places = [n for n, i in enumerate(items) if isinstance(i, TaskItem)]
@@ -858,6 +866,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     except QuotaExhausted as stopped:
         pytest.skip(str(stopped))
     if state.unhealthy is None:
+        if isinstance(item, TaskItem):
+            try:  # before the slot: waiting for room in the budgets blocks no one
+                state.spend = guards.admit_spend(item.task)
+            except BudgetSpent as spent:
+                pytest.skip(str(spent))
         between = runtime.plan.between_tasks if runtime.plan else 0.0
         state.slot = guards.acquire_slot(batch, between)
         if isinstance(item, TaskItem):
@@ -879,7 +892,8 @@ def run_task(item: TaskItem) -> dict[str, Any]:
         raise TaskFailure(state.unhealthy, transient=False)
     try:
         attempt = int(getattr(item, "execution_count", 1))
-        return runtime.safeguards().chat(item.task, attempt, state.reserved)
+        spend, state.spend = state.spend, None
+        return runtime.safeguards().chat(item.task, attempt, state.reserved, spend)
     except QuotaExhausted as stopped:
         pytest.skip(str(stopped))
     finally:
@@ -942,6 +956,8 @@ def pytest_runtest_makereport(
         "finished": call.stop,
         "error": None,
         "overload": False,
+        # The requests sent since the last report: the run's own log, for compliance.
+        "requests": runtime.safeguards_.take_requests() if runtime.safeguards_ else [],
     }
     if report.skipped and isinstance(report.longrepr, tuple):
         info["error"] = runtime.redact(str(report.longrepr[2]).removeprefix("Skipped: "))
@@ -953,6 +969,8 @@ def pytest_runtest_makereport(
         if isinstance(failure, TaskFailure) and failure.refused:
             info["refused"] = True
             _refused(runtime, item, state, call.stop, info)
+    if report.failed and call.excinfo is not None:
+        _spend_retry(runtime, item, call.excinfo.value, attempt, report, info)
     if not info.get("refused"):
         state.refusals, state.refused_since = 0, None
     if report.passed and isinstance(item, TaskItem):
@@ -1001,6 +1019,36 @@ def _refused(
             f"the API kept refusing for load for {waited:.0f} s (more than --roadmap-max-wait "
             f"{limit:g} s): {info['error']}"
         )
+
+
+def _spend_retry(
+    runtime: Runtime,
+    item: pytest.Item,
+    error: BaseException,
+    attempt: int,
+    report: pytest.TestReport,
+    info: dict[str, Any],
+) -> None:
+    """A failed attempt that pytest-rerunfailures would run again first takes a retry from
+    the run's budget (--roadmap-max-retries); once that is spent the failure is final, and
+    its failure line says why. A refusal for load spends none (see `_refused`)."""
+    limit = runtime.settings.max_retries
+    if limit is None or not is_retryable(error):
+        return
+    if int(getattr(item, "execution_count", 1)) < attempt:  # a refusal, taken back
+        return
+    mark = item.get_closest_marker("flaky")
+    if attempt > int(mark.kwargs.get("reruns", 0) if mark else 0):
+        return  # the task's own retries are spent: final anyway
+    if runtime.safeguards().take_retry():
+        return
+    make_final(error)
+    words = f"not retried: {retry_spent_words(limit)}"
+    info["error"] = f"{info['error']}; {words}"
+    if isinstance(report.longrepr, str):
+        report.longrepr += f"\n{words}"
+    elif callable(addsection := getattr(report.longrepr, "addsection", None)):
+        addsection("roadmap", words)
 
 
 REFUSALS = pytest.StashKey[int]()
@@ -1106,6 +1154,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 if count:
                     record.refusals[status] = count
             record.stopped = record.stopped or runtime.pacer().read().stop or None
+            budgets = budgets_of(runtime.settings, runtime.store)
+            record.budgets = budgets.summary()
+            record.stopped = record.stopped or budgets.stopped()
     if record.stopped:
         # Tasks were skipped because the API's quota is gone: the run did not do its work.
         session.exitstatus = pytest.ExitCode.INTERRUPTED
