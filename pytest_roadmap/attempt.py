@@ -12,10 +12,11 @@ from collections.abc import Generator
 
 import pytest
 
+from pytest_roadmap.budgets import BudgetSpent, retry_spent_words
 from pytest_roadmap.collect import TaskItem, is_roadmap_item
 from pytest_roadmap.pacing import QuotaExhausted
 from pytest_roadmap.results import FAILED, PASSED, SKIPPED
-from pytest_roadmap.retry import TaskFailure
+from pytest_roadmap.retry import FINAL, TaskFailure, make_final
 from pytest_roadmap.run import AttemptState, RunConfig, TaskRunner
 from pytest_roadmap.safeguards import store_failures_are_transient
 from pytest_roadmap.sequencing import ShardsMissing
@@ -41,7 +42,10 @@ def timed_out(error: BaseException) -> bool:
 
 
 def retryable(error: BaseException | None) -> bool:
-    """The rerun condition: transient API failures and attempt timeouts are retried."""
+    """The rerun condition: transient API failures and attempt timeouts are retried, unless
+    the run's retry budget made the failure final."""
+    if getattr(error, FINAL, False):
+        return False
     if isinstance(error, TaskFailure):
         return error.transient
     return error is not None and timed_out(error)
@@ -95,6 +99,11 @@ class AttemptHooks:
         except QuotaExhausted as stopped:
             pytest.skip(str(stopped))
         if state.unhealthy is None:
+            if isinstance(item, TaskItem):
+                try:  # before the slot: waiting for room in the budgets blocks no one
+                    state.spend = guards.admit_spend(item.task)
+                except BudgetSpent as spent:
+                    pytest.skip(str(spent))
             between = self.run.plan.between_tasks if self.run.plan else 0.0
             state.slot = guards.acquire_slot(batch, between)
             if isinstance(item, TaskItem):
@@ -137,6 +146,8 @@ class AttemptHooks:
             if isinstance(failure, TaskFailure) and failure.refused:
                 refused = True
                 error = self._refused(item, state, call.stop, error)
+        if report.failed and call.excinfo is not None and error is not None:
+            error = self._spend_retry(item, call.excinfo.value, attempt, report, error)
         if not refused:
             state.refusals, state.refused_since = 0, None
         answer = usage = None
@@ -157,6 +168,8 @@ class AttemptHooks:
             refused=refused,
             answer=answer,
             usage=usage,
+            # The requests sent since the last report: the run's own log, for compliance.
+            requests=self.runner.take_requests(),
         ).to_dict()
         # junitxml reads the teardown report's properties, which come from the item.
         refusals = _refusal_count(item, refused)
@@ -196,6 +209,36 @@ class AttemptHooks:
             f"the API kept refusing for load for {waited:.0f} s (more than --roadmap-max-wait "
             f"{limit:g} s): {error}"
         )
+
+    def _spend_retry(
+        self,
+        item: pytest.Item,
+        error: BaseException,
+        attempt: int,
+        report: pytest.TestReport,
+        line: str,
+    ) -> str:
+        """A failed attempt that pytest-rerunfailures would run again first takes a retry
+        from the run's budget (--roadmap-max-retries); once that is spent the failure is
+        final, and its failure line says why. A refusal for load spends none (see
+        `_refused`). Returns the attempt's error line."""
+        limit = self.run.settings.max_retries
+        if limit is None or not retryable(error):
+            return line
+        if int(getattr(item, "execution_count", 1)) < attempt:  # a refusal, taken back
+            return line
+        mark = item.get_closest_marker("flaky")
+        if attempt > int(mark.kwargs.get("reruns", 0) if mark else 0):
+            return line  # the task's own retries are spent: final anyway
+        if self.runner.safeguards().take_retry():
+            return line
+        make_final(error)
+        words = f"not retried: {retry_spent_words(limit)}"
+        if isinstance(report.longrepr, str):
+            report.longrepr += f"\n{words}"
+        elif callable(addsection := getattr(report.longrepr, "addsection", None)):
+            addsection("roadmap", words)
+        return f"{line}; {words}"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # A task's final outcome releases its dependants and, last of all, its batch.

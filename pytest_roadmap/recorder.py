@@ -58,6 +58,7 @@ class RunRecorder:
         with self._lock:
             result = self._result(nodeid, ended.task)
             result.batch = ended.batch or result.batch
+            self.record.requests.extend(ended.requests)
             attempt = Attempt(
                 number=ended.attempt or len(result.attempts) + 1,
                 outcome=outcome,

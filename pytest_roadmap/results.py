@@ -163,6 +163,10 @@ class RunRecord:
     token_rate: float | None = None  # tokens per minute, all workers
     price_in: float | None = None  # per million prompt tokens
     price_out: float | None = None  # per million completion tokens
+    burst: int = 1
+    # Every request any process sent: the client's own log (compliance.py's entries).
+    requests: list[list[Any]] = field(default_factory=list)
+    budgets: dict[str, Any] | None = None  # the run-wide budgets and their use (budgets.py)
 
     @property
     def usage(self) -> Usage | None:

@@ -79,6 +79,14 @@ class Backoff:
         return wait
 
 
+FINAL = "roadmap_final"  # set on a failure that must not be retried (a run-wide budget)
+
+
+def make_final(error: BaseException) -> None:
+    """No retry for this failure, whatever it is (the run's retry budget is spent)."""
+    setattr(error, FINAL, True)
+
+
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
     """Seconds from a Retry-After header, in either of its forms (RFC 9110 10.2.3):
     delta-seconds, or an HTTP date, counted from `now()`. None if absent or odd; at most

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_roadmap.batches import BatchPlan
+from pytest_roadmap.budgets import Spend
 from pytest_roadmap.caps import adaptive_limit
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
@@ -37,7 +38,14 @@ from pytest_roadmap.protocol import PROTOCOLS
 from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, SKIPPED, RunRecord
 from pytest_roadmap.retry import TaskFailure
-from pytest_roadmap.safeguards import GATE_KEY, Safeguards, Slots, batch_gate_key, pacer_of
+from pytest_roadmap.safeguards import (
+    GATE_KEY,
+    Safeguards,
+    Slots,
+    batch_gate_key,
+    budgets_of,
+    pacer_of,
+)
 from pytest_roadmap.sequencing import Sequencer
 from pytest_roadmap.settings import Settings
 from pytest_roadmap.store import open_store
@@ -114,6 +122,7 @@ class AttemptState:
     refusals: int = 0  # attempts refused for load in a row (the task did not run)
     refused_since: float | None = None  # when that run of refusals began
     reserved: int | None = None  # tokens this attempt reserved in the run's token budget
+    spend: Spend | None = None  # its worst case, held in the run's token and cost budgets
 
 
 class TaskRunner:
@@ -200,9 +209,14 @@ class TaskRunner:
             # Health already had its full wait; another attempt would only wait again.
             raise TaskFailure(state.unhealthy, transient=False)
         try:
-            return self.safeguards().chat(task, attempt, state.reserved)
+            spend, state.spend = state.spend, None
+            return self.safeguards().chat(task, attempt, state.reserved, spend)
         finally:
             self.release(nodeid)
+
+    def take_requests(self) -> list[list[Any]]:
+        """The requests this process sent since the last call (none before its first task)."""
+        return self._safeguards.take_requests() if self._safeguards is not None else []
 
     def release(self, nodeid: str) -> None:
         """The attempt's concurrency slot back, if it holds one."""
@@ -307,6 +321,7 @@ class Controller:
                 token_rate=settings.token_rate,
                 price_in=settings.price_in,
                 price_out=settings.price_out,
+                burst=settings.burst,
             )
         )
         keeper = ProgressKeeper(
@@ -396,6 +411,9 @@ class Controller:
                 if count:
                     record.refusals[status] = count
             record.stopped = record.stopped or self.run.pacer(self.store).read().stop or None
+            budgets = budgets_of(self.run.settings, self.store)
+            record.budgets = budgets.summary()
+            record.stopped = record.stopped or budgets.stopped()
         if self.collected:  # with workers: this process collected nothing
             describe = tasks_from_task_files(tasks_dir, rootdir)
             self.keeper.settle(self.collected, describe, set(self.running()))

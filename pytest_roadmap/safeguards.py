@@ -12,15 +12,18 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pytest_roadmap.batches import Batch
+from pytest_roadmap.budgets import RunBudgets, Spend
+from pytest_roadmap.compliance import Entry, RequestLog
 from pytest_roadmap.gate import ConcurrencyGate, Slot
 from pytest_roadmap.health import HealthProbe
-from pytest_roadmap.pacing import Pacer, Paused, Ticket
+from pytest_roadmap.pacing import Pacer, Paused, QuotaExhausted, Ticket
 from pytest_roadmap.protocol import (
     ATTEMPT_HEADER,
     PROTOCOLS,
     RUN_HEADER,
     TASK_HEADER,
     WORKER_HEADER,
+    Usage,
 )
 from pytest_roadmap.ratelimit import RateLimiter, acquire_together
 from pytest_roadmap.retry import Backoff, TaskFailure
@@ -69,6 +72,22 @@ def pacer_of(
     )
 
 
+def budgets_of(
+    settings: Settings, store: Store, *, sleep: Callable[[float], None] = time.sleep
+) -> RunBudgets:
+    """The run's retry, token and cost budgets over `store`, as the settings give them."""
+    return RunBudgets(
+        store,
+        max_retries=settings.max_retries,
+        max_tokens=settings.max_tokens,
+        max_cost=settings.max_cost,
+        price_in=settings.price_in,
+        price_out=settings.price_out,
+        patience=settings.max_wait,
+        sleep=sleep,
+    )
+
+
 class _Throttles:
     """Every request: the learned pace, the run's rate limit and the current batch's
     (batches never overlap); every answer teaches the pace.
@@ -85,6 +104,7 @@ class _Throttles:
         self.batch: RateLimiter | None = None
         self.start: RateLimiter | None = None  # armed for the next request only
         self.stop = stop
+        self.log = RequestLog()  # what was sent and answered, for the compliance section
 
     def acquire(self) -> Ticket:
         with store_failures_are_transient():
@@ -113,7 +133,9 @@ class _Throttles:
             if self.stop is not None:
                 # After the wait, which can be long: an interrupted run sends nothing more.
                 self.stop()
-            return Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
+            ticket = Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
+            self.log.sent(ticket, ticket.sent_at)
+            return ticket
 
     def settle(
         self,
@@ -126,6 +148,7 @@ class _Throttles:
     ) -> None:
         if isinstance(ticket, Ticket):
             with store_failures_are_transient():
+                self.log.answered(ticket, status, headers, retry_after, self.pacer.store.clock())
                 self.pacer.answered(
                     ticket, status, headers, overload=overload, retry_after=retry_after
                 )
@@ -216,6 +239,31 @@ class Safeguards:
             timeout=settings.timeout,
         )
         self.backoff = Backoff(settings.retry_delay, settings.backoff, settings.max_delay)
+        self.budgets = budgets_of(settings, store, sleep=sleep)
+
+    def take_requests(self) -> list[Entry]:
+        """The requests this process sent since the last call, for the controller's log."""
+        return self._throttles.log.take()
+
+    def take_retry(self) -> bool:
+        """One retry from the run's budget; False once it is spent (the failure is final),
+        and while the store cannot say: the run never retries more than the budget."""
+        try:
+            return self.budgets.take_retry()
+        except StoreError:
+            return False
+
+    def admit_spend(self, task: Task) -> Spend | None:
+        """Hold what the task may use at most in the run's token and cost budgets (in the
+        attempt's setup, before its slot); None without such a budget. Raises BudgetSpent
+        once they cannot take it."""
+        if not self.budgets.spends or task.max_tokens is None:
+            return None
+        prompt = self.protocol.estimate(task.prompt, task.system)
+        spend = self.budgets.worst_case(prompt, task.max_tokens)
+        with store_failures_are_transient():
+            self.budgets.admit(spend)
+        return spend
 
     def _count_request(self) -> None:
         self.store.incr(REQUESTS_KEY)
@@ -297,9 +345,45 @@ class Safeguards:
             self.tokens.reserve(reserved)
             return reserved
 
-    def chat(self, task: Task, attempt: int, reserved: int | None = None) -> dict[str, Any]:
-        """Send one task's prompt (its tokens already `reserved` in the budget, if any); a
-        failure that smells of overload re-arms the probe."""
+    def chat(
+        self, task: Task, attempt: int, reserved: int | None = None, spend: Spend | None = None
+    ) -> dict[str, Any]:
+        """Send one task's prompt (its tokens already `reserved` in the budget, if any, and
+        its worst case held in the run's budgets as `spend`); a failure that smells of
+        overload re-arms the probe."""
+        with self._settled(spend) as settle:
+            answer = self._chat(task, attempt, reserved)
+            settle(Usage.from_dict(answer.get("usage")))
+            return answer
+
+    @contextlib.contextmanager
+    def _settled(self, spend: Spend | None) -> Iterator[Callable[[Usage | None], None]]:
+        """Settles `spend` in the run's budgets however the attempt ends: by the answer's
+        usage, by nothing for an error answer, by its worst case when no answer came."""
+        done = False
+
+        def settle(usage: Usage | None) -> None:
+            nonlocal done
+            if spend is not None and not done:
+                with store_failures_are_transient():
+                    self.budgets.settle(spend, usage)
+            done = True
+
+        try:
+            yield settle
+        except QuotaExhausted:  # nothing was sent
+            settle(None)
+            raise
+        except TaskFailure as failure:
+            if not (failure.overload and not failure.refused):  # the API answered
+                settle(None)
+            raise
+        finally:
+            if spend is not None and not done:
+                with contextlib.suppress(StoreError):
+                    self.budgets.keep(spend)
+
+    def _chat(self, task: Task, attempt: int, reserved: int | None) -> dict[str, Any]:
         headers = {TASK_HEADER: task.id, ATTEMPT_HEADER: str(attempt)}
         try:
             with store_failures_are_transient():

@@ -15,6 +15,7 @@ import pytest
 
 from pytest_roadmap.attempt import retryable
 from pytest_roadmap.batches import BatchPlan, dependency_problems, run_order
+from pytest_roadmap.budgets import unbounded_tasks
 from pytest_roadmap.collect import TaskFile, TaskItem, is_roadmap_item, odd_task_files
 from pytest_roadmap.run import FREEZE_FROM, Controller, Role, RunConfig, TaskRunner
 from pytest_roadmap.settings import Settings
@@ -113,6 +114,12 @@ class SelectionHooks:
                 config.hook.pytest_deselected(items=outside)
                 items[:] = [i for i in items if i not in outside]
         task_items = {i.task.id: i for i in items if isinstance(i, TaskItem)}
+        bounds = (
+            (i.nodeid.split("::")[0], i.task.id, i.task.max_tokens) for i in task_items.values()
+        )
+        for where, line in unbounded_tasks(bounds, settings.max_tokens, settings.max_cost):
+            failed = pytest.CollectReport(where, "failed", line, [])
+            config.hook.pytest_collectreport(report=failed)
         ordered = run_order([i.task for i in task_items.values()], plan)
         # Task items take the run order among the places task items held; others stay put.
         places = [n for n, i in enumerate(items) if isinstance(i, TaskItem)]

@@ -646,6 +646,36 @@ PRICE_OUT = Spec[float | None](
     Number(Range(0, MAX_PRICE, noun="a price per million completion tokens")),
     help="Price per million completion tokens (default: no price, no cost).",
 )
+MAX_RETRIES = Spec[int | None](
+    "retry budget",
+    "--roadmap-max-retries",
+    "ROADMAP_MAX_RETRIES",
+    "roadmap_max_retries",
+    None,
+    _integer(0, 10_000_000),
+    help="Retries across the whole run, every worker and shard sharing the store; once spent, "
+    "failures are final (env ROADMAP_MAX_RETRIES; default: only --reruns per task).",
+)
+MAX_TOKENS = Spec[int | None](
+    "token budget",
+    "--roadmap-max-tokens",
+    "ROADMAP_MAX_TOKENS",
+    "roadmap_max_tokens",
+    None,
+    Integer(Range(1, 1_000_000_000_000, integer=True, noun="an integer number of tokens")),
+    help="Tokens the whole run may use (openai protocol): a task starts only if its prompt "
+    "plus max_tokens fits; once spent, the rest are skipped (env ROADMAP_MAX_TOKENS).",
+)
+MAX_COST = Spec[float | None](
+    "cost budget",
+    "--roadmap-max-cost",
+    "ROADMAP_MAX_COST",
+    "roadmap_max_cost",
+    None,
+    Number(Range(0.000001, MAX_PRICE, noun="a number of US dollars")),
+    help="US dollars the whole run may spend at --roadmap-price-in/-out (openai protocol): a "
+    "task starts only if its most expensive answer fits (env ROADMAP_MAX_COST).",
+)
 
 
 @dataclass(frozen=True)
@@ -688,6 +718,9 @@ class Settings:
     token_rate: float | None = None  # tokens per minute, all workers
     price_in: float | None = None  # per million prompt tokens
     price_out: float | None = None  # per million completion tokens
+    max_retries: int | None = None  # retries of the whole run (budgets.py)
+    max_tokens: int | None = None  # tokens of the whole run
+    max_cost: float | None = None  # US dollars of the whole run
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -758,6 +791,12 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
             f"invalid CA bundle {resolve(CA_BUNDLE, sources)[0]!r} from {origins[CA_BUNDLE.name]}: "
             "must be a path to a PEM file"
         )
+    # Imported here: the entry point imports this module, and budgets.py only matters to a run.
+    from pytest_roadmap.budgets import check_budget_settings
+
+    check_budget_settings(
+        protocol, values["max_tokens"], values["max_cost"], values["price_in"], values["price_out"]
+    )
     return Settings(**values, workers=max(1, workers), token=token, origins=origins)
 
 

@@ -15,7 +15,7 @@ Without xdist the same dicts go from the process's own hooks to its own controll
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pytest_roadmap.tasks import Task
@@ -111,6 +111,9 @@ class AttemptEnded:
     refused: bool = False  # refused for load: the task did not run
     answer: dict[str, Any] | None = None  # a passed task's answer, secrets masked
     usage: dict[str, Any] | None = None
+    # The requests this process sent since its last report: the run's own log, for the
+    # report's compliance section (compliance.py's entries).
+    requests: list[list[Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         # Field by field, not asdict(): that would deep-copy the answer of every task.
@@ -128,6 +131,7 @@ class AttemptEnded:
             "refused": self.refused,
             "answer": self.answer,
             "usage": self.usage,
+            "requests": self.requests,
         }
 
     @classmethod

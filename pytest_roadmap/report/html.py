@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape as escape_html
 
+from pytest_roadmap.budgets import budget_rows
+from pytest_roadmap.compliance import compliance_rows, of_record
 from pytest_roadmap.display import escape_controls
 from pytest_roadmap.report.markdown import dogfooding_text
 from pytest_roadmap.results import (
@@ -420,9 +422,17 @@ def _settings(record: RunRecord) -> str:
             f"{record.token_rate:g} tokens/min" if record.token_rate is not None else "none",
         ),
         ("Tokens", escape(shown_usage(record.usage))),
+        *[(label, escape(text)) for label, text in budget_rows(record.budgets)],
         ("Dogfooding", escape(dogfooding_text(record))),
     ]
     return _table(("Setting", "Value"), rows)
+
+
+def _compliance(record: RunRecord) -> str:
+    rows = [(label, escape(text)) for label, text in compliance_rows(of_record(record))]
+    return '<p class="sub">From the run\'s own log of every request it sent.</p>' + _table(
+        ("Limit", "What the run did"), rows
+    )
 
 
 def _task_rows(record: RunRecord) -> Iterable[Sequence[str]]:
@@ -505,6 +515,8 @@ def render_html(record: RunRecord) -> str:
                 _task_rows(record),
                 "    nn   nn",
             ),
+            "<h2>Compliance</h2>",
+            _compliance(record),
             "<h2>Concurrency changes</h2>",
             _changes(record),
             "<h2>Run</h2>",

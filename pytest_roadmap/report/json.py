@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from pytest_roadmap.compliance import of_record
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
@@ -130,6 +131,7 @@ RUN_FIELDS: Fields[RunRecord] = (
     ("price_out", lambda r: r.price_out),
     ("usage", lambda r: _usage(r.usage)),
     ("cost", lambda r: _cost(r.cost_of(r.usage))),
+    ("budgets", lambda r: r.budgets),
 )
 
 TOTALS_FIELDS: Fields[RunRecord] = (
@@ -183,6 +185,7 @@ def build_json(record: RunRecord) -> dict[str, Any]:
         "totals": section(TOTALS_FIELDS, record),
         "tasks": [_task(record, t) for t in record.results],
         "dogfooding": section(DOGFOODING_FIELDS, record),
+        "compliance": of_record(record).to_dict(),
     }
 
 

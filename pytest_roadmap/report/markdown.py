@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from pytest_roadmap.budgets import budget_rows
+from pytest_roadmap.compliance import compliance_rows, of_record
 from pytest_roadmap.display import escape_controls
 from pytest_roadmap.errors import ReportError
 from pytest_roadmap.results import (
@@ -114,8 +116,21 @@ def _summary(record: RunRecord) -> list[str]:
         rows.append(("Tokens", shown_usage(usage)))
         if priced(record.price_in, record.price_out):
             rows.append(("Cost", shown_cost(record.cost_of(usage))))
+    rows += [(label, md_text(text)) for label, text in budget_rows(record.budgets)]
     rows.append(("Dogfooding", dogfooding_text(record)))
     return _table(("Run", ""), ([f"**{k}**", v] for k, v in rows))
+
+
+def _compliance(record: RunRecord) -> list[str]:
+    """What the run's own log says it did to the API, so the limits can be checked."""
+    rows = compliance_rows(of_record(record))
+    return [
+        "## Compliance",
+        "",
+        "From the run's own log of every request it sent.",
+        "",
+        *_table(("Limit", ""), ([f"**{k}**", md_text(v)] for k, v in rows)),
+    ]
 
 
 def _refusals(record: RunRecord) -> str:
@@ -258,7 +273,8 @@ def _progress(record: RunRecord) -> list[str]:
 def render_markdown(record: RunRecord) -> str:
     """report.md as text."""
     lines = ["# Roadmap run report", ""]
-    for part in (_summary, _failures, _skipped, _retries, _concurrency, _pace, _usage, _progress):
+    parts = (_summary, _compliance, _failures, _skipped, _retries, _concurrency, _pace, _usage)
+    for part in (*parts, _progress):
         lines.extend(part(record))
     return "\n".join(lines)
 

@@ -160,6 +160,19 @@ def sample_record() -> RunRecord:
         for s in range(0, 21, 2)
     ]
     record.alerts = [Alert(T0 + 6, "failure_rate", "failure rate 50%\nabove 20%")]
+    record.requests = [  # the client's own log: sent, status, answered, wait asked, words
+        [T0 + 1.0, 200, T0 + 1.1, 0.0, ""],
+        [T0 + 1.2, 200, T0 + 1.3, 0.0, ""],
+        [T0 + 1.5, 429, T0 + 1.6, 2.0, "Retry-After 2 s on a 429"],
+        [T0 + 4.0, 200, T0 + 4.2, 0.0, ""],
+        [T0 + 4.5, None, None, 0.0, ""],
+    ]
+    record.budgets = {
+        "retries": {"limit": 5, "used": 1},
+        "tokens": {"limit": 10000, "used": 1620},
+        "cost": {"limit": 1.0, "used": 0.00325},
+        "stopped": None,
+    }
     return record
 
 
@@ -223,6 +236,12 @@ def test_json_run_and_totals(record: RunRecord) -> None:
         "price_out": None,
         "usage": {"prompt": 1300, "completion": 320, "total": 1620},
         "cost": 0.00325,
+        "budgets": {
+            "retries": {"limit": 5, "used": 1},
+            "tokens": {"limit": 10000, "used": 1620},
+            "cost": {"limit": 1.0, "used": 0.00325},
+            "stopped": None,
+        },
     }
     assert doc["totals"] == {
         "total": 5,
@@ -234,6 +253,38 @@ def test_json_run_and_totals(record: RunRecord) -> None:
         "rerun": 1,
         "success_rate": 0.5,
     }
+
+
+def test_json_compliance_from_the_client_log(record: RunRecord) -> None:
+    assert build_json(record)["compliance"] == {
+        "requests": 5,
+        "rate_limit": 5.0,
+        "burst": 1,
+        "allowed_per_second": 5,
+        "max_per_second": 3,  # 1.0, 1.2 and 1.5 in [1.0, 2.0)
+        "busiest_second_at": "2025-01-10T12:00:01.000Z",
+        "held": True,
+        "statuses": [{"status": 200, "count": 3}, {"status": 429, "count": 1}],
+        "no_answer": 1,
+        "refusals": {"total": 1, "by_status": [{"status": 429, "count": 1}]},
+        "paused_s": 2.0,
+        "pauses": [
+            {"at": "2025-01-10T12:00:01.600Z", "seconds": 2.0, "reason": "Retry-After 2 s on a 429"}
+        ],
+        "sent_while_paused": 0,
+    }
+
+
+def test_markdown_and_html_show_compliance_and_budgets(record: RunRecord) -> None:
+    text = render_markdown(record)
+    assert "\n## Compliance\n" in text
+    assert "3 requests, against at most 5 at 5 requests/s: held" in text
+    assert "2.0 s in 1 pause (Retry-After 2 s on a 429)" in text
+    assert "**Retry budget** | 1 of 5 retries used" in text
+    assert "**Cost budget** | $0.0032 of $1 used" in text
+    page = render_html(record)
+    assert "<h2>Compliance</h2>" in page
+    assert "1,620 of 10,000 tokens used" in page
 
 
 def test_json_tasks(record: RunRecord) -> None:
