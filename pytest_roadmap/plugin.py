@@ -26,12 +26,14 @@ from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.batches import BatchPlan, dependency_problems, load_batches, run_order
 from pytest_roadmap.caps import adaptive_limit, cap_lines, capped_settings, concurrency_ceiling
 from pytest_roadmap.collect import RUN_PROTOCOL, TaskFile, TaskItem, odd_task_files
+from pytest_roadmap.deadline import Deadline, deadline_info, info_key, process_age
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.health import PROBES_KEY
 from pytest_roadmap.interrupt import StopCheck, handle_sigterm, interruption
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.pacing import REFUSED_KEY, Pacer, QuotaExhausted
+from pytest_roadmap.plan import History, collection_order, plan_run, read_history
 from pytest_roadmap.progress import ProgressKeeper, python_task_wire, wires_from_task_files
 from pytest_roadmap.protocol import PROTOCOLS
 from pytest_roadmap.recorder import RunRecorder, task_to_wire
@@ -39,6 +41,7 @@ from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, 
 from pytest_roadmap.retry import TaskFailure, is_retryable
 from pytest_roadmap.safeguards import (
     GATE_KEY,
+    REQUESTS_KEY,
     Safeguards,
     Slots,
     batch_gate_key,
@@ -98,6 +101,7 @@ class Runtime:
     safeguards_: Safeguards | None = None
     plan: BatchPlan | None = None
     sequencer: Sequencer | None = None
+    deadline: Deadline | None = None  # with --roadmap-deadline, in a process that runs tasks
     runs_tasks: bool = True  # False on an xdist controller: its workers run the tasks
     concurrency: int = 1  # tasks doing API work at once, at most (the batch file may cap it)
     completed: frozenset[str] = frozenset()  # tracker keys marked complete at the start
@@ -222,6 +226,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="roadmap_stop_on_failure",
         help="In batch mode, skip later batches once a batch has a failure.",
     )
+    group.addoption(
+        "--roadmap-plan",
+        action="store_true",
+        default=False,
+        dest="roadmap_plan",
+        help="Print what the selected tasks will take (requests, time, tokens) and send nothing.",
+    )
 
 
 class _IniView(Mapping[str, Any]):
@@ -293,6 +304,17 @@ def pytest_load_initial_conftests(
         raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
 
 
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # After xdist's own (tryfirst), which has turned -n into workers: the plan collects only.
+    if getattr(config.option, "roadmap", False) and getattr(config.option, "roadmap_plan", False):
+        config.stash[PLAN_WORKERS] = int(getattr(config.option, "numprocesses", 0) or 0)
+        config.option.collectonly = True
+
+
+PLAN_WORKERS = pytest.StashKey[int]()  # --roadmap-plan: the workers the run would have
+HISTORY = pytest.StashKey[History | None]()  # the last report's measurements
+
+
 def _distributing(config: pytest.Config) -> bool:
     """Whether xdist runs the tasks in worker processes (it has decided by configure time)."""
     return (
@@ -356,6 +378,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ExecutorPlugin(config.stash[RUNTIME]), "roadmap-executor")
         return
     completed = _completed_in_tracker(config, settings)
+    # Read before this run rewrites it.
+    config.stash[HISTORY] = read_history(settings.report_dir / "report.json")
     if config.option.collectonly:
         # Enough to order and list the tasks; nothing that talks to the API.
         config.stash[RUNTIME] = Runtime(
@@ -366,6 +390,15 @@ def pytest_configure(config: pytest.Config) -> None:
     runtime = config.stash[RUNTIME]
     runtime.completed = completed
     runtime.undo_sigterm = handle_sigterm()
+    if settings.deadline is not None and runtime.store is not None:
+        info = deadline_info(
+            settings.deadline,
+            now=runtime.recorder.record.started if runtime.recorder else time.time(),
+            age=process_age(),
+            history=config.stash[HISTORY],
+            expected_latency=settings.expected_latency,
+        )
+        runtime.store.put(info_key(runtime.instance), info.dumps())
 
 
 def _no_delay_for_rerun_state(config: pytest.Config) -> None:
@@ -748,6 +781,15 @@ def _order_and_mark(config: pytest.Config, items: list[pytest.Item]) -> None:
         runtime.sequencer.register(task_items, shard=runtime.instance)
         for task_id in resumed:  # done in an earlier run: its dependants may go ahead
             runtime.sequencer.mark_done(task_id, PASSED)
+        sent = [t for t in ordered if not task_items[t.id].get_closest_marker("skip")]
+        runtime.deadline = Deadline.from_store(
+            runtime.safeguards().store,
+            runtime.instance,
+            sent,
+            workers=runtime.concurrency,
+            rate=settings.rate_limit,
+            shards=settings.shards,
+        )
 
 
 def _outside_dependencies(
@@ -852,6 +894,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 return
             if reason is not None:
                 pytest.skip(reason)
+    deadline = runtime.deadline
+    if deadline is not None and isinstance(item, TaskItem):
+        if failed_before == 0 and (why := deadline.check(item.task)) is not None:
+            pytest.skip(why)
+        delay = guards.backoff.wait(failed_before) if failed_before else 0.0
+        if failed_before and (why := deadline.check_retry(item.task, delay)) is not None:
+            state.unhealthy = f"not retried: {why}"  # fails in the call, as unhealthy does
+            return
     guards.enter_batch(batch)
     try:
         state.unhealthy = guards.before_attempt(failed_before, state.last_error, state.refusals)
@@ -1036,6 +1086,9 @@ class ExecutorPlugin:
         )
         if final:
             sequencer.mark_done(info["task"]["id"], report.outcome)
+            deadline = self.runtime.deadline
+            if deadline is not None:
+                deadline.ended(info["task"]["id"])
 
 
 class ControllerPlugin:
@@ -1101,6 +1154,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if runtime.store is not None:
         with contextlib.suppress(StoreError):  # a store gone mid-run must not cost the reports
             record.health_probes = runtime.store.incr(PROBES_KEY, 0)
+            record.requests = runtime.store.incr(REQUESTS_KEY, 0)
             for status in (429, 503):
                 count = runtime.store.incr(f"{REFUSED_KEY}:{status}", 0)
                 if count:
@@ -1111,6 +1165,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.INTERRUPTED
     if runtime.keeper is not None:
         runtime.keeper.settle(*_selection(runtime, session.config))
+    record.prediction = _plan(session.config, runtime, [r.task for r in record.results]).to_dict()
     # Written here, before xdist tears its workers down (up to 10 s for a hung one after an
     # interruption, when CI may be about to kill the job); the summary prints what it said.
     if record.results:
@@ -1137,6 +1192,11 @@ def _selection(
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     runtime = runtime_of(config)
+    if runtime is not None and PLAN_WORKERS in config.stash:
+        terminalreporter.write_sep("=", "roadmap plan")
+        tasks = [i.task for i in runtime.selected if isinstance(i, TaskItem)]
+        for line in _plan(config, runtime, tasks).lines():
+            terminalreporter.write_line(runtime.redact(line))
     if runtime is None or runtime.recorder is None:
         return
     record = runtime.recorder.record
@@ -1149,6 +1209,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(runtime.redact(line))
     for line in runtime.end_lines:
         terminalreporter.write_line(runtime.redact(line))
+
+
+def _plan(config: pytest.Config, runtime: Runtime, tasks: list[Any]) -> Any:
+    """The plan of these tasks, as --roadmap-plan prints it and report.json records it."""
+    workers = config.stash.get(PLAN_WORKERS, None)
+    distributed = bool(workers) if workers is not None else not runtime.runs_tasks
+    return plan_run(
+        collection_order(tasks),
+        runtime.settings,
+        workers=workers or runtime.workers,
+        distributed=distributed,
+        batches=runtime.plan,
+        history=config.stash.get(HISTORY, None),
+        completed=runtime.completed if config.option.roadmap_resume else None,
+    )
 
 
 def _write_outputs(runtime: Runtime, record: RunRecord) -> list[str]:

@@ -163,6 +163,8 @@ class RunRecord:
     token_rate: float | None = None  # tokens per minute, all workers
     price_in: float | None = None  # per million prompt tokens
     price_out: float | None = None  # per million completion tokens
+    requests: int = 0  # requests the run sent, health probes included, as the store counted
+    prediction: dict[str, Any] | None = None  # what the plan expected (plan.py)
 
     @property
     def usage(self) -> Usage | None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from pytest_roadmap.plan import plan_section
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
@@ -183,6 +184,7 @@ def build_json(record: RunRecord) -> dict[str, Any]:
         "totals": section(TOTALS_FIELDS, record),
         "tasks": [_task(record, t) for t in record.results],
         "dogfooding": section(DOGFOODING_FIELDS, record),
+        "plan": plan_section(record),
     }
 
 
