@@ -15,6 +15,7 @@ request took.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -448,7 +449,7 @@ def _overhead(attempts: Sequence[Attempt]) -> float | None:
         by_worker.setdefault(attempt.worker, []).append(attempt)
     for mine in by_worker.values():
         mine.sort(key=lambda a: a.started)
-        gaps += [max(0.0, b.started - a.finished) for a, b in zip(mine, mine[1:])]
+        gaps += [max(0.0, b.started - a.finished) for a, b in itertools.pairwise(mine)]
     return round(statistics.median(gaps), 4) if gaps else None
 
 
