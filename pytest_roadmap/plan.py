@@ -34,12 +34,14 @@ from pytest_roadmap.tokens import DEFAULT_COMPLETION
 from pytest_roadmap.usage import cost, priced, shown_cost
 
 # Start-up and end without a report that measured them: the controller's configure to the
-# first task's start, and the last task's end to the reports. Measured on a 2-core machine
-# under load, against the sandbox (docs/benchmarks.md): about 0.6 s in one process, and
-# xdist starting its workers one after another, 0.7 s each.
+# first task's call, and the last task's end to the reports. Measured against the sandbox
+# on a loaded 2-core machine (docs/benchmarks.md, "The plan's start-up"): 0.13 s in one
+# process; with xdist, which starts its workers one after another, 1.1 s at -n 1, 2.5 s
+# at -n 3, 3.6 s at -n 6.
+STARTUP_IN_PROCESS_S = 0.15
 STARTUP_BASE_S = 0.6
-STARTUP_PER_WORKER_S = 0.7
-FINISH_S = 0.5
+STARTUP_PER_WORKER_S = 0.5
+FINISH_S = 0.05
 
 
 def shown_seconds(seconds: float) -> str:
@@ -290,7 +292,9 @@ def _startup(history: History | None, workers: int, distributed: bool) -> float:
         if distributed and history.workers and history.workers != workers:
             return history.startup_s * workers / history.workers
         return history.startup_s
-    return STARTUP_BASE_S + (STARTUP_PER_WORKER_S * workers if distributed else 0.0)
+    if not distributed:
+        return STARTUP_IN_PROCESS_S
+    return STARTUP_BASE_S + STARTUP_PER_WORKER_S * workers
 
 
 def _expected_tokens(task: Task, history: History | None) -> Usage:
