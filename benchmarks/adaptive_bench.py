@@ -13,7 +13,6 @@ Concurrency changes come from the run's report.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from command_line import BenchmarkParser, settings_of
 from harness import (
     Sandbox,
     emit,
@@ -66,17 +66,17 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--capacity", type=int, default=2, help="sandbox chat requests at once")
-    parser.add_argument("--latency-ms", type=float, default=200.0, help="L, sandbox latency")
-    parser.add_argument("--tasks", type=int, default=60, help="M, tasks")
-    parser.add_argument("--workers", type=int, default=6, help="N, xdist workers")
+    parser.latency(200.0)
+    parser.tasks(60)
+    parser.workers(6)
     parser.add_argument("--health-interval", type=float, default=1.0, help="seconds")
     parser.add_argument("--retry-delay", type=float, default=200.0, help="milliseconds")
     parser.add_argument("--reruns", type=int, default=5, help="retries after the first attempt")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each mode (median)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run, at most")
-    parser.add_argument("--json", type=Path, help="also save the result here")
+    parser.repeat(3, help="runs of each mode (median)")
+    parser.timeout(300.0)
+    parser.output()
     options = parser.parse_args()
 
     latency = options.latency_ms / 1000.0
@@ -100,7 +100,7 @@ def main() -> None:
         for number in range(options.repeat):
             for mode, extra in modes.items():
                 command = roadmap_command(sandbox.url, options.workers, NO_LIMIT, knobs + extra)
-                commands[mode] = show_command(command).replace(sandbox.url, "URL")
+                commands[mode] = show_command(command, sandbox.url)
                 result = measure(
                     sandbox, command, folder, options.timeout, options.capacity, latency
                 )
@@ -116,7 +116,7 @@ def main() -> None:
         }
     emit(
         {
-            "scenario": vars(options) | {"json": str(options.json)},
+            "scenario": settings_of(options),
             "bound_tasks_per_s": options.capacity / latency,
             "commands": commands,
             "median": summary,

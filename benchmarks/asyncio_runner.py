@@ -16,13 +16,15 @@ request to the last answer.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
 
 import aiohttp
-from harness import CHAT_PATH, prompt_of
+from command_line import BenchmarkParser
+from harness import prompt_of
+
+from pytest_roadmap.sandbox import CHAT_PATH
 
 
 class LeakyBucket:
@@ -70,7 +72,7 @@ async def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--api", required=True, help="base URL, e.g. http://127.0.0.1:3000")
     parser.add_argument("--tasks", type=int, required=True, help="requests to send")
     parser.add_argument("--concurrency", type=int, required=True, help="requests in flight")

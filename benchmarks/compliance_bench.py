@@ -13,13 +13,13 @@ The asyncio baseline (benchmarks/asyncio_runner.py, a plain leaky bucket) gets
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from command_line import BenchmarkParser, settings_of
 from harness import (
     Sandbox,
     emit,
@@ -62,14 +62,14 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=20.0, help="R, requests per second")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
-    parser.add_argument("--workers", type=int, default=4, help="N, xdist workers")
-    parser.add_argument("--runs", type=int, default=10, help="plugin runs")
-    parser.add_argument("--baseline-runs", type=int, default=3, help="asyncio baseline runs")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run, at most")
-    parser.add_argument("--json", type=Path, help="also save the result here")
+    parser = BenchmarkParser(__doc__)
+    parser.rate(20.0)
+    parser.seconds(10.0)
+    parser.workers(4)
+    parser.repeat(10, flag="--runs", help="plugin runs")
+    parser.repeat(3, flag="--baseline-runs", help="asyncio baseline runs", minimum=0)
+    parser.timeout(120.0)
+    parser.output()
     parser.add_argument("--save-logs", type=Path, help="folder for each run's sandbox log")
     options = parser.parse_args()
 
@@ -113,9 +113,8 @@ def main() -> None:
 
     emit(
         {
-            "scenario": vars(options)
-            | {"json": str(options.json), "save_logs": str(options.save_logs), "tasks": tasks},
-            "plugin_command": show_command(plugin).replace(sandbox.url, "URL"),
+            "scenario": settings_of(options) | {"tasks": tasks},
+            "plugin_command": show_command(plugin, sandbox.url),
             "plugin": sums(plugin_runs),
             "baseline": sums(baseline_runs),
             "runs": {"plugin": plugin_runs, "baseline": baseline_runs},

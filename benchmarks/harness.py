@@ -1,8 +1,8 @@
 """Shared pieces of the benchmarks: a sandbox in its own process, task folders, timed runs.
 
 Not run by itself. The benchmark scripts in this folder import it (`python
-benchmarks/<script>.py` puts this folder on sys.path). Everything stays on 127.0.0.1,
-and every subprocess runs under a timeout.
+benchmarks/<script>.py` puts this folder on sys.path), and their command line from
+command_line.py. Everything stays on 127.0.0.1, and every subprocess runs under a timeout.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_roadmap.sandbox import SandboxSubprocess
+from pytest_roadmap.sandbox import CHAT_PATH, HEALTH_PATH, SandboxSubprocess
 
 HOST = "127.0.0.1"
-CHAT_PATH = "/api/codebase/chat"
-HEALTH_PATH = "/api/health"
 # Plugins installed on this machine that only slow start-up; off in every run, plugin or not.
 QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 STARTUP_TIMEOUT = 20.0
@@ -43,20 +41,21 @@ def task_id(index: int) -> str:
 
 class Sandbox(SandboxSubprocess):
     """The sandbox in its own process, so it competes for no GIL, with the knobs a
-    benchmark sets."""
+    benchmark sets; `extra` are more of roadmap-sandbox's options."""
 
     def __init__(
         self,
         latency_ms: float = 0.0,
         capacity: int | None = None,
         rate_limit: float | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         args = ["--latency-ms", f"{latency_ms:g}"]
         if capacity is not None:
             args += ["--capacity", str(capacity)]
         if rate_limit is not None:
             args += ["--rate-limit", f"{rate_limit:g}"]
-        super().__init__(*args)
+        super().__init__(*args, *extra)
 
 
 @dataclass(frozen=True)
@@ -261,11 +260,16 @@ def read_probes(probes: Path) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- runs
 
 
+def pytest_command(first: Sequence[str] = ("--roadmap",)) -> list[str]:
+    """`python -m pytest` with `first` (default --roadmap), QUIET_PLUGINS and -q."""
+    return [sys.executable, "-m", "pytest", *first, *QUIET_PLUGINS, "-q"]
+
+
 def roadmap_command(
     api: str, workers: int, rate: float, extra: Iterable[str] = (), collect_only: bool = False
 ) -> list[str]:
     """The pytest command line of a roadmap run against `api`."""
-    command = [sys.executable, "-m", "pytest", "--roadmap", *QUIET_PLUGINS, "-q"]
+    command = pytest_command()
     if collect_only:
         return [*command, "--co"]
     command += ["-n", str(workers), "--roadmap-api", api, "--roadmap-rate-limit", f"{rate:g}"]
@@ -274,7 +278,7 @@ def roadmap_command(
 
 def plain_command(workers: int, collect_only: bool = False) -> list[str]:
     """pytest over plain_tests/ with xdist and without pytest-roadmap."""
-    command = [sys.executable, "-m", "pytest", "-p", "no:roadmap", *QUIET_PLUGINS, "-q"]
+    command = pytest_command(("-p", "no:roadmap"))
     if collect_only:
         return [*command, "--co", "plain_tests"]
     return [*command, "-n", str(workers), "plain_tests"]
@@ -293,6 +297,12 @@ class Run:
 
     def tail(self, lines: int = 3) -> str:
         return "\n".join(self.output.strip().splitlines()[-lines:])
+
+    def check(self, what: str = "run") -> None:
+        """End the benchmark, with the command and its last lines, unless it exited 0."""
+        if self.returncode != 0:
+            shown = show_command(self.command)
+            raise SystemExit(f"{what} failed ({self.returncode}): {shown}\n{self.tail(20)}")
 
 
 def timed(
@@ -325,9 +335,11 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
-def show_command(command: Sequence[str]) -> str:
-    """A command line for the docs, with the interpreter shown as `python`."""
-    return " ".join("python" if part == sys.executable else part for part in command)
+def show_command(command: Sequence[str], url: str | None = None) -> str:
+    """A command line for the docs, with the interpreter shown as `python` and the
+    sandbox's `url` (its port changes every run) as URL."""
+    shown = " ".join("python" if part == sys.executable else part for part in command)
+    return shown.replace(url, "URL") if url else shown
 
 
 def emit(result: Mapping[str, Any], path: Path | None) -> None:

@@ -12,13 +12,13 @@ plugin's write_reports, so the share of the extra that is the report shows apart
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from command_line import BenchmarkParser
 from harness import (
     Sandbox,
     emit,
@@ -57,8 +57,7 @@ def measure(sandbox: Sandbox, command: list[str], cwd: Path, timeout: float) -> 
     started = time.time()
     run = timed(command, cwd, timeout, {"BENCH_PROBE_DIR": str(probes)})
     seen = traffic(sandbox.log())
-    if run.returncode != 0:
-        raise SystemExit(f"run failed ({run.returncode}): {show_command(command)}\n{run.tail(20)}")
+    run.check()
     controller = read_probes(probes).get("controller", {})
     return {
         "wall_s": run.wall,
@@ -72,13 +71,13 @@ def measure(sandbox: Sandbox, command: list[str], cwd: Path, timeout: float) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=2000, help="M, tasks and plain functions")
-    parser.add_argument("--workers", type=int, default=2, help="xdist workers for both")
-    parser.add_argument("--files", type=int, default=20, help="files to spread them over")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run, at most")
-    parser.add_argument("--json", type=Path, help="also save the result here")
+    parser = BenchmarkParser(__doc__)
+    parser.tasks(2000, help="M, tasks and plain functions")
+    parser.workers(2, help="N, xdist workers for both")
+    parser.files(20)
+    parser.repeat(3)
+    parser.timeout(600.0)
+    parser.output()
     parser.add_argument(
         "--nodelay",
         action="store_true",
@@ -123,7 +122,7 @@ def main() -> None:
                 "repeat": options.repeat,
                 "nodelay": options.nodelay,
             },
-            "plugin_command": show_command(plugin).replace(sandbox.url, "URL"),
+            "plugin_command": show_command(plugin, sandbox.url),
             "plain_command": show_command(plain),
             "plugin": {k: round(med(plugin_runs, k), 3) for k in plugin_runs[0]},
             "plain": {k: round(med(plain_runs, k), 3) for k in plain_runs[0]},

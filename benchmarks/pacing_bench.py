@@ -51,19 +51,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from command_line import BenchmarkParser, settings_of
 from harness import (
-    CHAT_PATH,
-    HEALTH_PATH,
-    QUIET_PLUGINS,
+    Sandbox,
     emit,
     median,
     plain_command,
+    pytest_command,
     show_command,
     write_plain_tests,
     write_tasks,
 )
 
-from pytest_roadmap.sandbox import SandboxSubprocess, max_in_flight
+from pytest_roadmap.sandbox import CHAT_PATH, HEALTH_PATH, max_in_flight
 
 CLIENT_RATE = 10.0  # the plugin's default rate limit, requests per second
 DEFAULT_WORKERS = 3  # the plugin's default concurrency
@@ -357,8 +357,7 @@ def run_timed(
 
 def roadmap_command(url: str, scenario: Scenario, extra: Iterable[str] = ()) -> list[str]:
     """`pytest --roadmap` with default settings except what the scenario names."""
-    command = [sys.executable, "-m", "pytest", "--roadmap", *QUIET_PLUGINS, "-q"]
-    command += ["--roadmap-api", url]
+    command = [*pytest_command(), "--roadmap-api", url]
     if scenario.workers is not None:
         command += ["-n", str(scenario.workers)]
     if scenario.client_rate is not None:
@@ -403,9 +402,7 @@ def came_back_up(changes: Sequence[Mapping[str, Any]]) -> bool:
     return any(t > targets[low] for t in targets[low + 1 :])
 
 
-def measure(
-    sandbox: SandboxSubprocess, scenario: Scenario, folder: Path, timeout: float
-) -> dict[str, Any]:
+def measure(sandbox: Sandbox, scenario: Scenario, folder: Path, timeout: float) -> dict[str, Any]:
     """One run of the scenario and what the sandbox and the report say of it."""
     if scenario.steps:
         sandbox.configure(capacity_schedule=None)
@@ -493,7 +490,7 @@ def figures(
 
 
 def quota_figures(
-    sandbox: SandboxSubprocess,
+    sandbox: Sandbox,
     scenario: Scenario,
     folder: Path,
     timeout: float,
@@ -555,7 +552,7 @@ def tracker_completed(path: Path) -> set[int] | None:
 
 
 def measure_plain(
-    sandbox: SandboxSubprocess, scenario: Scenario, folder: Path, timeout: float
+    sandbox: Sandbox, scenario: Scenario, folder: Path, timeout: float
 ) -> dict[str, Any]:
     """Plain xdist functions doing the same requests, no plugin: row 3's baseline."""
     sandbox.reset()
@@ -595,14 +592,14 @@ def run_scenario(scenario: Scenario, repeat: int, timeout: float) -> dict[str, A
     plain_runs: list[dict[str, Any]] = []
     server_args = scenario.sandbox_args
     with (
-        SandboxSubprocess("--latency-ms", f"{scenario.latency_ms:g}", *scenario.sandbox_args) as sb,
+        Sandbox(latency_ms=scenario.latency_ms, extra=scenario.sandbox_args) as sb,
         tempfile.TemporaryDirectory() as tmp,
     ):
         folder, plain_folder = Path(tmp, "roadmap"), Path(tmp, "plain")
         write_tasks(folder, scenario.tasks, scenario.files)
         if scenario.plain:
             write_plain_tests(plain_folder, scenario.tasks, scenario.files, sb.url)
-        command = show_command(roadmap_command(sb.url, scenario)).replace(sb.url, "URL")
+        command = show_command(roadmap_command(sb.url, scenario), sb.url)
         for number in range(repeat):
             runs.append(measure(sb, scenario, folder, timeout))
             shown = {k: runs[-1][k] for k in ("passed", "failed", "chat", "refused", "wall_s")}
@@ -630,7 +627,7 @@ def run_scenario(scenario: Scenario, repeat: int, timeout: float) -> dict[str, A
 def main() -> None:
     names = ["all", "capacity2", "rate4-noheaders", "rate5-headers", "capacity-4-1-4"]
     names += ["quota10", "nolimits"]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument(
         "--scenario", nargs="+", choices=names, default=["all"], help="scenarios to run"
     )
@@ -648,11 +645,11 @@ def main() -> None:
         action="store_true",
         help="the capacity scenarios' 503s carry Retry-After: 1 (each then pauses the whole run)",
     )
-    parser.add_argument("--tasks", type=int, help="M, tasks, instead of each scenario's own")
-    parser.add_argument("--latency-ms", type=float, help="L instead of each scenario's own")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario (median)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run, at most")
-    parser.add_argument("--json", type=Path, help="also save the result here")
+    parser.tasks(None, help="M, tasks, instead of each scenario's own")
+    parser.latency(None, help="L instead of each scenario's own")
+    parser.repeat(3, help="runs of each scenario (median)")
+    parser.timeout(300.0)
+    parser.output()
     options = parser.parse_args()
 
     results = {
@@ -660,7 +657,7 @@ def main() -> None:
         for scenario in _scenarios(options)
     }
     emit(
-        {"settings": vars(options) | {"json": str(options.json)}, "scenarios": results},
+        {"settings": settings_of(options), "scenarios": results},
         options.json,
     )
 

@@ -12,7 +12,6 @@ contention) with a rate so high that nobody sleeps.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import multiprocessing
 import statistics
@@ -22,6 +21,8 @@ from collections.abc import Callable
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
+
+from command_line import BenchmarkParser
 
 from pytest_roadmap.ratelimit import MARGIN, RateLimiter
 from pytest_roadmap.store import open_store
@@ -107,12 +108,12 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    parser = BenchmarkParser(__doc__)
+    parser.rate(20.0)
     parser.add_argument("--burst", type=int, default=1)
     parser.add_argument("--margin", type=float, default=MARGIN, help="spacing margin")
     parser.add_argument("--procs", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.seconds(10.0, help="how long the processes saturate the limiter")
     parser.add_argument("--calls", type=int, default=2000, help="acquires per process, cost")
     parser.add_argument("--store", help="store URL (default: a fresh SQLite file)")
     options = parser.parse_args()

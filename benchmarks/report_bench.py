@@ -13,7 +13,6 @@ file costs 0.3-0.7 ms on some virtual disks against about 0.01 ms on tmpfs (/dev
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import pstats
 import shutil
@@ -21,6 +20,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from command_line import BenchmarkParser
 
 from pytest_roadmap.report import write_reports
 from pytest_roadmap.results import PASSED, Attempt, RunRecord, TaskResult
@@ -63,9 +64,9 @@ def make_record(count: int) -> RunRecord:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = BenchmarkParser(__doc__)
+    parser.counts([1000, 10000])
+    parser.repeat(3)
     parser.add_argument("--profile", action="store_true", help="cProfile the last count once")
     parser.add_argument("--under", default=None, help="folder for the reports (default: TMPDIR)")
     args = parser.parse_args()

@@ -14,13 +14,13 @@ report) and its whole terminal summary, and notes each process's peak RSS
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from command_line import BenchmarkParser, settings_of
 from harness import (
     Sandbox,
     emit,
@@ -43,8 +43,7 @@ def collection(command: list[str], cwd: Path, repeat: int, timeout: float) -> fl
     walls = []
     for _ in range(repeat):
         run = timed(command, cwd, timeout)
-        if run.returncode != 0:
-            raise SystemExit(f"collection failed: {show_command(command)}\n{run.tail(20)}")
+        run.check("collection")
         walls.append(run.wall)
     return median(walls)
 
@@ -54,8 +53,7 @@ def full_run(sandbox: Sandbox, command: list[str], cwd: Path, timeout: float) ->
     probes = cwd / "probes"
     started = time.time()
     run = timed(command, cwd, timeout, {"BENCH_PROBE_DIR": str(probes)})
-    if run.returncode != 0:
-        raise SystemExit(f"run failed ({run.returncode}): {show_command(command)}\n{run.tail(20)}")
+    run.check()
     seen = traffic(sandbox.log())
     found = read_probes(probes)
     controller = found["controller"]
@@ -83,14 +81,14 @@ def full_run(sandbox: Sandbox, command: list[str], cwd: Path, timeout: float) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--files", type=int, default=50, help="files to spread tasks over")
-    parser.add_argument("--workers", type=int, default=2, help="xdist workers of the full runs")
-    parser.add_argument("--co-repeat", type=int, default=3, help="collection runs (median)")
-    parser.add_argument("--run-repeat", type=int, default=1, help="full runs (median)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run, at most")
-    parser.add_argument("--json", type=Path, help="also save the result here")
+    parser = BenchmarkParser(__doc__)
+    parser.counts([1000, 10000])
+    parser.files(50)
+    parser.workers(2, help="N, xdist workers of the full runs")
+    parser.repeat(3, flag="--co-repeat", help="collection runs (median)")
+    parser.repeat(1, flag="--run-repeat", help="full runs (median)")
+    parser.timeout(900.0)
+    parser.output()
     parser.add_argument(
         "--no-plain", action="store_true", help="skip the plain pytest runs (comparisons)"
     )
@@ -151,9 +149,9 @@ def main() -> None:
                 )
     emit(
         {
-            "scenario": vars(options) | {"json": str(options.json)},
+            "scenario": settings_of(options),
             "collect_command": show_command(roadmap_command("", 0, 0, collect_only=True)),
-            "run_command": show_command(plugin_run).replace(sandbox.url, "URL"),
+            "run_command": show_command(plugin_run, sandbox.url),
             "plain_run_command": show_command(plain_run),
             "rows": rows,
             "growth_low_to_high": growth,
@@ -169,8 +167,7 @@ def full_run_plain(
     sandbox.reset()
     probes = cwd / "probes"
     run = timed(command, cwd, timeout, {"BENCH_PROBE_DIR": str(probes)})
-    if run.returncode != 0:
-        raise SystemExit(f"run failed ({run.returncode}): {show_command(command)}\n{run.tail(20)}")
+    run.check()
     controller = read_probes(probes)["controller"]
     return {"wall_s": run.wall, "controller_rss_mb": controller["maxrss_kb"] / 1024}
 

@@ -7,16 +7,15 @@ repeat) runs the enabled case once per source tree, through PYTHONPATH, to compa
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import QUIET_PLUGINS
+from command_line import BenchmarkParser
+from harness import pytest_command
 
 PLAIN_TESTS = "".join(f"def test_{i}():\n    pass\n" for i in range(4))
 
@@ -27,7 +26,7 @@ def timed(args: list[str], folder: Path, pythonpath: str | None) -> float:
         env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", *QUIET_PLUGINS, *args],
+        [*pytest_command(()), *args],
         cwd=folder,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -39,8 +38,8 @@ def timed(args: list[str], folder: Path, pythonpath: str | None) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=7, help="runs of each kind (median)")
+    parser = BenchmarkParser(__doc__)
+    parser.repeat(7)
     parser.add_argument(
         "--checkout", action="append", default=[], help="source tree to time the plugin from"
     )

@@ -13,13 +13,13 @@ answer to exit), and counts health probes. The two runs of docs/benchmarks.md:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from command_line import BenchmarkParser
 from harness import (
     Run,
     Sandbox,
@@ -47,8 +47,7 @@ def measure(
     run: Run = timed(command, cwd, timeout, env)
     seen = traffic(sandbox.log())
     phases = phases_of(read_probes(probes), started) if probes else {}
-    if run.returncode != 0:
-        raise SystemExit(f"run failed ({run.returncode}): {show_command(command)}\n{run.tail(20)}")
+    run.check()
     return {
         "wall_s": run.wall,
         "cpu_s": run.cpu,
@@ -89,16 +88,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=600, help="M, tasks (one request each)")
-    parser.add_argument("--latency-ms", type=float, default=50.0, help="L, sandbox latency")
-    parser.add_argument("--rate", type=float, default=50.0, help="R, requests per second")
-    parser.add_argument("--workers", type=int, default=4, help="N, xdist workers / concurrency")
-    parser.add_argument("--files", type=int, default=10, help="task files to spread tasks over")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run, at most")
+    parser = BenchmarkParser(__doc__)
+    parser.tasks(600)
+    parser.latency(50.0)
+    parser.rate(50.0)
+    parser.workers(4)
+    parser.files(10)
+    parser.repeat(3)
+    parser.timeout(300.0)
     parser.add_argument("--extra", default="", help="more pytest arguments, space-separated")
-    parser.add_argument("--json", type=Path, help="also save the result here")
+    parser.output()
     parser.add_argument(
         "--probe",
         action="store_true",
@@ -147,7 +146,7 @@ def main() -> None:
                 "bound_s": bound,
                 "repeat": options.repeat,
             },
-            "plugin_command": show_command(plugin).replace(sandbox.url, "URL"),
+            "plugin_command": show_command(plugin, sandbox.url),
             "plugin": plugin_median,
             "baseline": baseline_median,
             "plugin_over_bound": round(plugin_median["wall_s"] / bound, 3),

@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import QUIET_PLUGINS, emit, median, show_command, timed
+from command_line import BenchmarkParser, settings_of
+from harness import Sandbox, emit, median, pytest_command, show_command, timed
 
 from pytest_roadmap.protocol import MESSAGE_TOKENS, REPLY_TOKENS
-from pytest_roadmap.sandbox import OPENAI_CHAT, SandboxSubprocess, max_tokens_in_window
+from pytest_roadmap.sandbox import OPENAI_CHAT, max_tokens_in_window
 
 COMPLETION = 8
 
@@ -52,16 +53,11 @@ def write_tasks(folder: Path, count: int, tokens: int, max_tokens: bool) -> None
 
 
 def one_run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    with SandboxSubprocess("--latency-ms", f"{args.latency_ms:g}") as sandbox:
+    with Sandbox(latency_ms=args.latency_ms) as sandbox:
         write_tasks(root / "roadmap_tasks", args.tasks, args.tokens, not args.no_max_tokens)
         (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
         command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--roadmap",
-            *QUIET_PLUGINS,
-            "-q",
+            *pytest_command(),
             "-n",
             str(args.workers),
             "--roadmap-protocol",
@@ -95,21 +91,21 @@ def one_run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "wall_s": round(run.wall, 2),
         "wall_ratio": round(run.wall / (total / per_second), 3) if total else None,
         "tail": run.tail(2),
-        "command": show_command(command),
+        "command": show_command(command, sandbox.url),
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--tasks", type=int, default=20)
+    parser = BenchmarkParser(__doc__)
+    parser.workers(4)
+    parser.tasks(20)
     parser.add_argument("--tokens", type=int, default=300, help="tokens per task")
-    parser.add_argument("--rate", type=float, default=3000.0, help="tokens per minute")
-    parser.add_argument("--latency-ms", type=float, default=250.0)
+    parser.rate(3000.0, help="tokens per minute")
+    parser.latency(250.0)
     parser.add_argument("--no-max-tokens", action="store_true")
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.repeat(1)
+    parser.timeout(900.0)
+    parser.output()
     args = parser.parse_args()
     runs = []
     for _ in range(args.repeat):
@@ -118,7 +114,7 @@ def main() -> int:
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         time.sleep(1.0)
     result = {
-        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "settings": settings_of(args),
         "runs": runs,
         "median_span_ratio": median(r["span_ratio"] or 0.0 for r in runs),
         "median_wall_ratio": median(r["wall_ratio"] or 0.0 for r in runs),

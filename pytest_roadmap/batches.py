@@ -23,6 +23,7 @@ from typing import Any
 from pytest_roadmap.errors import SettingError, shown
 from pytest_roadmap.settings import MAX_RATE, MIN_RATE
 from pytest_roadmap.tasks import Task
+from pytest_roadmap.validation import Range
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,7 @@ class BatchPlan:
 # the run's own: a delay of more than an hour between tasks or batches is a typo.
 MAX_CONCURRENCY = 1000
 MAX_DELAY_MS = 3_600_000
-
-
-def _plain(number: float) -> str:
-    """0.01, 1000000: as a person writes them (not 1e+06)."""
-    return f"{number:f}".rstrip("0").rstrip(".")
+FAILURE_RATE = Range(0, 1, noun="a share", note="0.2 is 20%")
 
 
 def _in_range(
@@ -116,20 +113,8 @@ def _in_range(
 ) -> float:
     """`value` as a float if it is a JSON number (a whole one if `integer`) from `low` to
     `high`; NaN, Infinity, true and strings are not."""
-    kind = "a whole number" if integer else "a number"
-    # A bool is an int; an int too big for a float compares fine (no float() before this).
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and low <= value <= high
-        and (not integer or float(value).is_integer())
-    )
-    if not ok:
-        raise SettingError(
-            f"{where}: field {field!r} must be {kind} from {_plain(low)} to {_plain(high)}, "
-            f"got {shown(value)}"
-        )
-    return float(value)  # type: ignore[arg-type]
+    allowed = Range(low, high, whole=integer)
+    return float(allowed.check(value, f"{where}: field {field!r}", SettingError))
 
 
 def _unknown(where: str, block: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
@@ -200,12 +185,7 @@ def _monitoring(source: str, data: Mapping[str, Any]) -> MonitoringRules:
     where = f"{source}: monitoring"
     rate = block.get("alertOnFailureRate", ABSENT)
     if rate is not ABSENT:
-        ok = isinstance(rate, int | float) and not isinstance(rate, bool)
-        if not ok or not 0 <= rate <= 1:  # NaN compares false, so it is refused too
-            raise SettingError(
-                f"{where}: field 'alertOnFailureRate' must be a share from 0 to 1 "
-                f"(0.2 is 20%), got {rate!r}"
-            )
+        FAILURE_RATE.check(rate, f"{where}: field 'alertOnFailureRate'", SettingError)
     size = block.get("alertOnQueueSize", ABSENT)
     return MonitoringRules(
         track_metrics=_boolean(where, "trackMetrics", block.get("trackMetrics", True)),

@@ -43,7 +43,6 @@ from pytest_roadmap.settings import MAX_BODY, shown_size
 if TYPE_CHECKING:
     from pytest_roadmap.tokens import TokenBudget
 
-CHAT_PATH = PROTOCOLS[BEAST].chat_path
 BODY_PREVIEW = 200
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

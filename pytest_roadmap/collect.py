@@ -1,4 +1,8 @@
-"""Task files as pytest collectors and tasks as pytest items."""
+"""Task files as pytest collectors and tasks as pytest items.
+
+An item runs its task by calling this process's `TaskRunner` (run.py) directly; the
+per-attempt hooks around it (setup, report, teardown) are in attempt.py.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,20 @@ import pytest
 
 from pytest_roadmap.display import escape_controls
 from pytest_roadmap.errors import RoadmapError, TaskFileError
+from pytest_roadmap.pacing import QuotaExhausted
 from pytest_roadmap.protocol import BEAST, PROTOCOLS, Protocol
 from pytest_roadmap.retry import TaskFailure
 from pytest_roadmap.tasks import Task, check_protocol, load_task_file
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
+
+    from pytest_roadmap.run import TaskRunner
+
+# The fixture that makes a Python test function a roadmap task.
+CLIENT_FIXTURE = "roadmap_client"
+# This process's task runner (set at configure time in the processes that run tasks).
+RUNNER: pytest.StashKey[TaskRunner] = pytest.StashKey()
 
 # Claimed ids per session, so a duplicate in a later file is that file's collection error.
 SEEN_IDS = pytest.StashKey[dict[str, str]]()
@@ -79,9 +91,14 @@ class TaskItem(pytest.Item):
         self.answer: dict[str, Any] | None = None
 
     def runtest(self) -> None:
-        from pytest_roadmap.plugin import run_task  # the plugin owns the per-process runtime
-
-        self.answer = run_task(self)
+        runner = self.config.stash.get(RUNNER, None)
+        if runner is None:  # pragma: no cover - items run only where a runner is
+            raise pytest.UsageError("roadmap tasks run only with --roadmap")
+        attempt = int(getattr(self, "execution_count", 1))
+        try:
+            self.answer = runner.call(self.nodeid, self.task, attempt)
+        except QuotaExhausted as stopped:
+            pytest.skip(str(stopped))
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
@@ -92,3 +109,8 @@ class TaskItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, 0, f"roadmap task {self.task.id}: {escape_controls(self.task.title)}"
+
+
+def is_roadmap_item(item: pytest.Item) -> bool:
+    """A task file's item, or a Python test function that asks for the API client."""
+    return isinstance(item, TaskItem) or CLIENT_FIXTURE in getattr(item, "fixturenames", ())

@@ -1,56 +1,49 @@
-"""Controller <-> worker plumbing, registered only on an xdist controller."""
+"""The xdist glue, registered only on an xdist controller: the run's coordinates down to
+the workers, a dead worker's slots back, the workers' collection, and the scheduler."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from xdist.report import report_collection_diff
 from xdist.scheduler import LoadScheduling
 
+from pytest_roadmap.run import Controller
 from pytest_roadmap.safeguards import GATE_KEY, batch_gate_key
 
-if TYPE_CHECKING:
-    from pytest_roadmap.plugin import Runtime
 
-
-class ControllerHooks:
+class XdistHooks:
     """Hands workers the run's coordinates and cleans up after a worker dies."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["roadmap_store"] = self.runtime.store_url
-        node.workerinput["roadmap_api"] = self.runtime.api_url
-        node.workerinput["roadmap_run"] = self.runtime.run_id
-        node.workerinput["roadmap_instance"] = self.runtime.instance
-        # A worker's own options say "no workers"; the learned pace is bounded by the run's.
-        node.workerinput["roadmap_workers"] = self.runtime.workers
-        # Read once here, so every worker judges resumes and dependencies alike.
-        node.workerinput["roadmap_completed"] = sorted(self.runtime.completed)
+        node.workerinput.update(self.controller.where.to_dict())
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         # A crashed worker's slot goes back at once instead of at lease expiry.
-        store = self.runtime.store
-        if store is None:
-            return
-        holder = f"{self.runtime.instance}:{node.workerinput['workerid']}"
+        store = self.controller.store
+        holder = f"{self.controller.where.instance}:{node.workerinput['workerid']}"
         store.gate_reclaim(GATE_KEY, holder)
-        for batch in self.runtime.plan.batches if self.runtime.plan else ():
+        plan = self.controller.run.plan
+        for batch in plan.batches if plan else ():
             store.gate_reclaim(batch_gate_key(batch), holder)
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        self.runtime.expected = max(self.runtime.expected, len(ids))
-        if not self.runtime.collected:  # what the workers run (a worker that differs runs none)
-            self.runtime.collected = list(ids)
+        controller = self.controller
+        controller.expected = max(controller.expected, len(ids))
+        if not controller.collected:  # what the workers run (a worker that differs runs none)
+            controller.collected = list(ids)
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         # Only for the default `--dist load`; another mode the user chose is kept.
         if config.getoption("dist") == "load":
-            self.runtime.scheduler = OrderedScheduling(config, log)
-            return self.runtime.scheduler
+            scheduler = OrderedScheduling(config, log)
+            self.controller.running = scheduler.running  # what is mid-attempt at the end
+            return scheduler
         return None
 
 

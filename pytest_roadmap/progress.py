@@ -12,15 +12,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_roadmap.alerts import RunAlerts
 from pytest_roadmap.batches import MonitoringRules
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.interrupt import stop_run
-from pytest_roadmap.recorder import RunRecorder, task_to_wire
+from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import FAILED, PASSED, Alert, TaskResult
 from pytest_roadmap.store.base import Store, StoreError
+from pytest_roadmap.tasks import Task, load_tasks
+from pytest_roadmap.wire import python_task
 
 if TYPE_CHECKING:
     from pytest_roadmap.tracker import TrackerWriter
@@ -89,61 +91,42 @@ class ProgressKeeper:
     def settle(
         self,
         nodeids: Iterable[str],
-        wire: Callable[[str], dict[str, Any] | None],
+        describe: Callable[[str], Task | None],
         running: Collection[str] = (),
     ) -> None:
         """Account for every selected task (`nodeids`): one never reported gets its task
-        from `wire` (None: not a roadmap task) and the outcome INTERRUPTED if it was
+        from `describe` (None: not a roadmap task) and the outcome INTERRUPTED if it was
         `running`, NOT_RUN otherwise."""
         missing = []
         for nodeid in nodeids:
             if not self._recorder.seen(nodeid):
-                task = wire(nodeid)
+                task = describe(nodeid)
                 if task is not None:
                     missing.append((nodeid, task))
         self._recorder.settle(missing, running)
 
 
-def wires_from_task_files(folder: Path, rootdir: Path) -> Callable[[str], dict[str, Any] | None]:
+def tasks_from_task_files(folder: Path, rootdir: Path) -> Callable[[str], Task | None]:
     """The task of each node id an xdist controller was told of (it collects nothing itself).
 
     Task files are read once, and only if some selected task never reported: that is, only
     after an interruption. A Python task gets neutral roadmap fields; a node id of neither
     kind, or a task file that no longer reads, gives None.
     """
-    cache: dict[str, dict[str, Any]] | None = None
+    cache: dict[str, Task] | None = None
 
-    def wire(nodeid: str) -> dict[str, Any] | None:
+    def describe(nodeid: str) -> Task | None:
         nonlocal cache
         path, _, name = nodeid.rpartition("::")
         if path.endswith(".toml"):
             if cache is None:
-                from pytest_roadmap.tasks import load_tasks
-
                 try:
-                    cache = {t.id: task_to_wire(t) for t in load_tasks(folder, rootdir)}
+                    cache = {t.id: t for t in load_tasks(folder, rootdir)}
                 except RoadmapError:
                     cache = {}
             return cache.get(name)
         if path.endswith(".py") and name:
-            return python_task_wire(name, Path(path).name)
+            return python_task(name, Path(path).name)
         return None
 
-    return wire
-
-
-def python_task_wire(name: str, source: str) -> dict[str, Any]:
-    """A Python task, described by its test function, with neutral roadmap fields."""
-    return {
-        "id": name,
-        "title": name,
-        "prompt": "",
-        "month": 1,
-        "week": 1,
-        "priority": 3,
-        "dogfooding": None,
-        "depends_on": [],
-        "timeout": None,
-        "retries": None,
-        "source": source,
-    }
+    return describe

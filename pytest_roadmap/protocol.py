@@ -2,8 +2,9 @@
 
 Each protocol says where a task's request goes, what its body is, how an answer becomes
 `{code, message}` plus the tokens it used, what an error body says and which path tells
-whether the API is up. The client and the sandbox both read them from here, so neither
-repeats the other's paths or shapes.
+whether the API is up. The trace headers every request carries, whichever the protocol, are
+here too. The client, the settings and the sandbox all read them from here, so none
+repeats another's paths, headers or shapes.
 
 Token counts are estimated as the common rule of thumb for English text and code, a token
 per four characters, plus a few tokens per chat message for its framing. The sandbox counts
@@ -26,6 +27,20 @@ NAMES = (BEAST, OPENAI)
 CHARS_PER_TOKEN = 4
 MESSAGE_TOKENS = 4  # each chat message's role and framing
 REPLY_TOKENS = 3  # the framing of the answer the prompt asks for
+
+# The headers that let a server (the sandbox's request log, a real API's access log) trace
+# each request to its run, worker, task and attempt, whichever the protocol.
+RUN_HEADER = "X-Roadmap-Run"
+WORKER_HEADER = "X-Roadmap-Worker"
+TASK_HEADER = "X-Roadmap-Task"
+ATTEMPT_HEADER = "X-Roadmap-Attempt"
+# Each by the key the sandbox logs it under.
+TRACE_HEADERS = {
+    "worker": WORKER_HEADER,
+    "task": TASK_HEADER,
+    "attempt": ATTEMPT_HEADER,
+    "run": RUN_HEADER,
+}
 
 # Task-file limits on what only the OpenAI protocol sends.
 MAX_TOKENS_RANGE = (1, 1_000_000)

@@ -1,16 +1,14 @@
 """The controller's account of a run, built from what workers report after each attempt.
 
-Workers send plain dicts (they cross the xdist wire); this module turns them into the
-`RunRecord` the reports and the tracker read. It is thread-safe because the monitor thread
-reads it while the controller's main loop adds to it.
+Workers send `wire.AttemptEnded` messages (plain dicts on the xdist wire); this module
+turns them into the `RunRecord` the reports and the tracker read. It is thread-safe because
+the monitor thread reads it while the controller's main loop adds to it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable
-from dataclasses import asdict
-from typing import Any
 
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import (
@@ -25,18 +23,7 @@ from pytest_roadmap.results import (
     TaskResult,
 )
 from pytest_roadmap.tasks import Task
-
-
-def task_to_wire(task: Task) -> dict[str, Any]:
-    data = asdict(task)
-    data["depends_on"] = list(task.depends_on)
-    return data
-
-
-def task_from_wire(data: dict[str, Any]) -> Task:
-    fields = dict(data)
-    fields["depends_on"] = tuple(fields.get("depends_on", ()))
-    return Task(**fields)
+from pytest_roadmap.wire import AttemptEnded
 
 
 class RunRecorder:
@@ -49,38 +36,38 @@ class RunRecorder:
         self._fresh: list[Attempt] = []
         self._ended: set[str] = set()
 
-    def task_seen(self, nodeid: str, task: dict[str, Any], batch: str | None = None) -> TaskResult:
+    def task_seen(self, nodeid: str, task: Task, batch: str | None = None) -> TaskResult:
         with self._lock:
             result = self._result(nodeid, task)
             result.batch = batch or result.batch
             return result
 
-    def _result(self, nodeid: str, task: dict[str, Any] | None) -> TaskResult:
+    def _result(self, nodeid: str, task: Task | None) -> TaskResult:
         result = self._by_node.get(nodeid)
         if result is None:
             if task is None:
                 raise KeyError(nodeid)
-            result = TaskResult(task=task_from_wire(task))
+            result = TaskResult(task=task)
             self._by_node[nodeid] = result
             self.record.results.append(result)
         return result
 
-    def attempt(self, nodeid: str, info: dict[str, Any], outcome: str) -> TaskResult:
+    def attempt(self, nodeid: str, ended: AttemptEnded, outcome: str) -> TaskResult:
         """One attempt ended on a worker with `outcome` (passed, failed, rerun, skipped);
         returns the task's result so far."""
         with self._lock:
-            result = self._result(nodeid, info.get("task"))
-            result.batch = info.get("batch") or result.batch
+            result = self._result(nodeid, ended.task)
+            result.batch = ended.batch or result.batch
             attempt = Attempt(
-                number=int(info.get("attempt") or len(result.attempts) + 1),
+                number=ended.attempt or len(result.attempts) + 1,
                 outcome=outcome,
-                started=float(info.get("started") or 0.0),
-                finished=float(info.get("finished") or 0.0),
-                worker=str(info.get("worker") or "main"),
-                error=info.get("error"),
-                overload=bool(info.get("overload")),
-                refused=bool(info.get("refused")),
-                usage=Usage.from_dict(info.get("usage")),
+                started=ended.started,
+                finished=ended.finished,
+                worker=ended.worker or "main",
+                error=ended.error,
+                overload=ended.overload,
+                refused=ended.refused,
+                usage=Usage.from_dict(ended.usage),
             )
             if outcome != SKIPPED:
                 result.attempts.append(attempt)
@@ -90,7 +77,7 @@ class RunRecorder:
                 result.outcome = outcome
                 result.error = attempt.error if outcome in (FAILED, SKIPPED) else None
                 if outcome == PASSED:
-                    result.answer = info.get("answer")
+                    result.answer = ended.answer
             return result
 
     def crashed(self, nodeid: str, worker: str, error: str, at: float) -> None:
@@ -111,9 +98,7 @@ class RunRecorder:
         with self._lock:
             return nodeid in self._by_node
 
-    def settle(
-        self, missing: Iterable[tuple[str, dict[str, Any]]], running: Collection[str] = ()
-    ) -> None:
+    def settle(self, missing: Iterable[tuple[str, Task]], running: Collection[str] = ()) -> None:
         """At the end of the run, give every task an outcome. A task that started but never
         ended was cut off (INTERRUPTED); so was one of `missing` (`(nodeid, task)` of the
         selected tasks never reported) that was `running`, while the others did not run

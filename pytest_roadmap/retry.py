@@ -79,14 +79,6 @@ class Backoff:
         return wait
 
 
-def is_retryable(error: BaseException | None) -> bool:
-    """The rerun condition: transient API failures and attempt timeouts are retried."""
-    if isinstance(error, TaskFailure):
-        return error.transient
-    # pytest-timeout ends an overrunning attempt with pytest.fail("Timeout ...").
-    return error is not None and type(error).__name__ == "Failed" and "Timeout" in str(error)
-
-
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
     """Seconds from a Retry-After header, in either of its forms (RFC 9110 10.2.3):
     delta-seconds, or an HTTP date, counted from `now()`. None if absent or odd; at most

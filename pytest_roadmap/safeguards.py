@@ -15,7 +15,13 @@ from pytest_roadmap.batches import Batch
 from pytest_roadmap.gate import ConcurrencyGate, Slot
 from pytest_roadmap.health import HealthProbe
 from pytest_roadmap.pacing import Pacer, Paused, Ticket
-from pytest_roadmap.protocol import PROTOCOLS
+from pytest_roadmap.protocol import (
+    ATTEMPT_HEADER,
+    PROTOCOLS,
+    RUN_HEADER,
+    TASK_HEADER,
+    WORKER_HEADER,
+)
 from pytest_roadmap.ratelimit import RateLimiter, acquire_together
 from pytest_roadmap.retry import Backoff, TaskFailure
 from pytest_roadmap.settings import Settings
@@ -193,7 +199,7 @@ class Safeguards:
             token=settings.token,
             timeout=settings.timeout,
             throttle=self._throttles,
-            headers={"X-Roadmap-Worker": worker, "X-Roadmap-Run": run_id},
+            headers={WORKER_HEADER: worker, RUN_HEADER: run_id},
             ca_bundle=settings.ca_bundle,
             on_request=self._count_request,
             max_body=settings.max_body,
@@ -294,7 +300,7 @@ class Safeguards:
     def chat(self, task: Task, attempt: int, reserved: int | None = None) -> dict[str, Any]:
         """Send one task's prompt (its tokens already `reserved` in the budget, if any); a
         failure that smells of overload re-arms the probe."""
-        headers = {"X-Roadmap-Task": task.id, "X-Roadmap-Attempt": str(attempt)}
+        headers = {TASK_HEADER: task.id, ATTEMPT_HEADER: str(attempt)}
         try:
             with store_failures_are_transient():
                 return self.client.chat(

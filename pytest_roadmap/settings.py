@@ -3,20 +3,29 @@
 Each value remembers where it came from, so an error can say "from environment variable
 RATE_LIMIT" instead of leaving the user to guess. This module knows nothing of pytest: the
 plugin hands it the raw values through `Sources`.
+
+A setting is defined in one place: a module-level `Spec` constant (its option, environment
+variable, ini key, parser with its range, default and help). From it come the option and
+ini key the plugin registers (`SPECS`, the module's `Spec`s in order), the lookup in
+each source, and the `Settings` field of the constant's name in lower case (`RATE_LIMIT`
+fills `rate_limit`): add a `Spec` and its typed field, and nothing else. The few values
+that no single setting decides (workers, the token, the health path's default) are derived
+by hand in `resolve_settings`. Cheap to import: the entry point imports it to register
+options.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pytest_roadmap.errors import SettingError
-from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
 from pytest_roadmap.protocol import NAMES as PROTOCOL_NAMES
+from pytest_roadmap.validation import Range
 
 T = TypeVar("T")
 
@@ -32,10 +41,21 @@ class Spec(Generic[T]):
     option: str | None  # "--roadmap-rate-limit"
     env: str | None  # "RATE_LIMIT"
     ini: str | None  # "roadmap_rate_limit"
-    default: T
+    default: T  # the Settings value when no source sets it
     parse: Callable[[str, str], T]  # (raw text, source kind) -> value
-    allowed: str  # "a number above 0"
-    help: str
+    allowed: str = ""  # "a number > 0"; "": the words of a `Number` or `Integer` parser
+    help: str = ""
+    # A path: relative ones are placed like pytest's (see `_place`); "" stands for None.
+    path: bool = False
+    # False: another plugin registers the option and ini key (pytest-rerunfailures' --reruns).
+    ours: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.allowed:
+            words = getattr(self.parse, "allowed", "")
+            if not words:
+                raise TypeError(f"setting {self.name!r} says nothing of what is allowed")
+            object.__setattr__(self, "allowed", words)
 
     @property
     def dest(self) -> str:
@@ -106,28 +126,52 @@ def _decimal(raw: str) -> float:
     return float(raw)
 
 
-def _number(low: float, high: float) -> Callable[[str, str], float]:
-    """A decimal number from `low` to `high`."""
+@dataclass(frozen=True)
+class Number:
+    """A decimal number in `range` (its words are the setting's `allowed`), times `scale`:
+    a setting given in milliseconds is kept in seconds with `scale=0.001`."""
 
-    def parse(raw: str, origin: str) -> float:
+    range: Range
+    scale: float = 1.0
+
+    @property
+    def allowed(self) -> str:
+        return self.range.allowed
+
+    def __call__(self, raw: str, origin: str) -> float:
         value = _decimal(raw)
-        if not low <= value <= high:  # a string of digits too long for a float is inf
+        if not self.range.allows(value):  # a string of digits too long for a float is inf
             raise ValueError(raw)
-        return value
-
-    return parse
+        return value * self.scale
 
 
-def _integer(low: int, high: int) -> Callable[[str, str], int]:
-    def parse(raw: str, origin: str) -> int:
+@dataclass(frozen=True)
+class Integer:
+    """A whole number in `range`, written with ASCII digits only."""
+
+    range: Range
+
+    @property
+    def allowed(self) -> str:
+        return self.range.allowed
+
+    def __call__(self, raw: str, origin: str) -> int:
         if not _WHOLE.fullmatch(raw):
             raise ValueError(raw)
         value = int(raw)
-        if not low <= value <= high:
+        if not self.range.allows(value):
             raise ValueError(raw)
         return value
 
-    return parse
+
+def _number(low: float, high: float, unit: str = "", *, scale: float = 1.0) -> Number:
+    """A decimal number from `low` to `high` (of `unit`, for the words)."""
+    return Number(Range(low, high, unit=unit), scale)
+
+
+def _integer(low: int, high: int, *, note: str = "") -> Integer:
+    """An integer from `low` to `high`; `note` follows the words in parentheses."""
+    return Integer(Range(low, high, integer=True, note=note))
 
 
 # One request per 100 s is slower than any roadmap runs; far below it the limiter's
@@ -141,6 +185,8 @@ MAX_TIMEOUT = 86400.0
 MIN_TOKEN_RATE = 1.0
 MAX_TOKEN_RATE = 100_000_000.0
 MAX_PRICE = 1_000_000.0  # per million tokens
+# A task's timeout, from the settings or a task file.
+TIMEOUT_SECONDS = Range(MIN_TIMEOUT, MAX_TIMEOUT, unit="seconds")
 
 
 def _timeout(raw: str, origin: str) -> float:
@@ -148,7 +194,7 @@ def _timeout(raw: str, origin: str) -> float:
     value = _decimal(raw)
     if origin.startswith("environment"):
         value /= 1000.0
-    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+    if not TIMEOUT_SECONDS.allows(value):
         raise ValueError(raw)
     return value
 
@@ -218,18 +264,17 @@ MODEL = Spec[str](
     "Model asked for in each request (env CUSTOM_MODEL).",
 )
 MAX_WORKERS = 64
-WORKERS_ALLOWED = (
-    f"an integer from 0 to {MAX_WORKERS} (0: no worker processes, tasks run one at a time)"
-)
+WORKERS = _integer(0, MAX_WORKERS, note="0: no worker processes, tasks run one at a time")
+WORKERS_ALLOWED = WORKERS.allowed
+# No Settings field of its name: resolve_settings reads it for `workers` when -n is not given.
 CONCURRENCY = Spec[int](
     "concurrency",
     None,
     "MAX_CONCURRENCY",
     None,
     3,
-    _integer(0, MAX_WORKERS),
-    WORKERS_ALLOWED,
-    "Workers when -n is not given.",
+    WORKERS,
+    help="Workers when -n is not given.",
 )
 RATE_LIMIT = Spec[float](
     "rate limit",
@@ -237,9 +282,9 @@ RATE_LIMIT = Spec[float](
     "RATE_LIMIT",
     "roadmap_rate_limit",
     10.0,
-    _number(MIN_RATE, MAX_RATE),
-    f"a number of requests per second from {MIN_RATE:g} to {MAX_RATE:.0f}",
-    "Requests per second across all workers, health probes included (env RATE_LIMIT; default 10).",
+    _number(MIN_RATE, MAX_RATE, "requests per second"),
+    help="Requests per second across all workers, health probes included (env RATE_LIMIT; "
+    "default 10).",
 )
 BURST = Spec[int](
     "burst",
@@ -248,8 +293,7 @@ BURST = Spec[int](
     "roadmap_burst",
     1,
     _integer(1, 10_000),
-    "an integer from 1 to 10000",
-    "Requests that may go out back to back (default 1).",
+    help="Requests that may go out back to back (default 1).",
 )
 TIMEOUT = Spec[float](
     "task timeout",
@@ -258,7 +302,7 @@ TIMEOUT = Spec[float](
     "roadmap_timeout",
     30.0,
     _timeout,
-    "a number of seconds from 0.1 to 86400 (TASK_TIMEOUT: milliseconds, from 100 to 86400000)",
+    f"{TIMEOUT_SECONDS.allowed} (TASK_TIMEOUT: milliseconds, from 100 to 86400000)",
     "Seconds per attempt (env TASK_TIMEOUT in milliseconds; default 30).",
 )
 TASKS_DIR = Spec[str](
@@ -270,6 +314,7 @@ TASKS_DIR = Spec[str](
     _path_text,
     "a folder path",
     "Folder of task files (default roadmap_tasks under the rootdir).",
+    path=True,
 )
 REPORT_DIR = Spec[str](
     "report folder",
@@ -280,6 +325,7 @@ REPORT_DIR = Spec[str](
     _path_text,
     "a folder path",
     "Folder for report.json, report.md and report.html.",
+    path=True,
 )
 TRACKER = Spec[str](
     "progress tracker",
@@ -290,17 +336,18 @@ TRACKER = Spec[str](
     _path_text,
     "a file path",
     "Roadmap progress file to update (never on the sandbox).",
+    path=True,
 )
 HEALTH_PATH = Spec[str](
     "health path",
     "--roadmap-health-path",
     None,
     "roadmap_health_path",
-    "/api/health",
+    PROTOCOLS[BEAST].health_path,
     _health_path,
     "a path starting with /",
-    "Path probed before each task (any 2xx is healthy); default /api/health, or /models "
-    "with --roadmap-protocol openai.",
+    f"Path probed before each task (any 2xx is healthy); default {PROTOCOLS[BEAST].health_path}, "
+    f"or {PROTOCOLS[OPENAI].health_path} with --roadmap-protocol openai.",
 )
 HEALTH_INTERVAL = Spec[float](
     "health interval",
@@ -308,9 +355,8 @@ HEALTH_INTERVAL = Spec[float](
     None,
     "roadmap_health_interval",
     5.0,
-    _number(0.1, 3600),
-    "a number of seconds from 0.1 to 3600",
-    "Seconds between monitoring ticks and concurrency adjustments (default 5).",
+    _number(0.1, 3600, "seconds"),
+    help="Seconds between monitoring ticks and concurrency adjustments (default 5).",
 )
 HEALTH_WAIT = Spec[float](
     "health wait",
@@ -318,19 +364,17 @@ HEALTH_WAIT = Spec[float](
     None,
     "roadmap_health_wait",
     60.0,
-    _number(0, 86400),
-    "a number of seconds from 0 to 86400",
-    "Seconds a task waits for an unhealthy API before it fails (default 60).",
+    _number(0, 86400, "seconds"),
+    help="Seconds a task waits for an unhealthy API before it fails (default 60).",
 )
 RETRY_DELAY = Spec[float](
     "retry delay",
     "--roadmap-retry-delay",
     None,
     "roadmap_retry_delay",
-    2000.0,
-    _number(0, 3_600_000),
-    "a number of milliseconds from 0 to 3600000",
-    "Milliseconds before the first retry (default 2000).",
+    2.0,  # seconds, as Settings keeps it
+    _number(0, 3_600_000, "milliseconds", scale=0.001),
+    help="Milliseconds before the first retry (default 2000).",
 )
 BACKOFF = Spec[float](
     "backoff factor",
@@ -339,18 +383,16 @@ BACKOFF = Spec[float](
     "roadmap_backoff",
     1.5,
     _number(1, 100),
-    "a number from 1 to 100",
-    "Factor the retry delay grows by after each attempt (default 1.5).",
+    help="Factor the retry delay grows by after each attempt (default 1.5).",
 )
 MAX_DELAY = Spec[float](
     "maximum retry delay",
     "--roadmap-max-delay",
     None,
     "roadmap_max_delay",
-    30000.0,
-    _number(1, 3_600_000),
-    "a number of milliseconds from 1 to 3600000",
-    "Cap on one retry delay, in milliseconds (default 30000).",
+    30.0,  # seconds, as Settings keeps it
+    _number(1, 3_600_000, "milliseconds", scale=0.001),
+    help="Cap on one retry delay, in milliseconds (default 30000).",
 )
 MAX_QUEUE = Spec[int](
     "queue limit",
@@ -358,13 +400,16 @@ MAX_QUEUE = Spec[int](
     None,
     "roadmap_max_queue",
     100,
-    _integer(0, 10_000_000),
-    "an integer from 0 to 10000000 (0: no limit)",
-    "Most tasks one run takes; the rest are skipped (0: no limit).",
+    _integer(0, 10_000_000, note="0: no limit"),
+    help="Most tasks one run takes; the rest are skipped (0: no limit).",
 )
 
 
 def _adaptive(raw: str, origin: str) -> str:
+    # Imported here: every pytest run loads this module for the options' help texts, and
+    # pacing (with the store's interface) would be a third of its import time.
+    from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
+
     lowered = raw.strip().lower()
     if lowered in ADAPTIVE_MODES:
         return lowered
@@ -393,9 +438,8 @@ MAX_WAIT = Spec[float](
     None,
     "roadmap_max_wait",
     300.0,
-    _number(1, 86400),
-    "a number of seconds from 1 to 86400",
-    "Longest the run waits for an API that refuses for load or asks it to wait: a "
+    _number(1, 86400, "seconds"),
+    help="Longest the run waits for an API that refuses for load or asks it to wait: a "
     "Retry-After beyond it means the quota is exhausted and the run stops starting tasks; a "
     "task refused for load longer than it fails (default 300).",
 )
@@ -406,8 +450,8 @@ RERUNS = Spec[int](
     "reruns",
     2,
     _integer(0, 100),
-    "an integer from 0 to 100",
-    "Retries after the first attempt (default 2: 3 attempts).",
+    help="Retries after the first attempt (default 2: 3 attempts).",
+    ours=False,
 )
 CA_BUNDLE = Spec[str](
     "CA bundle",
@@ -418,6 +462,7 @@ CA_BUNDLE = Spec[str](
     _path_text,
     "a path to a PEM file",
     "CA bundle for TLS verification (verification is always on).",
+    path=True,
 )
 
 BATCHES = Spec[str](
@@ -429,6 +474,7 @@ BATCHES = Spec[str](
     _path_text,
     "a path to a JSON batch file",
     "Run in batch mode from this JSON batch file (the original BATCH_CONFIG.json format).",
+    path=True,
 )
 
 
@@ -443,7 +489,7 @@ def _size(low: int, high: int) -> Callable[[str, str], int]:
             raise ValueError(raw)
         unit = match.group(2).upper()
         value = float(match.group(1)) * SIZE_UNITS[unit if unit in SIZE_UNITS else unit + "B"]
-        if not low <= value <= high:
+        if not Range(low, high).allows(value):
             raise ValueError(raw)
         return int(value)
 
@@ -514,8 +560,7 @@ SHARDS = Spec[int](
     "roadmap_shards",
     1,
     _integer(1, 1000),
-    "an integer from 1 to 1000",
-    "How many runs share the run id (CI shards): batches and dependencies wait until all "
+    help="How many runs share the run id (CI shards): batches and dependencies wait until all "
     "of them have announced their tasks (env ROADMAP_SHARDS; default 1).",
 )
 SHARD_WAIT = Spec[float](
@@ -524,9 +569,8 @@ SHARD_WAIT = Spec[float](
     None,
     "roadmap_shard_wait",
     600.0,
-    _number(0, 86400),
-    "a number of seconds from 0 to 86400",
-    "Seconds a batch or dependency waits for the other shards to start before its task "
+    _number(0, 86400, "seconds"),
+    help="Seconds a batch or dependency waits for the other shards to start before its task "
     "fails (default 600).",
 )
 
@@ -561,15 +605,6 @@ def _protocol(raw: str, origin: str) -> str:
     return lowered
 
 
-def _optional_number(low: float, high: float) -> Callable[[str, str], float | None]:
-    number = _number(low, high)
-
-    def parse(raw: str, origin: str) -> float | None:
-        return number(raw, origin)
-
-    return parse
-
-
 PROTOCOL = Spec[str](
     "protocol",
     "--roadmap-protocol",
@@ -578,8 +613,9 @@ PROTOCOL = Spec[str](
     BEAST,
     _protocol,
     " or ".join(PROTOCOL_NAMES),
-    "The API's protocol: beast (POST {api}/api/codebase/chat, the default) or openai "
-    "(POST {api}/chat/completions, with {api} like https://host/v1) (env ROADMAP_PROTOCOL).",
+    f"The API's protocol: beast (POST {{api}}{PROTOCOLS[BEAST].chat_path}, the default) or openai "
+    f"(POST {{api}}{PROTOCOLS[OPENAI].chat_path}, with {{api}} like https://host/v1) "
+    "(env ROADMAP_PROTOCOL).",
 )
 TOKEN_RATE = Spec[float | None](
     "token rate",
@@ -587,9 +623,8 @@ TOKEN_RATE = Spec[float | None](
     None,
     "roadmap_token_rate",
     None,
-    _optional_number(MIN_TOKEN_RATE, MAX_TOKEN_RATE),
-    f"a number of tokens per minute from {MIN_TOKEN_RATE:g} to {MAX_TOKEN_RATE:.0f}",
-    "Tokens per minute across all workers and shards (prompt and completion, as the "
+    _number(MIN_TOKEN_RATE, MAX_TOKEN_RATE, "tokens per minute"),
+    help="Tokens per minute across all workers and shards (prompt and completion, as the "
     "answers' usage counts them); default: no token limit.",
 )
 PRICE_IN = Spec[float | None](
@@ -598,9 +633,8 @@ PRICE_IN = Spec[float | None](
     None,
     "roadmap_price_in",
     None,
-    _optional_number(0, MAX_PRICE),
-    f"a price per million prompt tokens from 0 to {MAX_PRICE:.0f}",
-    "Price per million prompt tokens: report.json and the reports show each task's cost "
+    Number(Range(0, MAX_PRICE, noun="a price per million prompt tokens")),
+    help="Price per million prompt tokens: report.json and the reports show each task's cost "
     "(default: no price, no cost).",
 )
 PRICE_OUT = Spec[float | None](
@@ -609,9 +643,8 @@ PRICE_OUT = Spec[float | None](
     None,
     "roadmap_price_out",
     None,
-    _optional_number(0, MAX_PRICE),
-    f"a price per million completion tokens from 0 to {MAX_PRICE:.0f}",
-    "Price per million completion tokens (default: no price, no cost).",
+    Number(Range(0, MAX_PRICE, noun="a price per million completion tokens")),
+    help="Price per million completion tokens (default: no price, no cost).",
 )
 
 # A duration as people write one: "8s", "45m", "1h30m", "500ms", or seconds alone ("90").
@@ -622,6 +655,7 @@ _DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h)")
 
 def _duration(low: float, high: float) -> Callable[[str, str], float | None]:
     """Seconds from "8s", "45m", "1h30m", "500ms" or a bare number of seconds."""
+    seconds = Range(low, high, unit="seconds")
 
     def parse(raw: str, origin: str) -> float | None:
         if _DECIMAL.fullmatch(raw):
@@ -630,7 +664,7 @@ def _duration(low: float, high: float) -> Callable[[str, str], float | None]:
             value = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(raw))
         else:
             raise ValueError(raw)
-        if not low <= value <= high:
+        if not seconds.allows(value):
             raise ValueError(raw)
         return value
 
@@ -662,45 +696,14 @@ EXPECTED_LATENCY = Spec[float | None](
     "(default: what the last report measured for these tasks) (env ROADMAP_EXPECTED_LATENCY).",
 )
 
-# The specs the plugin registers as `--option` / ini key.
-SPECS: tuple[Spec[Any], ...] = (
-    STORE,
-    RUN_ID,
-    SHARDS,
-    SHARD_WAIT,
-    BATCHES,
-    API,
-    MODEL,
-    RATE_LIMIT,
-    BURST,
-    TIMEOUT,
-    TASKS_DIR,
-    REPORT_DIR,
-    TRACKER,
-    HEALTH_PATH,
-    HEALTH_INTERVAL,
-    HEALTH_WAIT,
-    RETRY_DELAY,
-    BACKOFF,
-    MAX_DELAY,
-    MAX_QUEUE,
-    ADAPTIVE,
-    MAX_WAIT,
-    CA_BUNDLE,
-    MAX_BODY,
-    REDIRECT_HOSTS,
-    PROTOCOL,
-    TOKEN_RATE,
-    PRICE_IN,
-    PRICE_OUT,
-    DEADLINE,
-    EXPECTED_LATENCY,
-)
-
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs to know, resolved once, immutable."""
+    """Everything a run needs to know, resolved once, immutable.
+
+    Each field is filled by the `Spec` constant of its name in upper case; `workers`,
+    `token` and `origins` are derived in `resolve_settings`.
+    """
 
     api: str  # a base URL, or "sandbox" until the controller starts it
     model: str
@@ -753,6 +756,20 @@ def _place(raw: str, origin: str, sources: Sources) -> Path:
     return base / path
 
 
+# The settings whose `--option` and ini key the plugin registers, in the order --help lists them.
+SPECS: tuple[Spec[Any], ...] = tuple(
+    value for value in dict(globals()).values() if isinstance(value, Spec) and value.ours
+)
+# The Settings field each spec fills: the one named like its constant (RATE_LIMIT: rate_limit).
+FIELD_SPECS: Mapping[str, Spec[Any]] = {
+    name.lower(): value
+    for name, value in dict(globals()).items()
+    if isinstance(value, Spec) and name.lower() in {f.name for f in fields(Settings)}
+}
+# The fields no one setting decides.
+DERIVED = ("workers", "token", "origins")
+
+
 def resolve_settings(sources: Sources, workers: int | None) -> Settings:
     """Resolve every setting; raises SettingError naming the first bad one."""
     origins: dict[str, str] = {}
@@ -762,9 +779,19 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
         origins[spec.name] = origin
         return value
 
+    values: dict[str, Any] = {}
+    for name, spec in FIELD_SPECS.items():
+        if spec is ADAPTIVE and sources.options.get("no_roadmap_adaptive"):
+            values[name] = "off"  # the flag wins over any mode, and reads none
+            continue
+        value = get(spec)
+        if spec.path:
+            value = _place(value, origins[spec.name], sources) if value else None
+        values[name] = value
+
     if workers is None:
         workers = get(CONCURRENCY)
-    protocol = get(PROTOCOL)
+    protocol = values["protocol"]
     token_name = "BEAST_MODE_TOKEN"
     if protocol == OPENAI and not sources.env.get(token_name) and sources.env.get(OPENAI_KEY):
         token_name = OPENAI_KEY  # what OpenAI-compatible tools read
@@ -774,54 +801,15 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
             f"invalid token from environment variable {token_name}: must not contain "
             "spaces or line breaks"
         )
-    health_path = get(HEALTH_PATH)
     if origins[HEALTH_PATH.name] == "default":
-        health_path = PROTOCOLS[protocol].health_path
-    ca = get(CA_BUNDLE)
-    ca_path = _place(ca, origins[CA_BUNDLE.name], sources) if ca else None
+        values["health_path"] = PROTOCOLS[protocol].health_path
+    ca_path = values["ca_bundle"]
     if ca_path is not None and not ca_path.is_file():
         raise SettingError(
-            f"invalid CA bundle {ca!r} from {origins[CA_BUNDLE.name]}: must be a path to a PEM file"
+            f"invalid CA bundle {resolve(CA_BUNDLE, sources)[0]!r} from {origins[CA_BUNDLE.name]}: "
+            "must be a path to a PEM file"
         )
-    batches = get(BATCHES)
-    adaptive = "off" if sources.options.get("no_roadmap_adaptive") else get(ADAPTIVE)
-    return Settings(
-        api=get(API),
-        model=get(MODEL),
-        token=token,
-        workers=max(1, workers),
-        rate_limit=get(RATE_LIMIT),
-        burst=get(BURST),
-        timeout=get(TIMEOUT),
-        tasks_dir=_place(get(TASKS_DIR), origins[TASKS_DIR.name], sources),
-        report_dir=_place(get(REPORT_DIR), origins[REPORT_DIR.name], sources),
-        tracker=_place(get(TRACKER), origins[TRACKER.name], sources),
-        health_path=health_path,
-        health_interval=get(HEALTH_INTERVAL),
-        health_wait=get(HEALTH_WAIT),
-        max_wait=get(MAX_WAIT),
-        retry_delay=get(RETRY_DELAY) / 1000.0,
-        backoff=get(BACKOFF),
-        max_delay=get(MAX_DELAY) / 1000.0,
-        max_queue=get(MAX_QUEUE),
-        adaptive=adaptive,
-        reruns=get(RERUNS),
-        ca_bundle=ca_path,
-        batches=_place(batches, origins[BATCHES.name], sources) if batches else None,
-        store=get(STORE),
-        run_id=get(RUN_ID),
-        shards=get(SHARDS),
-        shard_wait=get(SHARD_WAIT),
-        max_body=get(MAX_BODY),
-        redirect_hosts=get(REDIRECT_HOSTS),
-        protocol=protocol,
-        token_rate=get(TOKEN_RATE),
-        price_in=get(PRICE_IN),
-        price_out=get(PRICE_OUT),
-        deadline=get(DEADLINE),
-        expected_latency=get(EXPECTED_LATENCY),
-        origins=origins,
-    )
+    return Settings(**values, workers=max(1, workers), token=token, origins=origins)
 
 
 def concurrency_from_env(env: Mapping[str, str]) -> int:
@@ -834,7 +822,7 @@ def check_workers(value: object) -> None:
     """`-n` obeys the rule MAX_CONCURRENCY does; xdist's own "auto" and "logical" pass."""
     if value in ("auto", "logical"):
         return
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WORKERS:
+    if WORKERS.range.allows(value):
         return
     shown = str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
     raise SettingError(f"invalid worker count {shown!r} from option -n: must be {WORKERS_ALLOWED}")

@@ -17,7 +17,8 @@ import tomli as tomllib
 
 from pytest_roadmap.errors import TaskFileError, shown
 from pytest_roadmap.protocol import MAX_TOKENS_RANGE, TEMPERATURE_RANGE, Protocol
-from pytest_roadmap.settings import MAX_TIMEOUT, MIN_TIMEOUT
+from pytest_roadmap.settings import TIMEOUT_SECONDS
+from pytest_roadmap.validation import Range
 
 ID_PATTERN = re.compile(r"[a-z0-9_-]+")
 # An id names its output files (outputs/<id>.json and the temporary file beside it), and
@@ -73,20 +74,13 @@ def _bad_id(value: object) -> str | None:
     return None
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _int_field(
     where: str, entry: Mapping[str, Any], name: str, low: int, high: int | None = None
 ) -> int | None:
     if name not in entry:
         return None
-    value = entry[name]
-    allowed = f"an integer from {low} to {high}" if high else f"an integer >= {low}"
-    if not _is_int(value) or value < low or (high is not None and value > high):
-        raise TaskFileError(f"{where}: '{name}' must be {allowed}, got {shown(value)}")
-    return int(value)
+    allowed = Range(low, high, integer=True)
+    return int(allowed.check(entry[name], f"{where}: '{name}'", TaskFileError))
 
 
 _FIELDS = {
@@ -145,16 +139,8 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     if not isinstance(depends_on, list) or any(_bad_id(d) for d in depends_on):
         raise TaskFileError(f"{where}: 'depends_on' must be a list of task ids")
     timeout = entry.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT
-    ):
-        raise TaskFileError(
-            f"{where}: 'timeout' must be a number of seconds from {MIN_TIMEOUT} to "
-            f"{MAX_TIMEOUT:.0f}, "
-            f"got {shown(timeout)}"
-        )
+    if timeout is not None:
+        TIMEOUT_SECONDS.check(timeout, f"{where}: 'timeout'", TaskFileError)
     system = entry.get("system")
     if system is not None and (not isinstance(system, str) or not system.strip()):
         raise TaskFileError(f"{where}: 'system' must be a non-empty string, got {shown(system)}")
@@ -164,16 +150,8 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
         )
     max_tokens = _int_field(where, entry, "max_tokens", *MAX_TOKENS_RANGE)
     temperature = entry.get("temperature")
-    low, high = TEMPERATURE_RANGE
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not low <= temperature <= high
-    ):
-        raise TaskFileError(
-            f"{where}: 'temperature' must be a number from {low:g} to {high:g}, "
-            f"got {shown(temperature)}"
-        )
+    if temperature is not None:
+        Range(*TEMPERATURE_RANGE).check(temperature, f"{where}: 'temperature'", TaskFileError)
     assert month is not None and week is not None
     return Task(
         id=task_id,

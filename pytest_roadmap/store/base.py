@@ -9,11 +9,25 @@ anything that waits (sleeping until a send time, polling for a slot) happens out
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
 
+from pytest_roadmap.errors import shown
+from pytest_roadmap.validation import Range
+
 _S = TypeVar("_S", bound="Store")
+
+# What the operations take; a wrong argument is a bug in the caller: ValueError or TypeError.
+# An interval of 0 moves no schedule: a look at when a send could go.
+INTERVAL = Range(0, unit="seconds")
+BURST = Range(1, integer=True)
+GATE_LIMIT = Range(1, integer=True)
+LEASE = Range(0, low_open=True, unit="seconds")
+TICKET = Range(integer=True)
+TTL = Range(0, low_open=True, unit="seconds")
+AMOUNT = Range(integer=True)
 
 
 class StoreError(Exception):
@@ -47,6 +61,10 @@ class Store(abc.ABC):
         keeps an offset to its server's clock rather than asking every time.
         """
 
+    # Every public operation checks its arguments here, once, and then calls the backend's
+    # protected method of the same name: backends cannot drift on what they accept (a NaN
+    # ttl was refused by one and stored by the other, where the value never showed up).
+
     # -- rate limiting -------------------------------------------------------------
 
     def reserve(self, key: str, interval: float, burst: int) -> float:
@@ -59,7 +77,6 @@ class Store(abc.ABC):
         """
         return self.reserve_all([(key, interval, burst)])
 
-    @abc.abstractmethod
     def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
         """Reserve one send that must respect several GCRA keys at once, atomically.
 
@@ -68,26 +85,41 @@ class Store(abc.ABC):
         first request in a spaced batch is both a request (the rate limits) and a start
         (the spacing), and reserving those apart would let queues compress one of them.
         """
+        limits = list(limits)
+        for key, interval, burst in limits:
+            _text(key, "key")
+            INTERVAL.check(interval, f"interval of {key!r}")
+            BURST.check(burst, f"burst of {key!r}")
+        return self._reserve_all(limits)
+
+    @abc.abstractmethod
+    def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+        """`reserve_all`, its arguments checked."""
 
     # -- concurrency gate ----------------------------------------------------------
 
-    @abc.abstractmethod
     def gate_set_limit(self, key: str, limit: int) -> None:
         """Set how many tickets of gate `key` may hold at once (at least 1)."""
+        _text(key, "gate key")
+        GATE_LIMIT.check(limit, "gate limit")
+        self._gate_set_limit(key, limit)
 
-    @abc.abstractmethod
     def gate_limit(self, key: str) -> int:
         """The limit of gate `key`; 1 (the safe side) if it was never set."""
+        _text(key, "gate key")
+        return self._gate_limit(key)
 
-    @abc.abstractmethod
     def gate_enqueue(self, key: str, holder: str, lease: float) -> int:
         """Queue a waiting ticket for `holder` (a worker id) and return it.
 
         The ticket lives for `lease` seconds unless refreshed by `gate_try_acquire`
         or `gate_renew`.
         """
+        _text(key, "gate key")
+        _text(holder, "holder")
+        LEASE.check(lease, "lease")
+        return self._gate_enqueue(key, holder, lease)
 
-    @abc.abstractmethod
     def gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
         """Turn `ticket` into a holder if it is its turn and there is room.
 
@@ -95,41 +127,86 @@ class Store(abc.ABC):
         waiting; either way its lease is refreshed to `lease` seconds from now.
         Raises `TicketLost` if the ticket is gone.
         """
+        _text(key, "gate key")
+        TICKET.check(ticket, "ticket")
+        LEASE.check(lease, "lease")
+        return self._gate_try_acquire(key, ticket, lease)
 
-    @abc.abstractmethod
     def gate_renew(self, key: str, ticket: int, lease: float) -> bool:
         """Extend the lease of a live ticket; False if the ticket is gone."""
+        _text(key, "gate key")
+        TICKET.check(ticket, "ticket")
+        LEASE.check(lease, "lease")
+        return self._gate_renew(key, ticket, lease)
 
-    @abc.abstractmethod
     def gate_release(self, key: str, ticket: int) -> None:
         """Drop `ticket`, holding or waiting; a ticket already gone is fine."""
+        _text(key, "gate key")
+        TICKET.check(ticket, "ticket")
+        self._gate_release(key, ticket)
 
-    @abc.abstractmethod
     def gate_reclaim(self, key: str, holder: str) -> int:
         """Drop every live ticket of `holder` (a dead worker); return how many."""
+        _text(key, "gate key")
+        _text(holder, "holder")
+        return self._gate_reclaim(key, holder)
 
-    @abc.abstractmethod
     def gate_state(self, key: str) -> tuple[int, int]:
         """How many live tickets of gate `key` are (holding, waiting)."""
+        _text(key, "gate key")
+        return self._gate_state(key)
+
+    @abc.abstractmethod
+    def _gate_set_limit(self, key: str, limit: int) -> None: ...
+
+    @abc.abstractmethod
+    def _gate_limit(self, key: str) -> int: ...
+
+    @abc.abstractmethod
+    def _gate_enqueue(self, key: str, holder: str, lease: float) -> int: ...
+
+    @abc.abstractmethod
+    def _gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool: ...
+
+    @abc.abstractmethod
+    def _gate_renew(self, key: str, ticket: int, lease: float) -> bool: ...
+
+    @abc.abstractmethod
+    def _gate_release(self, key: str, ticket: int) -> None: ...
+
+    @abc.abstractmethod
+    def _gate_reclaim(self, key: str, holder: str) -> int: ...
+
+    @abc.abstractmethod
+    def _gate_state(self, key: str) -> tuple[int, int]: ...
 
     # -- small shared values -------------------------------------------------------
 
-    @abc.abstractmethod
     def put(self, key: str, value: str, ttl: float | None = None) -> None:
-        """Set `key` to `value`, expiring after `ttl` seconds (never if None)."""
+        """Set `key` to `value`, expiring after `ttl` seconds (never if None or infinite)."""
+        _text(key, "key")
+        _text(value, f"value of {key!r}")
+        if ttl == math.inf:
+            ttl = None
+        if ttl is not None:
+            TTL.check(ttl, "ttl")
+        self._put(key, value, ttl)
 
-    @abc.abstractmethod
     def get(self, key: str) -> str | None:
         """The value of `key`, or None if it is unset or expired."""
+        _text(key, "key")
+        return self._get(key)
 
-    @abc.abstractmethod
     def incr(self, key: str, amount: int = 1) -> int:
         """Add `amount` to the integer at `key` (0 if unset) and return the result.
 
-        An existing expiry is kept, as Redis INCR does.
+        An existing expiry is kept, as Redis INCR does. A value that is not an integer
+        (optional blanks and sign, then ASCII digits) raises ValueError.
         """
+        _text(key, "key")
+        AMOUNT.check(amount, "amount")
+        return self._incr(key, amount)
 
-    @abc.abstractmethod
     def swap(self, key: str, expected: str | None, value: str) -> bool:
         """Set `key` to `value` (no expiry) if it holds `expected` (None: unset or expired).
 
@@ -137,6 +214,23 @@ class Store(abc.ABC):
         document (the learned pace) without a lock: read, compute, swap, and on False
         read again.
         """
+        _text(key, "key")
+        if expected is not None:
+            _text(expected, f"expected value of {key!r}")
+        _text(value, f"value of {key!r}")
+        return self._swap(key, expected, value)
+
+    @abc.abstractmethod
+    def _put(self, key: str, value: str, ttl: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def _get(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def _incr(self, key: str, amount: int) -> int: ...
+
+    @abc.abstractmethod
+    def _swap(self, key: str, expected: str | None, value: str) -> bool: ...
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -152,3 +246,8 @@ class Store(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _text(value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {shown(value)}")

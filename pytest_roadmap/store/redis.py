@@ -24,6 +24,7 @@ that must survive restarts mid-run needs persistence (``appendonly yes``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -32,11 +33,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from importlib import resources
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.store.base import Store, StoreError, TicketLost
+from pytest_roadmap.validation import Range
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -61,331 +64,44 @@ SCHEMA_VERSION = 1
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _OUR_PARAMS = ("run", "ttl", "retry", "recovery")
+# The URL's numbers: a key lives at least a second; retry=0 and recovery=0 turn those off.
+_PARAMS = {
+    "ttl": Range(1, unit="seconds"),
+    "retry": Range(0, unit="seconds"),
+    "recovery": Range(0, unit="seconds"),
+}
 
-# Every script starts here. ARGV[1] is the key TTL in ms, ARGV[2] the recovery in
-# seconds, KEYS[1] the run's meta hash. NOW is the server's time, to the microsecond.
-_PRELUDE = """
-if redis.replicate_commands then redis.replicate_commands() end
-local TTL = tonumber(ARGV[1])
-local function num(x) return string.format('%.17g', x) end
-local function int(x) return string.format('%d', x) end
-local function touch(key) redis.call('PEXPIRE', key, TTL) end
-local NOW
-do
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
--- A missing meta hash means the server lost the run's state: whatever was admitted
--- before is unknown, so nothing new is admitted until RECOVER_UNTIL.
-local RECOVER_UNTIL = tonumber(redis.call('HGET', KEYS[1], 'recover_until'))
-if not RECOVER_UNTIL then
-  RECOVER_UNTIL = NOW + tonumber(ARGV[2])
-  redis.call('HSET', KEYS[1], 'recover_until', num(RECOVER_UNTIL), 'lost_at', num(NOW))
-  touch(KEYS[1])
-end
-local RECOVERING = NOW < RECOVER_UNTIL
-"""
-
-# Gate helpers. A gate is a hash: ticket -> "<holding 0|1>|<expires>|<holder>".
-# KEYS[2] is the gate's hash, KEYS[3] the run's ticket counter.
-_GATE = """
-local function decode(v)
-  local h, e, who = string.match(v, '^(%d)|([^|]*)|(.*)$')
-  return h == '1', tonumber(e), who
-end
-local function encode(holding, expires, who)
-  return (holding and '1|' or '0|') .. num(expires) .. '|' .. who
-end
-local function live(purge)
-  local all = redis.call('HGETALL', KEYS[2])
-  local out = {}
-  for i = 1, #all, 2 do
-    local holding, expires, who = decode(all[i + 1])
-    if expires > NOW then
-      out[#out + 1] = {field = all[i], ticket = tonumber(all[i]), holding = holding, who = who}
-    elseif purge then
-      redis.call('HDEL', KEYS[2], all[i])
-    end
-  end
-  return out
-end
--- Tickets count up from the server's time in ms, so numbers handed out after a loss
--- (which also loses the counter) come after every earlier one.
-local function counter()
-  if redis.call('EXISTS', KEYS[3]) == 0 then
-    redis.call('SET', KEYS[3], int(math.floor(NOW * 1000)))
-  end
-  touch(KEYS[3])
-end
--- `known` is "<holding>|<holder>" from the process that has the ticket, or "".
-local function known_holder(known) return string.sub(known, 3) end
-local function restore(field, known, lease)
-  counter()
-  local holding = string.sub(known, 1, 1) == '1'
-  redis.call('HSET', KEYS[2], field, encode(holding, NOW + lease, known_holder(known)))
-  return holding
-end
-"""
-
-_INIT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'version', ARGV[2], 'recover_until', '0')
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
-
-# KEYS[2]: the rate hash (key -> tat). ARGV from 3: key, interval, burst, hint, ...
-_RESERVE = (
-    _PRELUDE
-    + """
-local n = (#ARGV - 2) / 4
-local send = NOW
-local tats = {}
-for i = 0, n - 1 do
-  local at = 3 + 4 * i
-  local interval, burst = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  -- GCRA, as in the SQLite store: `tat` is when the bucket is empty again.
-  local tat = tonumber(redis.call('HGET', KEYS[2], ARGV[at]))
-  if not tat then
-    tat = RECOVERING and RECOVER_UNTIL + (burst - 1) * interval or NOW
-  end
-  -- The hint is the latest `tat` this caller was given: a no-op unless the state
-  -- was lost or rolled back.
-  tat = math.max(tat, tonumber(ARGV[at + 3]), NOW)
-  send = math.max(send, tat - (burst - 1) * interval)
-  tats[i + 1] = tat
-end
-local out = {num(send)}
-for i = 0, n - 1 do
-  local at = 3 + 4 * i
-  local new = math.max(tats[i + 1], send) + tonumber(ARGV[at + 1])
-  redis.call('HSET', KEYS[2], ARGV[at], num(new))
-  out[#out + 1] = num(new)
-end
-touch(KEYS[2])
-touch(KEYS[1])
-return out
-"""
+# The scripts, one per operation, in store/lua/<name>.lua; each opens with a comment naming
+# its KEYS and ARGV. A line "--! include <fragment>" stands for store/lua/include/<fragment>.lua
+# (the prelude every script but init starts with, and the gate helpers).
+SCRIPTS = (
+    "init",
+    "reserve",
+    "set_limit",
+    "limit",
+    "enqueue",
+    "try_acquire",
+    "renew",
+    "release",
+    "reclaim",
+    "state",
+    "put",
+    "get",
+    "incr",
+    "swap",
 )
+_INCLUDE = re.compile(r"^--! include ([a-z_]+)$", re.MULTILINE)
 
-# KEYS[2]: the limit hash (gate key -> limit). ARGV[3]: gate key, ARGV[4]: limit.
-_SET_LIMIT = (
-    _PRELUDE
-    + """
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-touch(KEYS[2])
-touch(KEYS[1])
-return 1
-"""
-)
 
-_LIMIT_OF = """
--- `hint` is the limit this process set, or "": after a loss, it puts it back.
-local function limit_of(hash, key, hint)
-  local lim = redis.call('HGET', hash, key)
-  if not lim and hint ~= '' then
-    redis.call('HSET', hash, key, hint)
-    touch(hash)
-    lim = hint
-  end
-  return tonumber(lim) or 1
-end
-"""
+@functools.cache
+def lua_script(name: str) -> str:
+    """The text of script `name`, its includes put in place."""
+    folder = resources.files("pytest_roadmap.store") / "lua"
 
-# KEYS[2]: the limit hash. ARGV[3]: gate key, ARGV[4]: limit hint.
-_LIMIT = _PRELUDE + _LIMIT_OF + "return limit_of(KEYS[2], ARGV[3], ARGV[4])\n"
+    def fragment(match: re.Match[str]) -> str:
+        return (folder / "include" / f"{match.group(1)}.lua").read_text(encoding="utf-8")
 
-# KEYS[4]: this call's op key. ARGV[3]: holder, ARGV[4]: lease, ARGV[5]: op key TTL (ms).
-_ENQUEUE = (
-    _PRELUDE
-    + _GATE
-    + """
--- A retry after a lost reply must not queue a second ticket.
-local done = redis.call('GET', KEYS[4])
-if done then return tonumber(done) end
-counter()
-local ticket = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[2], ticket, encode(false, NOW + tonumber(ARGV[4]), ARGV[3]))
-redis.call('SET', KEYS[4], ticket, 'PX', ARGV[5])
-touch(KEYS[2])
-touch(KEYS[1])
-return ticket
-"""
-)
-
-# KEYS[4]: the limit hash. ARGV[3]: gate key, ARGV[4]: ticket, ARGV[5]: lease,
-# ARGV[6]: known, ARGV[7]: limit hint. Returns 1 holding, 0 waiting, -1 gone.
-_TRY_ACQUIRE = (
-    _PRELUDE
-    + _GATE
-    + _LIMIT_OF
-    + """
-local ticket, lease, known = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local tickets = live(true)
-local mine
-for _, t in ipairs(tickets) do
-  if t.ticket == ticket then mine = t end
-end
-if mine then
-  if known ~= '' and mine.who ~= known_holder(known) then return -1 end
-elseif RECOVERING and known ~= '' then
-  mine = {ticket = ticket, holding = restore(ARGV[4], known, lease), who = known_holder(known)}
-else
-  return -1
-end
-local holding = mine.holding
-if not holding and not RECOVERING then
-  local held, first = 0, nil
-  for _, t in ipairs(tickets) do
-    if t.holding then
-      held = held + 1
-    elseif not first or t.ticket < first then
-      first = t.ticket
-    end
-  end
-  holding = held < limit_of(KEYS[4], ARGV[3], ARGV[7]) and first == ticket
-end
-redis.call('HSET', KEYS[2], ARGV[4], encode(holding, NOW + lease, mine.who))
-touch(KEYS[2])
-touch(KEYS[1])
-return holding and 1 or 0
-"""
-)
-
-# ARGV[3]: ticket, ARGV[4]: lease, ARGV[5]: known.
-_RENEW = (
-    _PRELUDE
-    + _GATE
-    + """
-local v = redis.call('HGET', KEYS[2], ARGV[3])
-if v then
-  local holding, expires, who = decode(v)
-  if expires <= NOW or (ARGV[5] ~= '' and who ~= known_holder(ARGV[5])) then return 0 end
-  redis.call('HSET', KEYS[2], ARGV[3], encode(holding, NOW + tonumber(ARGV[4]), who))
-elseif RECOVERING and ARGV[5] ~= '' then
-  restore(ARGV[3], ARGV[5], tonumber(ARGV[4]))
-else
-  return 0
-end
-touch(KEYS[2])
-touch(KEYS[1])
-return 1
-"""
-)
-
-# ARGV[3]: ticket.
-_RELEASE = _PRELUDE + "redis.call('HDEL', KEYS[2], ARGV[3])\nreturn 1\n"
-
-# ARGV[3]: holder.
-_RECLAIM = (
-    _PRELUDE
-    + _GATE
-    + """
-local n = 0
-for _, t in ipairs(live(true)) do
-  if t.who == ARGV[3] then
-    redis.call('HDEL', KEYS[2], t.field)
-    n = n + 1
-  end
-end
-return n
-"""
-)
-
-_STATE = (
-    _PRELUDE
-    + _GATE
-    + """
-local held, waiting = 0, 0
-for _, t in ipairs(live(false)) do
-  if t.holding then held = held + 1 else waiting = waiting + 1 end
-end
-return {held, waiting}
-"""
-)
-
-# A value is a hash: v (the value) and e (when it expires, if it does). Reads go by
-# `e`, to the microsecond; Redis's own expiry, a moment later, only tidies up.
-# KEYS[2]: the value's hash. ARGV[3]: value, ARGV[4]: ttl in seconds or "".
-_PUT = (
-    _PRELUDE
-    + """
-redis.call('DEL', KEYS[2])
-if ARGV[4] == '' then
-  redis.call('HSET', KEYS[2], 'v', ARGV[3])
-  touch(KEYS[2])
-else
-  local ttl = tonumber(ARGV[4])
-  redis.call('HSET', KEYS[2], 'v', ARGV[3], 'e', num(NOW + ttl))
-  redis.call('PEXPIRE', KEYS[2], int(math.ceil(ttl * 1000) + 1))
-end
-touch(KEYS[1])
-return 1
-"""
-)
-
-_GET = (
-    _PRELUDE
-    + """
-local v = redis.call('HMGET', KEYS[2], 'v', 'e')
-if not v[1] or (v[2] and tonumber(v[2]) <= NOW) then return false end
-return v[1]
-"""
-)
-
-# KEYS[3]: this call's op key. ARGV[3]: 1 if the value must be unset, ARGV[4]: the value
-# expected otherwise, ARGV[5]: the new value, ARGV[6]: op key TTL in ms. A retry after a lost
-# reply gets the first answer back instead of comparing again. Returns 1 if it was set.
-_SWAP = (
-    _PRELUDE
-    + """
-local done = redis.call('GET', KEYS[3])
-if done then return tonumber(done) end
-local v = redis.call('HMGET', KEYS[2], 'v', 'e')
-local current = v[1]
-if current and v[2] and tonumber(v[2]) <= NOW then current = false end
-local ok
-if ARGV[3] == '1' then ok = not current else ok = current == ARGV[4] end
-local answer = 0
-if ok then
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[2], 'v', ARGV[5])
-  touch(KEYS[2])
-  answer = 1
-end
-redis.call('SET', KEYS[3], answer, 'PX', ARGV[6])
-touch(KEYS[1])
-return answer
-"""
-)
-
-# KEYS[3]: this call's op key. ARGV[3]: amount, ARGV[4]: op key TTL in ms, or 0 when
-# a repeat does no harm. Returns {1, result} or {0, the value that is no integer}.
-_INCR = (
-    _PRELUDE
-    + """
-local dedup = ARGV[4] ~= '0'
-if dedup then
-  local done = redis.call('GET', KEYS[3])
-  if done then return {1, done} end
-end
-local v = redis.call('HMGET', KEYS[2], 'v', 'e')
-local current, expires = v[1], v[2]
-if not current or (expires and tonumber(expires) <= NOW) then
-  current, expires = '0', false
-  redis.call('DEL', KEYS[2])
-end
-if not string.match(current, '^%s*[-+]?%d+%s*$') then return {0, current} end
-local result = int(tonumber(current) + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[2], 'v', result)
--- Like INCR: an expiry of the value's own stays; otherwise the run's TTL starts again.
-if not expires then touch(KEYS[2]) end
-if dedup then redis.call('SET', KEYS[3], result, 'PX', ARGV[4]) end
-touch(KEYS[1])
-return {1, result}
-"""
-)
+    return _INCLUDE.sub(fragment, (folder / f"{name}.lua").read_text(encoding="utf-8"))
 
 
 class RedisStore(Store):
@@ -414,11 +130,8 @@ class RedisStore(Store):
                 f"invalid run id {run_id!r} for the Redis store at {shown}: use letters,"
                 " digits, '.', '_' and '-' (at most 128, starting with a letter or digit)"
             )
-        for name, value, lowest in (("ttl", key_ttl, 1.0), ("retry", retry, 0.0)):
-            if not (math.isfinite(value) and value >= lowest):
-                raise SettingError(f"store URL {shown}: {name} must be at least {lowest:g} s")
-        if not (math.isfinite(recovery) and recovery >= 0):
-            raise SettingError(f"store URL {shown}: recovery must be 0 s or more")
+        for name, value in (("ttl", key_ttl), ("retry", retry), ("recovery", recovery)):
+            _PARAMS[name].check(value, f"store URL {shown}: {name}", SettingError)
         try:
             import redis
             from redis.backoff import NoBackoff
@@ -487,24 +200,8 @@ class RedisStore(Store):
             )
         except ValueError as exc:
             raise SettingError(f"store URL {shown}: {_reason(exc)}") from None
-        scripts = {
-            "init": _INIT,
-            "reserve": _RESERVE,
-            "set_limit": _SET_LIMIT,
-            "limit": _LIMIT,
-            "enqueue": _ENQUEUE,
-            "try_acquire": _TRY_ACQUIRE,
-            "renew": _RENEW,
-            "release": _RELEASE,
-            "reclaim": _RECLAIM,
-            "state": _STATE,
-            "put": _PUT,
-            "get": _GET,
-            "incr": _INCR,
-            "swap": _SWAP,
-        }
         self._scripts: dict[str, Script] = {
-            name: self._client.register_script(text) for name, text in scripts.items()
+            name: self._client.register_script(lua_script(name)) for name in SCRIPTS
         }
         try:
             self._retrying(self._sync_clock, 0.0 if create else retry, "cannot reach")
@@ -556,11 +253,14 @@ class RedisStore(Store):
             if text is None:
                 return default
             try:
-                return float(text)
+                value = float(text)
             except ValueError:
+                value = math.nan
+            if not _PARAMS[name].allows(value):
                 raise SettingError(
-                    f"store URL {shown}: {name}={text!r} must be a number of seconds"
-                ) from None
+                    f"store URL {shown}: {name}={text!r} must be {_PARAMS[name].allowed}"
+                )
+            return value
 
         return cls(
             server,
@@ -702,7 +402,7 @@ class RedisStore(Store):
 
     # -- rate limiting ---------------------------------------------------------------
 
-    def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+    def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
         args: list[str | int | float] = []
         with self._known_lock:
             for key, interval, burst in limits:
@@ -717,9 +417,7 @@ class RedisStore(Store):
 
     # -- concurrency gate ------------------------------------------------------------
 
-    def gate_set_limit(self, key: str, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"gate limit must be at least 1, not {limit}")
+    def _gate_set_limit(self, key: str, limit: int) -> None:
         self._run("set_limit", [self._limit], [key, limit])
         with self._known_lock:
             self._limits[key] = limit
@@ -729,17 +427,17 @@ class RedisStore(Store):
             limit = self._limits.get(key)
         return "" if limit is None else str(limit)
 
-    def gate_limit(self, key: str) -> int:
+    def _gate_limit(self, key: str) -> int:
         return _as_int(self._run("limit", [self._limit], [key, self._limit_hint(key)]))
 
-    def gate_enqueue(self, key: str, holder: str, lease: float) -> int:
+    def _gate_enqueue(self, key: str, holder: str, lease: float) -> int:
         keys = [self._gate_key(key), self._counter, self._op_key()]
         ticket = _as_int(self._run("enqueue", keys, [holder, repr(float(lease)), self._op_ttl]))
         with self._known_lock:
             self._tickets[(key, ticket)] = (holder, False)
         return ticket
 
-    def gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
+    def _gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
         keys = [self._gate_key(key), self._counter, self._limit]
         args: list[str | int] = [
             key,
@@ -759,7 +457,7 @@ class RedisStore(Store):
                     self._tickets[(key, ticket)] = (mine[0], True)
         return bool(answer)
 
-    def gate_renew(self, key: str, ticket: int, lease: float) -> bool:
+    def _gate_renew(self, key: str, ticket: int, lease: float) -> bool:
         keys = [self._gate_key(key), self._counter]
         args: list[str | int] = [ticket, repr(float(lease)), self._known(key, ticket)]
         alive = bool(_as_int(self._run("renew", keys, args)))
@@ -767,18 +465,18 @@ class RedisStore(Store):
             self._forget(key, ticket)
         return alive
 
-    def gate_release(self, key: str, ticket: int) -> None:
+    def _gate_release(self, key: str, ticket: int) -> None:
         self._forget(key, ticket)
         self._run("release", [self._gate_key(key)], [ticket])
 
-    def gate_reclaim(self, key: str, holder: str) -> int:
+    def _gate_reclaim(self, key: str, holder: str) -> int:
         with self._known_lock:
             for known, (who, _) in list(self._tickets.items()):
                 if known[0] == key and who == holder:
                     del self._tickets[known]
         return _as_int(self._run("reclaim", [self._gate_key(key)], [holder]))
 
-    def gate_state(self, key: str) -> tuple[int, int]:
+    def _gate_state(self, key: str) -> tuple[int, int]:
         held, waiting = (
             _as_int(value) for value in _as_list(self._run("state", [self._gate_key(key)], []))
         )
@@ -786,18 +484,14 @@ class RedisStore(Store):
 
     # -- small shared values ---------------------------------------------------------
 
-    def put(self, key: str, value: str, ttl: float | None = None) -> None:
-        if ttl is not None and not ttl > 0:
-            raise ValueError(f"ttl must be positive or None, not {ttl}")
-        if ttl is not None and math.isinf(ttl):
-            ttl = None
+    def _put(self, key: str, value: str, ttl: float | None) -> None:
         self._run("put", [self._value_key(key)], [value, "" if ttl is None else repr(ttl)])
 
-    def get(self, key: str) -> str | None:
+    def _get(self, key: str) -> str | None:
         value = self._run("get", [self._value_key(key)], [])
         return None if value is None else str(value)
 
-    def incr(self, key: str, amount: int = 1) -> int:
+    def _incr(self, key: str, amount: int) -> int:
         # Adding 0 (a read) may safely run twice; anything else is recorded so that a
         # retry after a lost reply returns the first result instead of adding again.
         op_ttl = self._op_ttl if amount else "0"
@@ -807,7 +501,7 @@ class RedisStore(Store):
             raise ValueError(f"value of {key!r} is not an integer: {value!r}")
         return _as_int(value)
 
-    def swap(self, key: str, expected: str | None, value: str) -> bool:
+    def _swap(self, key: str, expected: str | None, value: str) -> bool:
         args = ["1" if expected is None else "0", expected or "", value, self._op_ttl]
         return bool(_as_int(self._run("swap", [self._value_key(key), self._op_key()], args)))
 

@@ -46,6 +46,9 @@ INSERT OR REPLACE INTO meta (name, value) VALUES ('version', '{SCHEMA_VERSION}')
 """
 
 _WINDOWS_DRIVE = re.compile(r"^/[A-Za-z]:")
+# An integer value, as the Redis store's Lua reads one (int() would also take "1_000" and
+# non-ASCII digits, which that store refuses).
+_INTEGER = re.compile(r"[ \t\n\v\f\r]*[-+]?[0-9]+[ \t\n\v\f\r]*")
 
 
 class SQLiteStore(Store):
@@ -176,7 +179,7 @@ class SQLiteStore(Store):
 
     # -- rate limiting ---------------------------------------------------------------
 
-    def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+    def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
         with self._write() as (conn, now):
             state: list[tuple[str, float, float]] = []
             send = now
@@ -197,9 +200,7 @@ class SQLiteStore(Store):
 
     # -- concurrency gate ------------------------------------------------------------
 
-    def gate_set_limit(self, key: str, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"gate limit must be at least 1, not {limit}")
+    def _gate_set_limit(self, key: str, limit: int) -> None:
         with self._write() as (conn, _):
             conn.execute(
                 "INSERT INTO gate_limit (key, lim) VALUES (?, ?)"
@@ -207,12 +208,12 @@ class SQLiteStore(Store):
                 (key, limit),
             )
 
-    def gate_limit(self, key: str) -> int:
+    def _gate_limit(self, key: str) -> int:
         with self._read() as (conn, _):
             row = conn.execute("SELECT lim FROM gate_limit WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 1
 
-    def gate_enqueue(self, key: str, holder: str, lease: float) -> int:
+    def _gate_enqueue(self, key: str, holder: str, lease: float) -> int:
         with self._write() as (conn, now):
             row = conn.execute(
                 "INSERT INTO gate_ticket (key, holder, holding, expires) VALUES (?, ?, 0, ?)"
@@ -221,7 +222,7 @@ class SQLiteStore(Store):
             ).fetchone()
         return int(row[0])
 
-    def gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
+    def _gate_try_acquire(self, key: str, ticket: int, lease: float) -> bool:
         with self._write() as (conn, now):
             conn.execute("DELETE FROM gate_ticket WHERE key = ? AND expires <= ?", (key, now))
             row = conn.execute(
@@ -247,7 +248,7 @@ class SQLiteStore(Store):
             )
         return holding
 
-    def gate_renew(self, key: str, ticket: int, lease: float) -> bool:
+    def _gate_renew(self, key: str, ticket: int, lease: float) -> bool:
         with self._write() as (conn, now):
             cursor = conn.execute(
                 "UPDATE gate_ticket SET expires = ? WHERE key = ? AND ticket = ? AND expires > ?",
@@ -255,11 +256,11 @@ class SQLiteStore(Store):
             )
         return cursor.rowcount == 1
 
-    def gate_release(self, key: str, ticket: int) -> None:
+    def _gate_release(self, key: str, ticket: int) -> None:
         with self._write() as (conn, _):
             conn.execute("DELETE FROM gate_ticket WHERE key = ? AND ticket = ?", (key, ticket))
 
-    def gate_reclaim(self, key: str, holder: str) -> int:
+    def _gate_reclaim(self, key: str, holder: str) -> int:
         with self._write() as (conn, now):
             conn.execute("DELETE FROM gate_ticket WHERE key = ? AND expires <= ?", (key, now))
             cursor = conn.execute(
@@ -267,7 +268,7 @@ class SQLiteStore(Store):
             )
         return cursor.rowcount
 
-    def gate_state(self, key: str) -> tuple[int, int]:
+    def _gate_state(self, key: str) -> tuple[int, int]:
         with self._read() as (conn, now):
             held, total = conn.execute(
                 "SELECT COALESCE(SUM(holding), 0), COUNT(*) FROM gate_ticket"
@@ -278,9 +279,7 @@ class SQLiteStore(Store):
 
     # -- small shared values ---------------------------------------------------------
 
-    def put(self, key: str, value: str, ttl: float | None = None) -> None:
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"ttl must be positive or None, not {ttl}")
+    def _put(self, key: str, value: str, ttl: float | None) -> None:
         with self._write() as (conn, now):
             conn.execute("DELETE FROM value WHERE expires <= ?", (now,))
             conn.execute(
@@ -288,7 +287,7 @@ class SQLiteStore(Store):
                 (key, value, None if ttl is None else now + ttl),
             )
 
-    def get(self, key: str) -> str | None:
+    def _get(self, key: str) -> str | None:
         with self._read() as (conn, now):
             row = conn.execute(
                 "SELECT value FROM value WHERE key = ? AND (expires IS NULL OR expires > ?)",
@@ -296,25 +295,24 @@ class SQLiteStore(Store):
             ).fetchone()
         return None if row is None else str(row[0])
 
-    def incr(self, key: str, amount: int = 1) -> int:
+    def _incr(self, key: str, amount: int) -> int:
         with self._write() as (conn, now):
             row = conn.execute(
                 "SELECT value, expires FROM value"
                 " WHERE key = ? AND (expires IS NULL OR expires > ?)",
                 (key, now),
             ).fetchone()
-            current, expires = (0, None) if row is None else (row[0], row[1])
-            try:
-                result = int(current) + amount
-            except ValueError:
-                raise ValueError(f"value of {key!r} is not an integer: {current!r}") from None
+            current, expires = ("0", None) if row is None else (str(row[0]), row[1])
+            if not _INTEGER.fullmatch(current):
+                raise ValueError(f"value of {key!r} is not an integer: {current!r}")
+            result = int(current) + amount
             conn.execute(
                 "INSERT OR REPLACE INTO value (key, value, expires) VALUES (?, ?, ?)",
                 (key, str(result), expires),
             )
         return result
 
-    def swap(self, key: str, expected: str | None, value: str) -> bool:
+    def _swap(self, key: str, expected: str | None, value: str) -> bool:
         with self._write() as (conn, now):
             row = conn.execute(
                 "SELECT value FROM value WHERE key = ? AND (expires IS NULL OR expires > ?)",

@@ -1,0 +1,226 @@
+"""The per-attempt hooks of a process that runs tasks (an xdist worker, or the only process).
+
+Setup waits for the task's turn (batch barriers, dependencies), the backoff, a healthy API,
+a concurrency slot and the token budget; the call is the item's own (`TaskItem.runtest`
+calls the `TaskRunner`); teardown gives the slot back. Each attempt's report carries a
+`wire` message to the controller, and the item's JUnit properties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+from pytest_roadmap.collect import TaskItem, is_roadmap_item
+from pytest_roadmap.pacing import QuotaExhausted
+from pytest_roadmap.results import FAILED, PASSED, SKIPPED
+from pytest_roadmap.retry import TaskFailure
+from pytest_roadmap.run import AttemptState, RunConfig, TaskRunner
+from pytest_roadmap.safeguards import store_failures_are_transient
+from pytest_roadmap.sequencing import ShardsMissing
+from pytest_roadmap.usage import USAGE_PROPERTIES, usage_of, usage_properties
+from pytest_roadmap.wire import AttemptEnded, TaskStarting, ended_task, python_task
+
+JUNIT_PROPERTIES = frozenset(
+    {"attempts", "refusals", "worker", "dogfooding", "month", "week", "batch", *USAGE_PROPERTIES}
+)
+REFUSALS = pytest.StashKey[int]()  # a task's refusals for load so far, across its attempts
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether pytest-timeout ended the attempt.
+
+    pytest-timeout's signal method (the default where SIGALRM exists) ends an overrunning
+    test with `pytest.fail("Timeout (>{seconds}s) from pytest-timeout.")`: a plain
+    `pytest.fail.Exception`, told apart from any other `pytest.fail` only by its text, so
+    the text is checked too. Its thread method ends the whole process instead, and no
+    attempt sees an error.
+    """
+    return isinstance(error, pytest.fail.Exception) and str(error).startswith("Timeout")
+
+
+def retryable(error: BaseException | None) -> bool:
+    """The rerun condition: transient API failures and attempt timeouts are retried."""
+    if isinstance(error, TaskFailure):
+        return error.transient
+    return error is not None and timed_out(error)
+
+
+def failure_line(error: BaseException) -> tuple[str, bool]:
+    """What failed an attempt, in one line (before redaction), and whether it tells the
+    adaptive limit to back off (an overload: 429, 503, a timeout, a lost connection)."""
+    if isinstance(error, TaskFailure):
+        return error.reason, error.overload
+    if timed_out(error):
+        return f"attempt timed out ({str(error).splitlines()[0].strip()})", True
+    first = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {first[0]}" if first else type(error).__name__
+    return text, bool(getattr(error, "overload", False))
+
+
+class AttemptHooks:
+    """Each attempt's setup, report and teardown, around `TaskItem.runtest`."""
+
+    def __init__(self, run: RunConfig, runner: TaskRunner) -> None:
+        self.run = run
+        self.runner = runner
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if not is_roadmap_item(item) or item.get_closest_marker("skip"):
+            return
+        runner = self.runner
+        runner.current = item.nodeid
+        state = runner.state(item.nodeid)
+        guards = runner.safeguards()
+        failed_before = max(0, int(getattr(item, "execution_count", 1)) - 1)
+        batch = None
+        if isinstance(item, TaskItem) and runner.sequencer is not None:
+            batch = runner.sequencer.batch_of(item.task.id)
+            if failed_before == 0:
+                # Batch barriers and dependencies: wait here, where no slot is held yet.
+                try:
+                    with store_failures_are_transient():
+                        reason = runner.sequencer.wait_turn(item.task)
+                except ShardsMissing as exc:
+                    # Fails in the call phase, like an unhealthy API: one line, no traceback.
+                    state.unhealthy = str(exc)
+                    return
+                if reason is not None:
+                    pytest.skip(reason)
+        deadline = runner.deadline
+        if deadline is not None and isinstance(item, TaskItem):
+            if failed_before == 0 and (why := deadline.check(item.task)) is not None:
+                pytest.skip(why)
+            delay = guards.backoff.wait(failed_before) if failed_before else 0.0
+            if failed_before and (why := deadline.check_retry(item.task, delay)) is not None:
+                state.unhealthy = f"not retried: {why}"  # fails in the call, as unhealthy does
+                return
+        guards.enter_batch(batch)
+        try:
+            state.unhealthy = guards.before_attempt(failed_before, state.last_error, state.refusals)
+        except QuotaExhausted as stopped:
+            pytest.skip(str(stopped))
+        if state.unhealthy is None:
+            between = self.run.plan.between_tasks if self.run.plan else 0.0
+            state.slot = guards.acquire_slot(batch, between)
+            if isinstance(item, TaskItem):
+                # Here rather than in the call: a long wait for the token budget must not
+                # count against the attempt's timeout.
+                state.reserved = guards.reserve_tokens(item.task)
+        elif not isinstance(item, TaskItem):
+            raise TaskFailure(state.unhealthy, transient=False)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        self.runner.release(item.nodeid)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if not is_roadmap_item(item):
+            return report
+        run = self.run
+        batch = run.plan.batch_of(item.name) if run.plan and isinstance(item, TaskItem) else None
+        batch_name = batch.name if batch else None
+        task = item.task if isinstance(item, TaskItem) else python_task(item.name, item.path.name)
+        if call.when == "teardown" or (call.when == "setup" and report.passed):
+            if call.when == "setup":  # tell the controller about the task before it runs
+                report.roadmap = TaskStarting(task, batch_name).to_dict()  # type: ignore[attr-defined]
+            return report
+        state = self.runner.state(item.nodeid)
+        attempt = int(getattr(item, "execution_count", 1))
+        error: str | None = None
+        overload = refused = False
+        if report.skipped and isinstance(report.longrepr, tuple):
+            error = run.redact(str(report.longrepr[2]).removeprefix("Skipped: "))
+        elif call.excinfo is not None and report.failed:
+            failure = call.excinfo.value
+            state.last_error = failure
+            line, overload = failure_line(failure)
+            error = run.redact(" ".join(line.split()))
+            if isinstance(failure, TaskFailure) and failure.refused:
+                refused = True
+                error = self._refused(item, state, call.stop, error)
+        if not refused:
+            state.refusals, state.refused_since = 0, None
+        answer = usage = None
+        if report.passed and isinstance(item, TaskItem):
+            # Saved in outputs/: an answer that quotes the token must not carry it there.
+            answer = run.secrets.mask_all(item.answer)
+            usage = usage_of(item.answer)
+        report.roadmap = AttemptEnded(  # type: ignore[attr-defined]
+            task=task,
+            attempt=attempt,
+            phase=call.when,
+            worker=self.runner.worker,
+            started=call.start,
+            finished=call.stop,
+            batch=batch_name,
+            error=error,
+            overload=overload,
+            refused=refused,
+            answer=answer,
+            usage=usage,
+        ).to_dict()
+        # junitxml reads the teardown report's properties, which come from the item.
+        refusals = _refusal_count(item, refused)
+        source = item.task if isinstance(item, TaskItem) else None
+        item.user_properties[:] = [
+            *[(k, v) for k, v in item.user_properties if k not in JUNIT_PROPERTIES],
+            ("attempts", attempt + refusals - refused),  # every try, as report.json counts
+            ("refusals", refusals),
+            ("worker", self.runner.worker),
+            ("dogfooding", (source.dogfooding if source else None) or ""),
+            ("month", source.month if source else ""),
+            ("week", source.week if source else ""),
+            ("batch", batch_name or ""),
+            *usage_properties(usage, run.settings.price_in, run.settings.price_out),
+        ]
+        report.user_properties = list(item.user_properties)
+        return report
+
+    def _refused(self, item: pytest.Item, state: AttemptState, at: float, error: str) -> str:
+        """The API refused this attempt for load: it did not run the task, so it spends none
+        of the task's retries, unless the API has been refusing it for longer than the
+        longest wait. Returns the attempt's error line.
+
+        pytest-rerunfailures counts attempts in `item.execution_count` and decides whether
+        to run again from it once this attempt's reports are made; taking this one back
+        keeps the count of real attempts.
+        """
+        state.refusals += 1
+        if state.refused_since is None:
+            state.refused_since = at
+        waited = at - state.refused_since
+        limit = self.run.settings.max_wait
+        if waited <= limit:
+            item.execution_count = max(0, int(getattr(item, "execution_count", 1)) - 1)  # type: ignore[attr-defined]
+            return error
+        return (
+            f"the API kept refusing for load for {waited:.0f} s (more than --roadmap-max-wait "
+            f"{limit:g} s): {error}"
+        )
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # A task's final outcome releases its dependants and, last of all, its batch.
+        if self.runner.sequencer is None:
+            return
+        task_id = ended_task(getattr(report, "roadmap", None))
+        if task_id is None:
+            return
+        final = (report.when == "call" and report.outcome in (PASSED, FAILED, SKIPPED)) or (
+            report.when == "setup" and report.outcome in (FAILED, SKIPPED)
+        )
+        if final:
+            self.runner.ended(task_id, report.outcome)
+
+
+def _refusal_count(item: pytest.Item, refused: bool) -> int:
+    """The task's refusals so far, kept on the item across its attempts."""
+    count = item.stash.get(REFUSALS, 0) + (1 if refused else 0)
+    item.stash[REFUSALS] = count
+    return count

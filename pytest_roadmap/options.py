@@ -1,0 +1,114 @@
+"""The command-line options and ini keys, and the settings' sources read from pytest's config.
+
+Imported by the entry point in every pytest run, so it imports nothing but pytest and the
+settings' specs (their names, help texts and defaults live in settings.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_roadmap import settings as setting_specs
+from pytest_roadmap.settings import Sources
+
+# --roadmap-plan: the workers the run would have (0: one process); the session only collects.
+PLAN_WORKERS = pytest.StashKey[int]()
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("roadmap", "pytest-roadmap: roadmap tasks against a code API")
+    group.addoption(
+        "--roadmap",
+        action="store_true",
+        default=False,
+        help="Collect and run the roadmap tasks (without it no task is collected or sent).",
+    )
+    for spec in setting_specs.SPECS:
+        if spec.option and spec.option != "--reruns":  # --reruns is rerunfailures' own
+            group.addoption(spec.option, dest=spec.dest, default=None, help=spec.help)
+        if spec.ini:
+            parser.addini(spec.ini, spec.help, default=None)
+    group.addoption(
+        "--no-roadmap-adaptive",
+        action="store_true",
+        default=False,
+        dest="no_roadmap_adaptive",
+        help="The same as --roadmap-adaptive off (kept for earlier command lines).",
+    )
+    group.addoption(
+        "--roadmap-batch",
+        action="append",
+        default=[],
+        dest="roadmap_batch",
+        metavar="NAME",
+        help="In batch mode, run only this batch (repeatable).",
+    )
+    group.addoption(
+        "--roadmap-resume",
+        action="store_true",
+        default=False,
+        dest="roadmap_resume",
+        help="Skip the tasks the progress tracker already marks complete.",
+    )
+    group.addoption(
+        "--roadmap-stop-on-failure",
+        action="store_true",
+        default=False,
+        dest="roadmap_stop_on_failure",
+        help="In batch mode, skip later batches once a batch has a failure.",
+    )
+    group.addoption(
+        "--roadmap-plan",
+        action="store_true",
+        default=False,
+        dest="roadmap_plan",
+        help="Print what the selected tasks will take (requests, time, tokens) and send nothing.",
+    )
+
+
+class _IniView(Mapping[str, Any]):
+    """Lazy ini lookups for the settings resolver."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._config.getini(key)
+        except ValueError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def sources_of(config: pytest.Config) -> Sources:
+    """Where the settings come from: this session's options, environment and ini file."""
+    return Sources(
+        vars(config.option),
+        os.environ,
+        _IniView(config),
+        config.invocation_params.dir,
+        config.rootpath,
+    )
+
+
+def tasks_dir_of(config: pytest.Config) -> Path:
+    """The tasks folder as the settings would resolve it; raises RoadmapError if invalid."""
+    sources = sources_of(config)
+    raw, origin = setting_specs.resolve(setting_specs.TASKS_DIR, sources)
+    return setting_specs._place(raw, origin, sources)

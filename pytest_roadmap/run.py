@@ -1,0 +1,549 @@
+"""One process's part of a roadmap run, without pytest.
+
+A process has one `Role`, decided once when pytest configures it. The processes that run
+tasks (an xdist worker, or the only process) have a `TaskRunner`: the store, the safeguards
+(limiter, gate, health, client), the batch and dependency `Sequencer` and each item's
+attempt state. The process that controls the run (the xdist controller, or the only
+process) has a `Controller`: it creates the store, starts the sandbox, keeps the record and
+the progress, runs the monitor and writes the task outputs and the reports. The pytest layer
+turns hooks into calls on these two and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import gc
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_roadmap.batches import BatchPlan
+from pytest_roadmap.caps import adaptive_limit
+from pytest_roadmap.deadline import Deadline, deadline_info, info_key, process_age
+from pytest_roadmap.display import Secrets, escape_controls, shown_url
+from pytest_roadmap.errors import RoadmapError
+from pytest_roadmap.health import PROBES_KEY
+from pytest_roadmap.interrupt import StopCheck
+from pytest_roadmap.monitor import Monitor
+from pytest_roadmap.pacing import REFUSED_KEY, Pacer
+from pytest_roadmap.plan import History, Plan, collection_order, plan_run
+from pytest_roadmap.progress import ProgressKeeper, tasks_from_task_files
+from pytest_roadmap.protocol import PROTOCOLS
+from pytest_roadmap.recorder import RunRecorder
+from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, SKIPPED, RunRecord
+from pytest_roadmap.retry import TaskFailure
+from pytest_roadmap.safeguards import (
+    GATE_KEY,
+    REQUESTS_KEY,
+    Safeguards,
+    Slots,
+    batch_gate_key,
+    pacer_of,
+)
+from pytest_roadmap.sequencing import Sequencer
+from pytest_roadmap.settings import Settings
+from pytest_roadmap.store import open_store
+from pytest_roadmap.store.base import Store, StoreError
+from pytest_roadmap.tasks import Task
+from pytest_roadmap.wire import AttemptEnded, Coordinates, TaskStarting
+
+if TYPE_CHECKING:
+    from pytest_roadmap.report import OutputWriter
+
+# From this many tasks on, a process that may outlive the session freezes its heap for
+# the exit-time garbage collections (see the pytest layer's collection hooks).
+FREEZE_FROM = 1000
+STATUS = "roadmap: running "  # how the monitor's live status line starts
+
+
+class Role(enum.Enum):
+    """What one process does in a run."""
+
+    ALONE = "alone"  # no workers: this process controls the run and runs its tasks
+    CONTROLLER = "controller"  # xdist's controller: its workers run the tasks
+    WORKER = "worker"  # an xdist worker
+    LISTING = "listing"  # --collect-only: orders and lists the tasks, sends nothing
+
+    @property
+    def runs_tasks(self) -> bool:
+        return self in (Role.ALONE, Role.WORKER)
+
+    @property
+    def controls(self) -> bool:
+        """Owns the store, the sandbox, the record and the reports."""
+        return self in (Role.ALONE, Role.CONTROLLER)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a process knows of the run from configure time on, whatever its role."""
+
+    role: Role
+    settings: Settings  # with the batch file's safeguards applied
+    plan: BatchPlan | None = None
+    concurrency: int = 1  # tasks doing API work at once, at most (the batch file may cap it)
+    completed: frozenset[str] = frozenset()  # tracker keys marked complete at the start
+    cap_lines: tuple[str, ...] = ()  # header lines: what the batch file's safeguards lowered
+    left_out: int = 0  # tasks in no batch, in batch mode (known to the controller)
+    resume: bool = False  # --roadmap-resume: the tasks `completed` marks are not sent
+
+    def pacer(self, store: Store) -> Pacer:
+        """The learned pace of the run, bounded by the batch file's safeguards if any."""
+        caps = self.plan.safeguards if self.plan is not None else None
+        return pacer_of(
+            self.settings,
+            store,
+            maximum=self.concurrency,
+            lower=caps is None or caps.auto_reduce_on_failure,
+            higher=caps is None or caps.auto_increase_on_success,
+        )
+
+    def run_plan(
+        self, tasks: Iterable[Task], *, workers: int, distributed: bool, history: History | None
+    ) -> Plan:
+        """The plan of these selected tasks, as --roadmap-plan prints it and report.json
+        records it."""
+        return plan_run(
+            collection_order(tasks),
+            self.settings,
+            workers=workers,
+            distributed=distributed,
+            batches=self.plan,
+            history=history,
+            completed=self.completed if self.resume else None,
+        )
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        return Secrets(self.settings.token, self.settings.api)
+
+    def redact(self, text: str) -> str:
+        """`text` as shown or saved: secrets masked, control characters escaped."""
+        return escape_controls(self.secrets.mask(text))
+
+
+@dataclass
+class AttemptState:
+    """Per-item state across one attempt's setup, call and teardown."""
+
+    unhealthy: str | None = None
+    slot: Slots | None = None
+    last_error: BaseException | None = None
+    refusals: int = 0  # attempts refused for load in a row (the task did not run)
+    refused_since: float | None = None  # when that run of refusals began
+    reserved: int | None = None  # tokens this attempt reserved in the run's token budget
+
+
+class TaskRunner:
+    """The running of tasks in one process: an xdist worker, or the only process."""
+
+    def __init__(
+        self,
+        run: RunConfig,
+        where: Coordinates,
+        worker: str,
+        *,
+        parent: int | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.run = run
+        self.where = where
+        self.worker = worker
+        self.parent = parent  # a worker: its controller's pid (gone: send nothing more)
+        self._store = store  # the controller's, when this is the only process
+        self._owns_store = store is None
+        self._safeguards: Safeguards | None = None
+        self.sequencer: Sequencer | None = None
+        self.deadline: Deadline | None = None  # with --roadmap-deadline, once tasks are selected
+        self.current: str | None = None  # the node id whose attempt started last
+        self._states: dict[str, AttemptState] = {}
+
+    @property
+    def store(self) -> Store:
+        # A worker opens the store at its first task, so `--co` costs nothing.
+        if self._store is None:
+            self._store = open_store(self.where.store_url)
+        return self._store
+
+    def safeguards(self) -> Safeguards:
+        if self._safeguards is None:
+            store = self.store
+            self._safeguards = Safeguards(
+                self.run.settings,
+                self.where.api_url,
+                store,
+                self.worker,
+                self.where.run_id,
+                holder=f"{self.where.instance}:{self.worker}",
+                # Only workers can outlive their run's end; one process stops with it.
+                stop=StopCheck(store, self.where.instance, self.parent)
+                if self.parent is not None
+                else None,
+                pacer=self.run.pacer(store),
+            )
+        return self._safeguards
+
+    def sequence(
+        self,
+        tasks: Mapping[str, Task],
+        *,
+        stop_on_failure: bool,
+        complete: set[str],
+        outside: dict[str, str],
+        resumed: Collection[str],
+    ) -> None:
+        """Batch barriers and dependency waits for the selected `tasks`; `resumed` ones are
+        done already (an earlier run), so their dependants may go ahead."""
+        settings = self.run.settings
+        self.sequencer = Sequencer(
+            self.safeguards().store,
+            self.run.plan,
+            stop_on_failure=stop_on_failure,
+            shards=settings.shards,
+            shard_wait=settings.shard_wait,
+            complete=complete,
+            outside=outside,
+        )
+        self.sequencer.register(tasks, shard=self.where.instance)
+        for task_id in resumed:
+            self.sequencer.mark_done(task_id, PASSED)
+
+    def keep_deadline(self, sent: Sequence[Task]) -> None:
+        """With --roadmap-deadline: the judge of which of `sent` (the tasks this process may
+        send, in run order) still start; the controller put the deadline in the store."""
+        if self.run.settings.deadline is None:
+            return
+        settings = self.run.settings
+        self.deadline = Deadline.from_store(
+            self.safeguards().store,
+            self.where.instance,
+            sent,
+            workers=self.run.concurrency,
+            rate=settings.rate_limit,
+            shards=settings.shards,
+        )
+
+    def state(self, nodeid: str) -> AttemptState:
+        return self._states.setdefault(nodeid, AttemptState())
+
+    def call(self, nodeid: str, task: Task, attempt: int) -> dict[str, Any]:
+        """The call phase of a task file's item: one chat request under the safeguards.
+        Raises `TaskFailure`, or `QuotaExhausted` once the API's quota is gone."""
+        state = self.state(nodeid)
+        if state.unhealthy is not None:
+            # Health already had its full wait; another attempt would only wait again.
+            raise TaskFailure(state.unhealthy, transient=False)
+        try:
+            return self.safeguards().chat(task, attempt, state.reserved)
+        finally:
+            self.release(nodeid)
+
+    def release(self, nodeid: str) -> None:
+        """The attempt's concurrency slot back, if it holds one."""
+        state = self._states.get(nodeid)
+        if state is not None and state.slot is not None:
+            state.slot.release()
+            state.slot = None
+
+    def ended(self, task_id: str, outcome: str) -> None:
+        """A task's final outcome releases its dependants and, last of all, its batch; its
+        worker time joins the deadline's measurement."""
+        if self.sequencer is not None:
+            self.sequencer.mark_done(task_id, outcome)
+        if self.deadline is not None:
+            self.deadline.ended(task_id)
+
+    def close(self) -> None:
+        if self._safeguards is not None:
+            self._safeguards.close()
+        if self._owns_store and self._store is not None:
+            self._store.close()
+
+
+def open_run_store(settings: Settings, run_dir: Path, run_id: str) -> Store:
+    """The run's coordination store, created here before any worker opens it.
+
+    The default is an SQLite file private to the run (concurrent first opens of a WAL
+    database fail with "database is locked", so the controller makes it first). A Redis
+    URL is shared by every run given the same run id: CI shards, remote workers.
+    """
+    url = settings.store or f"sqlite://{(run_dir / 'store.db').as_posix()}"
+    if url.startswith(("redis://", "rediss://")):
+        from pytest_roadmap.store.redis import with_run_id
+
+        url = with_run_id(url, run_id)
+    return open_store(url, create=True)
+
+
+@dataclass
+class Controller:
+    """The life cycle of the run's controller: the xdist controller, or the only process."""
+
+    run: RunConfig
+    where: Coordinates
+    store: Store
+    run_dir: Path
+    recorder: RunRecorder
+    keeper: ProgressKeeper  # the tracker during the run, alerts, the stop flag
+    sandbox: Any = None  # the embedded sandbox server, when no API is configured
+    # With workers, only for tasks whose worker died: their final outcome is known here alone.
+    sequencer: Sequencer | None = None
+    monitor: Monitor | None = None
+    outputs: OutputWriter | None = None  # writes passed tasks' outputs during the run
+    end_lines: list[str] = field(default_factory=list)  # what writing the reports said
+    expected: int = 0  # tasks selected
+    # Without workers: the selected tasks by node id. With them: the workers' node ids, the
+    # tasks then read from the task files only if some never reported.
+    selected: dict[str, Task] = field(default_factory=dict)
+    collected: list[str] = field(default_factory=list)
+    running: Callable[[], Collection[str]] = lambda: ()  # node ids mid-attempt
+    history: History | None = None  # the last report's measurements, for the plan
+
+    @classmethod
+    def start(cls, run: RunConfig, history: History | None = None) -> Controller:
+        """Create the store, set the concurrency limits, start the sandbox if no API is
+        configured, put the deadline in the store for the workers. Raises RoadmapError or
+        StoreError when the store cannot be opened."""
+        settings, plan = run.settings, run.plan
+        run_dir = Path(tempfile.mkdtemp(prefix="pytest-roadmap-"))
+        run_id = settings.run_id or uuid.uuid4().hex[:12]
+        try:
+            store = open_run_store(settings, run_dir, run_id)
+        except (RoadmapError, StoreError):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        store.gate_set_limit(GATE_KEY, run.concurrency)
+        for batch in plan.batches if plan else ():
+            if batch.max_concurrency is not None:
+                store.gate_set_limit(
+                    batch_gate_key(batch), min(batch.max_concurrency, run.concurrency)
+                )
+        sandbox = None
+        api_url = settings.api
+        if settings.sandbox:
+            from pytest_roadmap.sandbox import SandboxServer
+
+            sandbox = SandboxServer().start()
+            api_url = sandbox.url + PROTOCOLS[settings.protocol].sandbox_base
+        where = Coordinates(
+            api_url=api_url,
+            store_url=store.url,
+            run_id=run_id,
+            instance=uuid.uuid4().hex[:12],
+            workers=settings.workers,
+            completed=run.completed,
+        )
+        recorder = RunRecorder(
+            RunRecord(
+                api=shown_url(api_url),
+                sandbox=settings.sandbox,
+                model=settings.model,
+                workers=settings.workers,
+                rate_limit=settings.rate_limit,
+                started=time.time(),
+                run_id=run_id,
+                protocol=settings.protocol,
+                token_rate=settings.token_rate,
+                price_in=settings.price_in,
+                price_out=settings.price_out,
+            )
+        )
+        keeper = ProgressKeeper(
+            recorder,
+            tracker=None if settings.sandbox else settings.tracker,
+            store=store,
+            instance=where.instance,
+            monitoring=plan.monitoring if plan else None,
+            source=plan.source if plan else "",
+        )
+        sequencer = Sequencer(store, plan) if run.role is Role.CONTROLLER else None
+        if settings.deadline is not None:
+            info = deadline_info(
+                settings.deadline,
+                now=recorder.record.started,
+                age=process_age(),
+                history=history,
+                expected_latency=settings.expected_latency,
+            )
+            store.put(info_key(where.instance), info.dumps())
+        return cls(
+            run=run,
+            where=where,
+            store=store,
+            run_dir=run_dir,
+            recorder=recorder,
+            keeper=keeper,
+            sandbox=sandbox,
+            sequencer=sequencer,
+            history=history,
+        )
+
+    def start_monitor(self, say: Callable[[str], None]) -> None:
+        """Print the pace's changes and the status line (and, in seed mode, move the
+        limit) from a thread of the controller's."""
+        settings, plan = self.run.settings, self.run.plan
+        caps = plan.safeguards if plan else None
+        track = plan.monitoring.track_metrics if plan else True
+        self.keeper.say = say
+        self.monitor = Monitor(
+            store=self.store,
+            recorder=self.recorder,
+            interval=settings.health_interval,
+            adaptive=(
+                adaptive_limit(self.run.concurrency, settings.health_interval, caps)
+                if settings.adaptive == "seed"
+                else None
+            ),
+            pacer=self.run.pacer(self.store),
+            expected=lambda: self.expected,
+            write=say if track else _without_status(say),
+            holder=f"{self.where.instance}:monitor",
+        )
+        self.monitor.start()
+
+    def task_starting(self, nodeid: str, message: TaskStarting) -> None:
+        self.recorder.task_seen(nodeid, message.task, message.batch)
+        self.keeper.started(max(0, self.expected - len(self.recorder.record.results)))
+
+    def attempt_ended(self, nodeid: str, message: AttemptEnded, outcome: str) -> None:
+        if outcome not in (PASSED, FAILED, RERUN, SKIPPED):
+            return
+        result = self.recorder.attempt(nodeid, message, outcome)
+        if outcome == PASSED:
+            if self.outputs is None:
+                from pytest_roadmap.report import OutputWriter
+
+                self.outputs = OutputWriter(self.run.settings.report_dir)
+            self.outputs.add(result)
+        if outcome != RERUN:
+            self.keeper.ended(result)
+
+    def worker_crashed(self, nodeid: str, worker: str, outcome: str) -> None:
+        """xdist's report for a task whose worker crashed mid-attempt."""
+        self.recorder.crashed(nodeid, worker, f"worker {worker} crashed", time.time())
+        task_id = nodeid.rsplit("::", 1)[-1]
+        if self.sequencer is not None and outcome == FAILED:
+            self.sequencer.mark_done(task_id, FAILED)
+
+    def interrupted(self, why: str) -> None:
+        """Before the reports are written, the workers are told to send nothing more."""
+        self.keeper.interrupted(why)
+
+    def finish(self, tasks_dir: Path, rootdir: Path) -> bool:
+        """The end of the session: every selected task accounted for, the reports and the
+        tracker written. Returns whether the run stopped because the API's quota is gone
+        (its tasks were skipped: the run did not do its work)."""
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
+        record = self.recorder.record
+        record.finished = time.time()
+        with contextlib.suppress(StoreError):  # a store gone mid-run must not cost the reports
+            record.health_probes = self.store.incr(PROBES_KEY, 0)
+            record.requests = self.store.incr(REQUESTS_KEY, 0)
+            for status in (429, 503):
+                count = self.store.incr(f"{REFUSED_KEY}:{status}", 0)
+                if count:
+                    record.refusals[status] = count
+            record.stopped = record.stopped or self.run.pacer(self.store).read().stop or None
+        if self.collected:  # with workers: this process collected nothing
+            describe = tasks_from_task_files(tasks_dir, rootdir)
+            self.keeper.settle(self.collected, describe, set(self.running()))
+        else:
+            self.keeper.settle(list(self.selected), self.selected.get, set(self.running()))
+        record.prediction = self.run.run_plan(
+            [r.task for r in record.results],
+            workers=self.run.settings.workers,
+            distributed=self.run.role is Role.CONTROLLER,
+            history=self.history,
+        ).to_dict()
+        # Written here, before xdist tears its workers down (up to 10 s for a hung one after
+        # an interruption, when CI may be about to kill the job); the summary prints what it
+        # said.
+        if record.results:
+            self.end_lines = self.write_outputs()
+        if len(record.results) >= FREEZE_FROM:
+            # An xdist controller collects no items, so it freezes here, once the run's
+            # results are in, for pytest's exit-time collections.
+            gc.freeze()
+        return bool(record.stopped)
+
+    def write_outputs(self) -> list[str]:
+        """Write the report folder and (never on the sandbox) the tracker; say what happened."""
+        # Imported here, at the end of the run, and only by the process that writes them.
+        from pytest_roadmap import report
+        from pytest_roadmap.tracker import ProgressTracker
+
+        record = self.recorder.record
+        settings = self.run.settings
+        # Each output on its own: one that fails (a full disk, an outputs/ link out of the
+        # folder, a broken tracker) is one line here and costs none of the others.
+        lines: list[str] = []
+        written = self.outputs.close() if self.outputs is not None else None
+        self.outputs = None
+        folder = settings.report_dir
+        recorded, writer_error = self.keeper.close_tracker()
+        try:
+            done = report.write_reports(record, folder, written)
+        except Exception as exc:  # no traceback at the end of a run, whatever went wrong
+            lines.append(f"roadmap: report not written: {_error_words(exc)}")
+        else:
+            if done.files:
+                more = f" (+{len(done.outputs)} task outputs)" if done.outputs else ""
+                names = ", ".join(done.reports) or "no report"
+                lines.append(f"report: {names} in {folder}{more}")
+            lines += [f"roadmap: {problem}" for problem in done.problems]
+        if record.sandbox:
+            lines.append("tracker: not updated (results came from the sandbox)")
+            return lines
+        try:
+            # What the writer recorded during the run is not recorded twice.
+            ProgressTracker(settings.tracker).record_run(record, recorded)
+            lines.append(f"tracker: updated {settings.tracker}")
+        except Exception as exc:
+            lines.append(f"roadmap: tracker not updated: {_error_words(exc)}")
+        if writer_error is not None and lines[-1].startswith("tracker: updated"):
+            lines.append(f"roadmap: the tracker was not updated during the run: {writer_error}")
+        if record.interrupted and recorded is not None:
+            left = record.count(INTERRUPTED) + record.count(NOT_RUN)
+            if left:
+                lines.append(
+                    f"roadmap: run interrupted ({record.interrupted}): {left} tasks left; "
+                    "--roadmap-resume runs only those the tracker does not mark complete"
+                )
+        return lines
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.outputs is not None:
+            self.outputs.close()
+        self.keeper.close_tracker()
+        self.store.close()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _without_status(say: Callable[[str], None]) -> Callable[[str], None]:
+    """The batch file's `trackMetrics: false`: no live status line; changes still print."""
+
+    def write(line: str) -> None:
+        if not line.startswith(STATUS):
+            say(line)
+
+    return write
+
+
+def _error_words(exc: Exception) -> str:
+    """A user error's own line; anything else with its kind, as it is not expected."""
+    if isinstance(exc, RoadmapError | OSError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

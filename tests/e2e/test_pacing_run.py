@@ -1,0 +1,169 @@
+"""Learned pacing in real runs against the sandbox, judged by the sandbox's request log."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support.project import Roadmap, task_toml
+
+API = ("/api/codebase/chat", "/api/health")
+
+
+def _report(roadmap: Roadmap) -> dict[str, Any]:
+    path = roadmap.pytester.path / "roadmap-report" / "report.json"
+    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _api(roadmap: Roadmap) -> list[dict[str, Any]]:
+    return sorted(
+        (e for e in roadmap.sandbox.log() if e["path"] in API), key=lambda e: e["arrived"]
+    )
+
+
+@pytest.mark.slow
+def test_refusals_for_load_cut_the_limit_and_spend_no_retry(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(16)))
+    roadmap.sandbox.configure(latency=0.25, capacity=2)
+    # No retries at all: a task refused for load did not run, so it gets another go anyway.
+    result = roadmap.run("-n", "4", "--reruns", "0")
+    result.assert_outcomes(passed=16)
+    refused = [e for e in roadmap.chats() if e["status"] == 503]
+    assert refused, "the server never refused: this run proves nothing"
+    report = _report(roadmap)
+    assert report["run"]["refusals"]["total"] == len(refused)
+    assert sum(t["refusals"] for t in report["tasks"]) == len(refused)
+    changes = report["run"]["concurrency_changes"]
+    assert changes and changes[0]["from"] == 4 and changes[0]["to"] == 2
+    assert "503 from the API" in changes[0]["reason"]
+    result.stdout.fnmatch_lines(["roadmap: concurrency 4 -> 2: 503 from the API at 4 in flight"])
+    # Once the limit came down, the server saw at most as many in flight as it took.
+    cut = min(c for c in (_at(ch["at"]) for ch in changes))
+    late = [e for e in roadmap.chats() if e["arrived"] > cut + 1.0]
+    assert late and max(e["in_flight"] for e in late) <= 3
+
+
+def _at(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.slow
+def test_retry_after_pauses_every_worker(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(8)))
+    roadmap.sandbox.configure(
+        latency=0.1, rules=[{"match": "do t1", "status": 429, "retry_after": 2, "times": 1}]
+    )
+    result = roadmap.run("-n", "3", "--reruns", "0")
+    result.assert_outcomes(passed=8)
+    log = _api(roadmap)
+    told = next(e for e in log if e["status"] == 429)
+    # Nothing from any worker, health probes included, until the two seconds were over
+    # (a request already on its way may still arrive within a few milliseconds).
+    quiet = [e for e in log if told["answered"] + 0.05 < e["arrived"] < told["answered"] + 1.98]
+    assert quiet == []
+    assert any(e["arrived"] >= told["answered"] + 1.98 for e in log)
+    report = _report(roadmap)
+    assert [p["seconds"] for p in report["run"]["pauses"]] == [2.0]
+    result.stdout.fnmatch_lines(["roadmap: every worker pauses 2 s: Retry-After 2 s on a 429"])
+
+
+@pytest.mark.slow
+def test_a_429_without_retry_after_lowers_the_shared_rate(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
+    roadmap.sandbox.configure(rules=[{"match": "do t2", "status": 429, "times": 1}])
+    result = roadmap.run("-n", "2", "--reruns", "0", "--roadmap-rate-limit", "20")
+    result.assert_outcomes(passed=6)
+    log = _api(roadmap)
+    told = next(e for e in log if e["status"] == 429)
+    # The server's window is full: nobody sends for a second (but a request already on its
+    # way from the other worker), then at the learned rate.
+    quiet = [e for e in log if told["answered"] + 0.05 < e["arrived"] < told["answered"] + 0.95]
+    assert len(quiet) <= 1
+    changes = _report(roadmap)["run"]["rate_changes"]
+    assert len(changes) == 1 and changes[0]["from"] == 20 and changes[0]["to"] < 20
+    assert "429 from the API" in changes[0]["reason"]
+    after = [e["arrived"] for e in log if e["arrived"] > told["answered"] + 0.95]
+    # Spaced at the learned rate: judged over the whole span, since on a loaded machine one
+    # request can reach the server late and the next on time (0.15 s of such jitter allowed;
+    # at the old 20/s the span would be (n - 1) / 20).
+    assert len(after) >= 2
+    assert after[-1] - after[0] >= (len(after) - 1) / changes[0]["to"] - 0.15
+
+
+@pytest.mark.slow
+def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
+    # After 5 answers every request, health probes included, gets 429 with Retry-After 3600.
+    roadmap.sandbox.configure(latency=0.05, quota=5)
+    result = roadmap.run("-n", "2", "-rs")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*API quota exhausted: Retry-After 3600 s (longer than --roadmap-max-wait 300 s)*"]
+    )
+    log = _api(roadmap)
+    told = next(e for e in log if e["status"] == 429)
+    after = [e for e in log if e["arrived"] > told["answered"] + 0.05]
+    assert len(after) <= 2  # a request already on its way on the other worker, at most
+    report = _report(roadmap)
+    passed = {t["id"] for t in report["tasks"] if t["outcome"] == "passed"}
+    assert len(passed) == 5
+    skipped = [t for t in report["tasks"] if t["outcome"] == "skipped"]
+    assert skipped and all("API quota exhausted" in t["error"] for t in skipped)
+    assert report["run"]["stopped"].startswith("API quota exhausted: Retry-After 3600 s")
+    tracker = json.loads((roadmap.pytester.path / "ROADMAP_PROGRESS.json").read_text())
+    complete = {v["name"] for v in tracker["tasks"].values() if v["completed"]}
+    assert complete == {f"Task {t}" for t in passed}
+
+    # The quota is back: a resumed run sends only what the first one did not finish.
+    roadmap.sandbox.restore()
+    resumed = roadmap.run("-n", "2", "--roadmap-resume")
+    assert resumed.ret == pytest.ExitCode.OK
+    assert {e["task"] for e in roadmap.chats()} == {f"t{i:02d}" for i in range(12)} - passed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ratelimit", "ratelimit-policy", "x-ratelimit"])
+def test_a_server_that_announces_its_limit_is_paced_to_it(roadmap: Roadmap, family: str) -> None:
+    # 5/s, said on every answer; the client's own limit is the original's 10/s.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
+    roadmap.sandbox.configure(
+        latency=0.05, rate_limit=5, rate_limit_headers=family, rate_limit_retry_after=False
+    )
+    result = roadmap.run("-n", "3", "--reruns", "0", "--roadmap-rate-limit", "10")
+    result.assert_outcomes(passed=12)
+    refused = [e for e in _api(roadmap) if e["status"] == 429]
+    assert len(refused) <= 2
+    changes = _report(roadmap)["run"]["rate_changes"]
+    assert changes and "the API announces" in changes[0]["reason"]
+
+
+@pytest.mark.slow
+def test_capacity_that_drops_and_comes_back_brings_the_limit_down_and_up(
+    roadmap: Roadmap,
+) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(60)))
+    # The schedule counts from now; the run's first request comes a second or two later.
+    roadmap.sandbox.configure(
+        latency=0.3, capacity_schedule=[[0, 4], [3, 1], [6, 4]], capacity_retry_after=False
+    )
+    result = roadmap.run("-n", "4", "--reruns", "0", "--roadmap-max-queue", "0")
+    result.assert_outcomes(passed=60)
+    chats = roadmap.chats()
+    refused = [e for e in chats if e["status"] == 503]
+    assert refused, "the dip refused nothing: this run proves nothing"
+    assert len(refused) <= 0.2 * len(chats)
+    changes = _report(roadmap)["run"]["concurrency_changes"]
+    downs = [c for c in changes if c["to"] < c["from"]]
+    ups = [c for c in changes if c["to"] > c["from"]]
+    assert downs and ups and _at(ups[-1]["at"]) > _at(downs[0]["at"])
+    # After the dip the server saw more than one request in flight again.
+    dip_over = min(
+        e["arrived"]
+        for e in chats
+        if e["capacity"] == 4 and e["arrived"] > min(r["arrived"] for r in refused)
+    )
+    assert max(e["in_flight"] for e in chats if e["arrived"] > dip_over) >= 2

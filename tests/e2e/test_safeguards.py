@@ -1,0 +1,287 @@
+"""Safeguards that hold across all workers, judged by what the sandbox saw."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from pytest_roadmap.retry import parse_retry_after
+from pytest_roadmap.sandbox import max_in_window
+from tests.support.project import Roadmap, task_toml
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_one_rate_limit_for_all_workers(roadmap: Roadmap, workers: str) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(36)))
+    result = roadmap.run("-n", workers, "--roadmap-rate-limit", "15")
+    result.assert_outcomes(passed=36)
+    entries = roadmap.sandbox.log()
+    # every request counts, health probes included
+    assert max_in_window(entries, 1.0) <= 15
+    assert len(roadmap.chats()) == 36
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_backoff_between_attempts(roadmap: Roadmap, workers: str) -> None:
+    roadmap.tasks("month1", task_toml("flaky"))
+    roadmap.sandbox.configure(rules=[{"match": "do flaky", "status": 500, "times": 2}])
+    result = roadmap.run("-n", workers, "--roadmap-retry-delay", "300", "--roadmap-backoff", "2")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 2}
+    chats = roadmap.chats("flaky")
+    assert [e["status"] for e in chats] == [500, 500, 200]
+    gaps = [b["arrived"] - a["answered"] for a, b in itertools.pairwise(chats)]
+    assert gaps[0] >= 0.3
+    assert gaps[1] >= 0.6
+    assert max(gaps) < 10  # safety net only
+
+
+def test_backoff_is_capped(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("flaky"))
+    roadmap.sandbox.configure(rules=[{"match": "do flaky", "status": 500, "times": 3}])
+    result = roadmap.run(
+        "--reruns",
+        "3",
+        "--roadmap-retry-delay",
+        "200",
+        "--roadmap-backoff",
+        "10",
+        "--roadmap-max-delay",
+        "300",
+    )
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 3}
+    chats = roadmap.chats("flaky")
+    gaps = [b["arrived"] - a["answered"] for a, b in itertools.pairwise(chats)]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.3 and gaps[2] >= 0.3
+    assert gaps[2] < 1.5  # 200 ms * 10**2 would be 20 s without the cap
+
+
+@pytest.mark.slow
+def test_retry_after_is_honoured(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("busy"))
+    roadmap.sandbox.configure(
+        rules=[{"match": "do busy", "status": 429, "times": 1, "retry_after": 1}]
+    )
+    result = roadmap.run("--roadmap-retry-delay", "10")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    first, second = roadmap.chats("busy")
+    assert second["arrived"] - first["answered"] >= 1.0
+
+
+@pytest.mark.slow
+def test_retry_after_as_an_http_date_is_honoured(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("busy"))
+    roadmap.sandbox.configure(
+        rules=[
+            {
+                "match": "do busy",
+                "status": 503,
+                "times": 1,
+                "retry_after": 3,
+                "retry_after_date": True,
+            }
+        ]
+    )
+    result = roadmap.run("--roadmap-retry-delay", "10")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    first, second = roadmap.chats("busy")
+    # The date has whole seconds: "3 s from now" is 2 to 3 s after the answer.
+    assert second["arrived"] - first["answered"] >= 2.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_api_down_at_start_then_up(roadmap: Roadmap, workers: str) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(4)))
+    roadmap.sandbox.configure(down=True)
+    came_up: list[float] = []
+
+    def bring_up() -> None:
+        # a few unhealthy probes must have been seen before the API comes back
+        _wait_for(lambda: sum(e["status"] == 503 for e in roadmap.sandbox.log()) >= 3)
+        came_up.append(time.time())
+        roadmap.sandbox.configure(down=False)
+
+    thread = threading.Thread(target=bring_up)
+    thread.start()
+    result = roadmap.run("-n", workers, "--roadmap-health-wait", "60")
+    thread.join()
+    result.assert_outcomes(passed=4)
+    chats = roadmap.chats()
+    assert len(chats) == 4  # no task went ahead while the API was down
+    assert all(e["arrived"] >= came_up[0] and e["status"] == 200 for e in chats)
+
+
+@pytest.mark.slow
+def test_api_down_mid_run_every_task_still_passes(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(10)))
+    roadmap.sandbox.configure(latency=0.1)
+    window: list[float] = []
+
+    def outage() -> None:
+        _wait_for(lambda: sum(e["status"] == 200 for e in roadmap.chats()) >= 3)
+        roadmap.sandbox.configure(down=True)
+        window.append(time.time())  # from here on the server answers 503
+        _wait_for(
+            lambda: (
+                sum(
+                    e["status"] == 503 and e["path"] == "/api/health" for e in roadmap.sandbox.log()
+                )
+                >= 2
+            )
+        )
+        window.append(time.time())
+        roadmap.sandbox.configure(down=False)
+
+    thread = threading.Thread(target=outage)
+    thread.start()
+    result = roadmap.run("-n", "2", "--reruns", "5", "--roadmap-retry-delay", "100")
+    thread.join()
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] == 10 and "failed" not in outcomes
+    down, up = window
+    passed_chats = [e for e in roadmap.chats() if e["status"] == 200]
+    assert len({e["task"] for e in passed_chats}) == 10
+    assert not [e for e in passed_chats if down < e["arrived"] < up]
+
+
+def test_unhealthy_too_long_fails_with_the_reason(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("a"))
+    roadmap.sandbox.configure(down=True)
+    result = roadmap.run("--roadmap-health-wait", "1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["FAILED a: API unhealthy for 1 s: GET http://127.0.0.1:*/api/health -> 503"]
+    )
+    assert roadmap.chats() == []
+
+
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_queue_limit_skips_the_rest_with_a_hint(roadmap: Roadmap, workers: str) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(5)))
+    result = roadmap.run("-n", workers, "--roadmap-max-queue", "3", "-rs")
+    result.assert_outcomes(passed=3, skipped=2)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED 2: queue full (max 3): raise --roadmap-max-queue or select fewer tasks with -k"]
+    )
+    assert sorted(e["task"] for e in roadmap.chats()) == ["t0", "t1", "t2"]
+
+
+def test_live_status_line(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(6)))
+    roadmap.sandbox.configure(latency=0.25)
+    result = roadmap.run("--roadmap-health-interval", "0.2")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(
+        [
+            "roadmap: running *, queued *, completed *, failed 0, success *, limit 1, "
+            "* req/s (rate 500/s of 500/s, 0 refused), health ok"
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_seed_rule_backs_off_under_overload(roadmap: Roadmap) -> None:
+    # The original system's rule, kept as --roadmap-adaptive seed: one step per interval.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
+    roadmap.sandbox.configure(latency=0.3, capacity=1)
+    result = roadmap.run(
+        "--roadmap-adaptive",
+        "seed",
+        "-n",
+        "3",
+        "--reruns",
+        "10",
+        "--roadmap-retry-delay",
+        "100",
+        "--roadmap-health-interval",
+        "0.5",
+    )
+    result.assert_outcomes(passed=12)
+    result.stdout.fnmatch_lines(
+        ["roadmap: concurrency 3 -> 2: *% of * attempt* failed in the last 0.5 s (> 10%)"]
+    )
+
+
+@pytest.mark.slow
+def test_fixed_concurrency_never_changes(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(8)))
+    roadmap.sandbox.configure(latency=0.2, capacity=1)
+    result = roadmap.run(
+        "-n",
+        "2",
+        "--reruns",
+        "10",
+        "--roadmap-retry-delay",
+        "50",
+        "--roadmap-health-interval",
+        "0.3",
+        "--no-roadmap-adaptive",
+    )
+    result.assert_outcomes(passed=8)
+    assert "roadmap: concurrency" not in result.stdout.str()
+
+
+@pytest.mark.slow
+def test_killed_worker_gives_its_slot_back(roadmap: Roadmap) -> None:
+    # "work.toml" sorts after "test_crash.py", so the crash comes first
+    roadmap.tasks("work", *(task_toml(f"t{i}") for i in range(6)))
+    (roadmap.pytester.path / "roadmap_tasks" / "test_crash.py").write_text(
+        "import os, pathlib, signal, time\n"
+        "def test_crash(roadmap_client):\n"
+        "    marker = pathlib.Path('crashed')\n"
+        "    if not marker.exists():\n"
+        "        marker.write_text(str(time.time()))\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    roadmap_client.chat('after the crash')\n"
+    )
+    roadmap.sandbox.configure(latency=0.4)
+    result = roadmap.run("-n", "2", "--no-roadmap-adaptive")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 7
+    assert outcomes.get("passed", 0) >= 6
+    crashed_at = float((roadmap.pytester.path / "crashed").read_text())
+    chats = [e for e in roadmap.chats() if e["arrived"] > crashed_at]
+    # Two requests in flight together soon after the crash: the dead worker's slot came back
+    # long before its lease (10 s) would have run out.
+    overlaps = [
+        (a, b)
+        for a in chats
+        for b in chats
+        if a is not b
+        and a["arrived"] <= b["arrived"] < a["answered"]
+        and b["arrived"] < crashed_at + 8
+    ]
+    assert overlaps
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("2", 2.0),
+        (" 1.5 ", 1.5),
+        ("Thu, 01 Jan 1970 00:01:40 GMT", 40.0),  # 100 s after the epoch, "now" is 60
+        ("Thu, 01 Jan 1970 00:00:30 GMT", 0.0),  # already past: go now
+        ("99999", 3600.0),  # capped at an hour
+        ("-1", None),
+        ("soon", None),
+        ("Thu, 01 Jan 1970 00:01:40 -0000", None),  # not GMT: not an HTTP date
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=lambda: 60.0) == seconds

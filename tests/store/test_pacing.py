@@ -1,0 +1,243 @@
+"""The learned pace: its rules on their own, and the Pacer over a real store of each backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_roadmap import pacing
+from pytest_roadmap.pacing import (
+    BETA,
+    CUBIC_K,
+    PROBE_WAIT,
+    Limits,
+    Pace,
+    Pacer,
+    QuotaExhausted,
+    Ticket,
+    cubic,
+    on_headers,
+    on_overload,
+    on_success,
+    on_throttled,
+    parse_limits,
+)
+from pytest_roadmap.store import Store
+
+# -- concurrency -------------------------------------------------------------------------
+
+
+def test_a_refusal_halves_the_limit_once_per_burst() -> None:
+    pace = Pace(limit=6)
+    event = on_overload(pace, 0, 10.0, "503 from the API")
+    assert event is not None and (event.old, event.new) == (6, 3)
+    assert (pace.limit, pace.epoch, pace.refused_at) == (3, 1, 6)
+    # Refusals of requests sent before the cut are the same burst: nothing changes.
+    assert on_overload(pace, 0, 10.1, "503 from the API") is None
+    assert pace.limit == 3
+    # One sent after it is news: 3 -> 2 (rounded up), then 1, and never below.
+    assert on_overload(pace, 1, 10.2, "503") is not None and pace.limit == 2
+    assert on_overload(pace, 2, 10.3, "503") is not None and pace.limit == 1
+    assert on_overload(pace, 3, 10.4, "503") is None and pace.limit == 1
+
+
+def test_the_limit_grows_by_one_per_round_while_in_use() -> None:
+    pace = Pace(limit=2, epoch=4, changed_at=0.0)
+    assert on_success(pace, 4, True, 1.0, maximum=4) is None  # one answer of a round of 2
+    event = on_success(pace, 4, True, 1.1, maximum=4)
+    assert event is not None and (pace.limit, pace.epoch) == (3, 5)
+    # Not while no task waits for a slot, not for answers of an older epoch, not above -n.
+    assert on_success(pace, 5, False, 1.2, maximum=4) is None
+    assert on_success(pace, 4, True, 1.2, maximum=4) is None
+    for _ in range(3):
+        on_success(pace, 5, True, 1.3, maximum=4)
+    assert pace.limit == 4
+    for _ in range(8):
+        assert on_success(pace, 6, True, 1.4, maximum=4) is None
+    assert pace.limit == 4
+
+
+def test_a_probe_past_the_refused_level_waits_and_backs_off() -> None:
+    pace = Pace(limit=3)
+    on_overload(pace, 0, 0.0, "503")  # refused at 3: now 2
+    assert (pace.limit, pace.refused_at, pace.probe_wait) == (2, 3, PROBE_WAIT)
+    # A round of answers, but the probe back to 3 waits PROBE_WAIT after the cut.
+    assert on_success(pace, 1, True, 0.5, 6) is None
+    assert on_success(pace, 1, True, 0.6, 6) is None
+    assert pace.limit == 2
+    event = on_success(pace, 1, True, PROBE_WAIT + 0.1, 6)
+    assert event is not None and pace.limit == 3 and "probing 3" in event.reason
+    # The probe fails: back to 2, and the next probe waits twice as long.
+    on_overload(pace, 2, 3.0, "503")
+    assert (pace.limit, pace.probe_wait) == (2, 2 * PROBE_WAIT)
+    for _ in range(4):
+        on_success(pace, 3, True, 3.0 + PROBE_WAIT + 0.5, 6)
+    assert pace.limit == 2
+    on_success(pace, 3, True, 3.0 + 2 * PROBE_WAIT + 0.1, 6)
+    assert pace.limit == 3
+
+
+# -- rate --------------------------------------------------------------------------------
+
+
+def test_a_429_cuts_the_rate_to_what_the_server_accepted_then_cubic_growth() -> None:
+    pace = Pace(limit=3)
+    assert pace.rate(10.0, 0.0) == 10.0
+    event = on_throttled(pace, sent_at=0.3, now=0.4, accepted=4.0, ceiling=10.0)
+    assert event is not None and event.old == 10.0
+    assert pace.rate(10.0, 0.4) == pytest.approx(BETA * 4.0)
+    # Refusals of the same burst (sent within a second of the cut) change nothing.
+    assert on_throttled(pace, sent_at=1.0, now=1.1, accepted=3.0, ceiling=10.0) is None
+    # Flat near what the server accepted for several seconds, then growing, never above
+    # the configured rate.
+    assert 0.98 * 4.0 <= pace.rate(10.0, 0.4 + CUBIC_K) <= 4.0
+    assert pace.rate(10.0, 0.4 + 8.0) < 4.0 * 1.02
+    assert pace.rate(10.0, 0.4 + 20.0) > 8.0
+    assert pace.rate(10.0, 0.4 + 60.0) == 10.0
+
+
+def test_a_failed_probe_keeps_the_learned_rate_a_lower_limit_lowers_it() -> None:
+    pace = Pace(limit=3)
+    on_throttled(pace, 0.0, 0.0, 4.0, 10.0)
+    # Refused above what held (the curve went past 4 after a while): 4 holds, not 3.
+    on_throttled(pace, 9.9, 10.0, 3.0, 10.0)
+    assert pace.peak == 4.0
+    # Refused at or below it: the server's limit went down, and the rate follows.
+    on_throttled(pace, 11.5, 11.6, 2.0, 10.0)
+    assert pace.peak == 2.0
+
+
+def test_cubic_starts_at_beta_and_passes_its_peak_at_k() -> None:
+    assert cubic(5.0, 0.0) == pytest.approx(BETA * 5.0)
+    assert cubic(5.0, CUBIC_K) == pytest.approx(5.0)
+    assert cubic(5.0, CUBIC_K + 1) > 5.0
+
+
+def test_a_429_with_nothing_measured_halves_the_rate() -> None:
+    pace = Pace(limit=1)
+    on_throttled(pace, 0.0, 0.0, None, 8.0)
+    assert pace.rate(8.0, 0.0) == pytest.approx(BETA * 4.0)
+
+
+# -- the server's words ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (
+            {"RateLimit-Limit": "5", "RateLimit-Remaining": "3", "RateLimit-Reset": "1"},
+            Limits(3, 1.0, "RateLimit-Remaining", "5 requests (RateLimit-Limit)"),
+        ),
+        (
+            {"RateLimit": '"default";r=0;t=2', "RateLimit-Policy": '"default";q=5;w=1'},
+            Limits(0, 2.0, "RateLimit", "5 requests per 1 s (RateLimit-Policy)", 5.0),
+        ),
+        (
+            {
+                "x-ratelimit-limit-requests": "60",
+                "x-ratelimit-remaining-requests": "59",
+                "x-ratelimit-reset-requests": "1s",
+            },
+            Limits(
+                59,
+                1.0,
+                "x-ratelimit-remaining-requests",
+                "60 requests (x-ratelimit-limit-requests)",
+            ),
+        ),
+        (
+            {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0.5s"},
+            Limits(0, 360.5, "x-ratelimit-remaining-requests", ""),
+        ),
+        (
+            {"x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "250ms"},
+            Limits(1, 0.25, "x-ratelimit-remaining-requests", ""),
+        ),
+        ({"RateLimit-Remaining": "many", "RateLimit-Reset": "1"}, None),
+        ({"RateLimit-Remaining": "3", "RateLimit-Reset": "soon"}, None),
+        ({"RateLimit": "nonsense"}, None),
+        ({}, None),
+    ],
+)
+def test_rate_limit_headers(headers: dict[str, str], expected: Limits | None) -> None:
+    assert parse_limits(headers) == expected
+
+
+def test_headers_with_a_policy_pace_its_steady_rate() -> None:
+    pace = Pace(limit=3)
+    on_headers(pace, Limits(1, 1.0, "RateLimit", "5 requests per 1 s", 5.0), 100.0, 10.0)
+    assert pace.rate(10.0, 100.5) == 5.0
+
+
+def test_headers_pace_the_remaining_budget_and_pause_at_zero() -> None:
+    pace = Pace(limit=3)
+    on_headers(pace, Limits(4, 2.0, "RateLimit-Remaining"), 100.0, 10.0)
+    assert pace.rate(10.0, 100.5) == pytest.approx(2.0)  # 4 left over 2 s
+    assert pace.rate(10.0, 102.5) == 10.0  # past the reset: the configured rate again
+    events = on_headers(pace, Limits(0, 0.7, "RateLimit-Remaining"), 103.0, 10.0)
+    assert events == [] and pace.until == pytest.approx(103.7)
+
+
+# -- the Pacer over a store --------------------------------------------------------------
+
+
+def _pacer(store: Store, maximum: int = 4, max_wait: float = 300.0) -> Pacer:
+    store.gate_set_limit("gate", maximum)
+    return Pacer(store, gate_key="gate", maximum=maximum, ceiling=10.0, max_wait=max_wait)
+
+
+def test_pacer_cuts_the_shared_limit_once_for_a_burst(store: Store) -> None:
+    first, second = _pacer(store), _pacer(store)  # two workers
+    ticket = Ticket(store.clock(), first.read().epoch, 4)
+    first.answered(ticket, 503, {})
+    second.answered(ticket, 503, {})  # the same burst, seen by another worker
+    assert store.gate_limit("gate") == 2
+    assert first.read().limit == 2
+    last, events = first.events_since(0)
+    assert last == 1 and [(e.kind, e.old, e.new) for e in events] == [("concurrency", 4, 2)]
+    assert store.incr(pacing.REFUSED_KEY, 0) == 2
+    assert store.incr(f"{pacing.REFUSED_KEY}:503", 0) == 2
+
+
+def test_pacer_pauses_every_worker_for_retry_after(store: Store) -> None:
+    pacer = _pacer(store)
+    ticket = Ticket(store.clock(), 0, 4)
+    pacer.answered(ticket, 429, {}, retry_after=30.0)
+    with pytest.raises(pacing.Paused, match="Retry-After 30 s"):
+        _pacer(store).before_send()
+
+
+def test_pacer_stops_the_run_when_the_quota_is_gone(store: Store) -> None:
+    pacer = _pacer(store, max_wait=60.0)
+    pacer.answered(Ticket(store.clock(), 0, 4), 429, {}, retry_after=3600.0)
+    with pytest.raises(
+        QuotaExhausted, match=r"quota exhausted: Retry-After 3600 s .*max-wait 60 s"
+    ):
+        _pacer(store).check()
+    assert [e.kind for e in pacer.events_since(0)[1]] == ["stop"]
+
+
+def test_pacer_in_off_mode_keeps_limit_and_rate(store: Store) -> None:
+    store.gate_set_limit("gate", 4)
+    pacer = Pacer(store, gate_key="gate", maximum=4, ceiling=10.0, max_wait=300.0, mode="off")
+    ticket = Ticket(store.clock(), 0, 4)
+    pacer.answered(ticket, 503, {})
+    pacer.answered(ticket, 429, {})
+    assert store.gate_limit("gate") == 4
+    assert pacer.before_send()[1] == 10.0
+
+
+def test_a_spent_token_budget_pauses_every_worker_until_its_reset(store: Store) -> None:
+    pacer = _pacer(store)
+    before = store.clock()
+    spent = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2.5s"}
+    pacer.answered(Ticket(before, 0, 4), 200, spent)
+    pace = pacer.read()
+    assert before + 2.5 <= pace.until <= store.clock() + 2.5
+    assert pace.until_reason == "x-ratelimit-remaining-tokens 0"
+    # Tokens left: no pause.
+    other = _pacer(store)
+    left = {"x-ratelimit-remaining-tokens": "10", "x-ratelimit-reset-tokens": "60s"}
+    store.put(pacing.PACE_KEY, Pace(limit=4).to_json())
+    other.answered(Ticket(store.clock(), 0, 4), 200, left)
+    assert other.read().until == 0.0
