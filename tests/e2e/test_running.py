@@ -262,6 +262,7 @@ OPTION_MODULES = {
     "pytest_roadmap.settings",
     "pytest_roadmap.errors",
     "pytest_roadmap.protocol",
+    "pytest_roadmap.validation",
 }
 
 
