@@ -93,6 +93,14 @@ class AttemptHooks:
                     return
                 if reason is not None:
                     pytest.skip(reason)
+        deadline = runner.deadline
+        if deadline is not None and isinstance(item, TaskItem):
+            if failed_before == 0 and (why := deadline.check(item.task)) is not None:
+                pytest.skip(why)
+            delay = guards.backoff.wait(failed_before) if failed_before else 0.0
+            if failed_before and (why := deadline.check_retry(item.task, delay)) is not None:
+                state.unhealthy = f"not retried: {why}"  # fails in the call, as unhealthy does
+                return
         guards.enter_batch(batch)
         try:
             state.unhealthy = guards.before_attempt(failed_before, state.last_error, state.refusals)

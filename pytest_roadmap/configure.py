@@ -10,23 +10,25 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from pytest_roadmap.attempt import AttemptHooks
 from pytest_roadmap.batches import BatchPlan, load_batches
 from pytest_roadmap.caps import cap_lines, capped_settings, concurrency_ceiling
-from pytest_roadmap.collect import RUN_PROTOCOL, RUNNER
+from pytest_roadmap.collect import RUN_PROTOCOL, RUNNER, TaskItem
 from pytest_roadmap.controller import ControllerHooks
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.interrupt import handle_sigterm
-from pytest_roadmap.options import sources_of
+from pytest_roadmap.options import PLAN_WORKERS, sources_of
+from pytest_roadmap.plan import History, read_history
 from pytest_roadmap.protocol import PROTOCOLS
 from pytest_roadmap.run import Controller, Role, RunConfig, TaskRunner
 from pytest_roadmap.selection import SelectionHooks
 from pytest_roadmap.settings import Settings, resolve_settings
 from pytest_roadmap.store.base import StoreError
-from pytest_roadmap.tasks import load_tasks
+from pytest_roadmap.tasks import Task, load_tasks
 from pytest_roadmap.terminal import header_line
 from pytest_roadmap.wire import Coordinates
 
@@ -75,14 +77,27 @@ def configure(config: pytest.Config) -> None:
         _register(config, run, runner=worker, controller=None, undo=handle_sigterm())
         return
     run = RunConfig(
-        role, settings, plan, ceiling, _completed_in_tracker(config, settings), caps, left_out
+        role,
+        settings,
+        plan,
+        ceiling,
+        _completed_in_tracker(config, settings),
+        caps,
+        left_out,
+        resume=config.option.roadmap_resume,
     )
+    # Read before this run rewrites it.
+    history = read_history(settings.report_dir / "report.json")
     if role is Role.LISTING:
         # Enough to order and list the tasks; nothing that talks to the API.
         _register(config, run, runner=None, controller=None, undo=None)
+        if PLAN_WORKERS in config.stash:
+            config.pluginmanager.register(
+                PlanHooks(run, history, config.stash[PLAN_WORKERS]), "roadmap-plan"
+            )
         return
     try:
-        controller = Controller.start(run)
+        controller = Controller.start(run, history)
     except (RoadmapError, StoreError) as exc:
         raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
     runner: TaskRunner | None = None
@@ -152,6 +167,33 @@ class ProcessHooks:
             del config.stash[RUNNER]
         if self.controller is not None:
             self.controller.close()
+
+
+class PlanHooks:
+    """--roadmap-plan: the session only collects; the summary prints what the selected tasks
+    would take."""
+
+    def __init__(self, run: RunConfig, history: History | None, workers: int) -> None:
+        self.run = run
+        self.history = history
+        self.workers = workers  # -n, 0 without xdist
+        self.tasks: list[Task] = []
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.tasks = [i.task for i in session.items if isinstance(i, TaskItem)]
+
+    def pytest_terminal_summary(
+        self, terminalreporter: Any, exitstatus: int, config: pytest.Config
+    ) -> None:
+        terminalreporter.write_sep("=", "roadmap plan")
+        plan = self.run.run_plan(
+            self.tasks,
+            workers=self.workers or 1,
+            distributed=bool(self.workers),
+            history=self.history,
+        )
+        for line in plan.lines():
+            terminalreporter.write_line(self.run.redact(line))
 
 
 def _no_delay_for_rerun_state(config: pytest.Config) -> None:

@@ -16,6 +16,9 @@ import pytest
 from pytest_roadmap import settings as setting_specs
 from pytest_roadmap.settings import Sources
 
+# --roadmap-plan: the workers the run would have (0: one process); the session only collects.
+PLAN_WORKERS = pytest.StashKey[int]()
+
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("roadmap", "pytest-roadmap: roadmap tasks against a code API")
@@ -58,6 +61,13 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         dest="roadmap_stop_on_failure",
         help="In batch mode, skip later batches once a batch has a failure.",
+    )
+    group.addoption(
+        "--roadmap-plan",
+        action="store_true",
+        default=False,
+        dest="roadmap_plan",
+        help="Print what the selected tasks will take (requests, time, tokens) and send nothing.",
     )
 
 

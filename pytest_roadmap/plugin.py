@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_roadmap.errors import RoadmapError
-from pytest_roadmap.options import add_options, tasks_dir_of
+from pytest_roadmap.options import PLAN_WORKERS, add_options, tasks_dir_of
 from pytest_roadmap.settings import check_workers, concurrency_from_env
 
 
@@ -46,6 +46,14 @@ def pytest_load_initial_conftests(
             args[:] = [f"--numprocesses={concurrency_from_env(os.environ)}", *args]
     except RoadmapError as exc:
         raise pytest.UsageError(f"pytest-roadmap: {exc}") from None
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # After xdist's own (tryfirst), which has turned -n into workers: the plan collects only,
+    # so no worker starts and nothing talks to the API.
+    if config.option.roadmap and config.option.roadmap_plan:
+        config.stash[PLAN_WORKERS] = int(getattr(config.option, "numprocesses", 0) or 0)
+        config.option.collectonly = True
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-rerunfailures has opened its socket

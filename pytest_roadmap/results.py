@@ -167,6 +167,8 @@ class RunRecord:
     # Every request any process sent: the client's own log (compliance.py's entries).
     requests: list[list[Any]] = field(default_factory=list)
     budgets: dict[str, Any] | None = None  # the run-wide budgets and their use (budgets.py)
+    requests_sent: int = 0  # requests the run sent, health probes included, as the store counted
+    prediction: dict[str, Any] | None = None  # what the plan expected (plan.py)
 
     @property
     def usage(self) -> Usage | None:

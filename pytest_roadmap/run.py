@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 from pytest_roadmap.batches import BatchPlan
 from pytest_roadmap.budgets import Spend
 from pytest_roadmap.caps import adaptive_limit
+from pytest_roadmap.deadline import Deadline, deadline_info, info_key, process_age
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.health import PROBES_KEY
 from pytest_roadmap.interrupt import StopCheck
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.pacing import REFUSED_KEY, Pacer
+from pytest_roadmap.plan import History, Plan, collection_order, plan_run
 from pytest_roadmap.progress import ProgressKeeper, tasks_from_task_files
 from pytest_roadmap.protocol import PROTOCOLS
 from pytest_roadmap.recorder import RunRecorder
@@ -40,6 +42,7 @@ from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, 
 from pytest_roadmap.retry import TaskFailure
 from pytest_roadmap.safeguards import (
     GATE_KEY,
+    REQUESTS_KEY,
     Safeguards,
     Slots,
     batch_gate_key,
@@ -91,6 +94,7 @@ class RunConfig:
     completed: frozenset[str] = frozenset()  # tracker keys marked complete at the start
     cap_lines: tuple[str, ...] = ()  # header lines: what the batch file's safeguards lowered
     left_out: int = 0  # tasks in no batch, in batch mode (known to the controller)
+    resume: bool = False  # --roadmap-resume: the tasks `completed` marks are not sent
 
     def pacer(self, store: Store) -> Pacer:
         """The learned pace of the run, bounded by the batch file's safeguards if any."""
@@ -101,6 +105,21 @@ class RunConfig:
             maximum=self.concurrency,
             lower=caps is None or caps.auto_reduce_on_failure,
             higher=caps is None or caps.auto_increase_on_success,
+        )
+
+    def run_plan(
+        self, tasks: Iterable[Task], *, workers: int, distributed: bool, history: History | None
+    ) -> Plan:
+        """The plan of these selected tasks, as --roadmap-plan prints it and report.json
+        records it."""
+        return plan_run(
+            collection_order(tasks),
+            self.settings,
+            workers=workers,
+            distributed=distributed,
+            batches=self.plan,
+            history=history,
+            completed=self.completed if self.resume else None,
         )
 
     @cached_property
@@ -145,6 +164,7 @@ class TaskRunner:
         self._owns_store = store is None
         self._safeguards: Safeguards | None = None
         self.sequencer: Sequencer | None = None
+        self.deadline: Deadline | None = None  # with --roadmap-deadline, once tasks are selected
         self.current: str | None = None  # the node id whose attempt started last
         self._states: dict[str, AttemptState] = {}
 
@@ -198,6 +218,21 @@ class TaskRunner:
         for task_id in resumed:
             self.sequencer.mark_done(task_id, PASSED)
 
+    def keep_deadline(self, sent: Sequence[Task]) -> None:
+        """With --roadmap-deadline: the judge of which of `sent` (the tasks this process may
+        send, in run order) still start; the controller put the deadline in the store."""
+        if self.run.settings.deadline is None:
+            return
+        settings = self.run.settings
+        self.deadline = Deadline.from_store(
+            self.safeguards().store,
+            self.where.instance,
+            sent,
+            workers=self.run.concurrency,
+            rate=settings.rate_limit,
+            shards=settings.shards,
+        )
+
     def state(self, nodeid: str) -> AttemptState:
         return self._states.setdefault(nodeid, AttemptState())
 
@@ -226,9 +261,12 @@ class TaskRunner:
             state.slot = None
 
     def ended(self, task_id: str, outcome: str) -> None:
-        """A task's final outcome releases its dependants and, last of all, its batch."""
+        """A task's final outcome releases its dependants and, last of all, its batch; its
+        worker time joins the deadline's measurement."""
         if self.sequencer is not None:
             self.sequencer.mark_done(task_id, outcome)
+        if self.deadline is not None:
+            self.deadline.ended(task_id)
 
     def close(self) -> None:
         if self._safeguards is not None:
@@ -274,11 +312,13 @@ class Controller:
     selected: dict[str, Task] = field(default_factory=dict)
     collected: list[str] = field(default_factory=list)
     running: Callable[[], Collection[str]] = lambda: ()  # node ids mid-attempt
+    history: History | None = None  # the last report's measurements, for the plan
 
     @classmethod
-    def start(cls, run: RunConfig) -> Controller:
+    def start(cls, run: RunConfig, history: History | None = None) -> Controller:
         """Create the store, set the concurrency limits, start the sandbox if no API is
-        configured. Raises RoadmapError or StoreError when the store cannot be opened."""
+        configured, put the deadline in the store for the workers. Raises RoadmapError or
+        StoreError when the store cannot be opened."""
         settings, plan = run.settings, run.plan
         run_dir = Path(tempfile.mkdtemp(prefix="pytest-roadmap-"))
         run_id = settings.run_id or uuid.uuid4().hex[:12]
@@ -333,6 +373,15 @@ class Controller:
             source=plan.source if plan else "",
         )
         sequencer = Sequencer(store, plan) if run.role is Role.CONTROLLER else None
+        if settings.deadline is not None:
+            info = deadline_info(
+                settings.deadline,
+                now=recorder.record.started,
+                age=process_age(),
+                history=history,
+                expected_latency=settings.expected_latency,
+            )
+            store.put(info_key(where.instance), info.dumps())
         return cls(
             run=run,
             where=where,
@@ -342,6 +391,7 @@ class Controller:
             keeper=keeper,
             sandbox=sandbox,
             sequencer=sequencer,
+            history=history,
         )
 
     def start_monitor(self, say: Callable[[str], None]) -> None:
@@ -406,6 +456,7 @@ class Controller:
         record.finished = time.time()
         with contextlib.suppress(StoreError):  # a store gone mid-run must not cost the reports
             record.health_probes = self.store.incr(PROBES_KEY, 0)
+            record.requests_sent = self.store.incr(REQUESTS_KEY, 0)
             for status in (429, 503):
                 count = self.store.incr(f"{REFUSED_KEY}:{status}", 0)
                 if count:
@@ -419,6 +470,12 @@ class Controller:
             self.keeper.settle(self.collected, describe, set(self.running()))
         else:
             self.keeper.settle(list(self.selected), self.selected.get, set(self.running()))
+        record.prediction = self.run.run_plan(
+            [r.task for r in record.results],
+            workers=self.run.settings.workers,
+            distributed=self.run.role is Role.CONTROLLER,
+            history=self.history,
+        ).to_dict()
         # Written here, before xdist tears its workers down (up to 10 s for a hung one after
         # an interruption, when CI may be about to kill the job); the summary prints what it
         # said.

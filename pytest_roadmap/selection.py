@@ -164,6 +164,10 @@ class SelectionHooks:
                 outside=unmet,
                 resumed=resumed,
             )
+            # The deadline judges only the tasks this process may send, in run order.
+            self.runner.keep_deadline(
+                [t for t in ordered if not task_items[t.id].get_closest_marker("skip")]
+            )
 
     def _outside_dependencies(
         self, selected: Mapping[str, TaskItem]

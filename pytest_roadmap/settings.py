@@ -677,6 +677,55 @@ MAX_COST = Spec[float | None](
     "task starts only if its most expensive answer fits (env ROADMAP_MAX_COST).",
 )
 
+# A duration as people write one: "8s", "45m", "1h30m", "500ms", or seconds alone ("90").
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:ms|s|m|h))+")
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h)")
+
+
+def _duration(low: float, high: float) -> Callable[[str, str], float | None]:
+    """Seconds from "8s", "45m", "1h30m", "500ms" or a bare number of seconds."""
+    seconds = Range(low, high, unit="seconds")
+
+    def parse(raw: str, origin: str) -> float | None:
+        if _DECIMAL.fullmatch(raw):
+            value = float(raw)
+        elif _DURATION.fullmatch(raw):
+            value = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(raw))
+        else:
+            raise ValueError(raw)
+        if not seconds.allows(value):
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+MAX_DEADLINE = 7 * 86400.0
+DEADLINE = Spec[float | None](
+    "deadline",
+    "--roadmap-deadline",
+    "ROADMAP_DEADLINE",
+    "roadmap_deadline",
+    None,
+    _duration(1.0, MAX_DEADLINE),
+    "a duration from 1s to 168h, such as 8s, 45m, 1h30m or 90 (seconds)",
+    "Time the run may take from its start, e.g. 45m: when the remaining tasks cannot "
+    "finish in time, the lowest-priority ones are not started (skipped, naming the "
+    "deadline); time to write the reports and the tracker is kept (env ROADMAP_DEADLINE).",
+)
+EXPECTED_LATENCY = Spec[float | None](
+    "expected latency",
+    "--roadmap-expected-latency",
+    "ROADMAP_EXPECTED_LATENCY",
+    "roadmap_expected_latency",
+    None,
+    _duration(0.001, MAX_TIMEOUT),
+    "a duration from 1ms to 24h, such as 800ms, 2s or 1.5 (seconds)",
+    "Seconds one request takes, for --roadmap-plan and the deadline's first forecast "
+    "(default: what the last report measured for these tasks) (env ROADMAP_EXPECTED_LATENCY).",
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -721,6 +770,8 @@ class Settings:
     max_retries: int | None = None  # retries of the whole run (budgets.py)
     max_tokens: int | None = None  # tokens of the whole run
     max_cost: float | None = None  # US dollars of the whole run
+    deadline: float | None = None  # seconds from the run's start (deadline.py)
+    expected_latency: float | None = None  # seconds a request takes, as the user expects
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

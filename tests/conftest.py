@@ -23,6 +23,8 @@ ENV_SETTINGS = (
     "ROADMAP_RUN_ID",
     "ROADMAP_PROTOCOL",
     "OPENAI_API_KEY",
+    "ROADMAP_DEADLINE",
+    "ROADMAP_EXPECTED_LATENCY",
 )
 
 # Set when the suite itself runs under xdist (-n 2): a session under test would take

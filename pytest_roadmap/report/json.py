@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pytest_roadmap.compliance import of_record
+from pytest_roadmap.plan import plan_section
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
@@ -186,6 +187,7 @@ def build_json(record: RunRecord) -> dict[str, Any]:
         "tasks": [_task(record, t) for t in record.results],
         "dogfooding": section(DOGFOODING_FIELDS, record),
         "compliance": of_record(record).to_dict(),
+        "plan": plan_section(record),
     }
 
 
