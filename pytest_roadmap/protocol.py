@@ -46,7 +46,8 @@ TRACE_HEADERS = {
 MAX_TOKENS_RANGE = (1, 1_000_000)
 TEMPERATURE_RANGE = (0.0, 2.0)
 
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n`]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
+# A string, compiled by `re` on first use: the entry point imports this module in every run.
+_FENCE = r"(?ms)^[ \t]*(`{3,}|~{3,})[^\n`]*\n(.*?)^[ \t]*\1[ \t]*$"
 
 
 class AnswerError(ValueError):
@@ -103,7 +104,7 @@ def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 
 def code_blocks(text: str) -> str:
     """The fenced code blocks of a Markdown answer, joined by a blank line ("" if none)."""
-    blocks = [match.group(2) for match in _FENCE.finditer(text)]
+    blocks = [match.group(2) for match in re.finditer(_FENCE, text)]
     return "\n".join(block if block.endswith("\n") else block + "\n" for block in blocks)
 
 

@@ -116,12 +116,14 @@ def resolve(spec: Spec[T], sources: Sources) -> tuple[T, str]:
 
 # ASCII digits with an optional fraction: float() and int() would also take full-width and
 # other Unicode digits, "1_0", "1e-300", "inf" and surrounding spaces.
-_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_WHOLE = re.compile(r"-?[0-9]+")
+# Patterns are kept as strings: `re` compiles each on first use and caches it, so importing
+# this module (every pytest run does, through the entry point) compiles none.
+_DECIMAL = r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_WHOLE = r"-?[0-9]+"
 
 
 def _decimal(raw: str) -> float:
-    if not _DECIMAL.fullmatch(raw):
+    if not re.fullmatch(_DECIMAL, raw):
         raise ValueError(raw)
     return float(raw)
 
@@ -156,7 +158,7 @@ class Integer:
         return self.range.allowed
 
     def __call__(self, raw: str, origin: str) -> int:
-        if not _WHOLE.fullmatch(raw):
+        if not re.fullmatch(_WHOLE, raw):
             raise ValueError(raw)
         value = int(raw)
         if not self.range.allows(value):
@@ -479,12 +481,12 @@ BATCHES = Spec[str](
 
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?B?)", re.IGNORECASE)
+_SIZE = r"(?i)(\d+(?:\.\d+)?)\s*([KMG]?B?)"
 
 
 def _size(low: int, high: int) -> Callable[[str, str], int]:
     def parse(raw: str, origin: str) -> int:
-        match = _SIZE.fullmatch(raw)
+        match = re.fullmatch(_SIZE, raw)
         if match is None:
             raise ValueError(raw)
         unit = match.group(2).upper()
@@ -504,12 +506,12 @@ def shown_size(size: int) -> str:
     return f"{size} bytes"
 
 
-_REDIRECT_HOST = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:\d{1,5})?")
+_REDIRECT_HOST = r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:\d{1,5})?"
 
 
 def _redirect_hosts(raw: str, origin: str) -> tuple[str, ...]:
     hosts = tuple(part for part in re.split(r"[\s,]+", raw.lower()) if part)
-    if not hosts or not all(_REDIRECT_HOST.fullmatch(host) for host in hosts):
+    if not hosts or not all(re.fullmatch(_REDIRECT_HOST, host) for host in hosts):
         raise ValueError(raw)
     return hosts
 
@@ -523,12 +525,12 @@ def _store_url(raw: str, origin: str) -> str:
 
 def _run_id(raw: str, origin: str) -> str:
     raw = raw.strip()
-    if not RUN_ID_PATTERN.fullmatch(raw):
+    if not re.fullmatch(RUN_ID_PATTERN, raw):
         raise ValueError(raw)
     return raw
 
 
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+RUN_ID_PATTERN = r"[A-Za-z0-9._-]{1,128}"
 
 STORE = Spec[str](
     "store URL",
@@ -679,8 +681,8 @@ MAX_COST = Spec[float | None](
 
 # A duration as people write one: "8s", "45m", "1h30m", "500ms", or seconds alone ("90").
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:ms|s|m|h))+")
-_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h)")
+_DURATION = r"(?:(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:ms|s|m|h))+"
+_DURATION_PART = r"([0-9]*\.?[0-9]+)(ms|s|m|h)"
 
 
 def _duration(low: float, high: float) -> Callable[[str, str], float | None]:
@@ -688,10 +690,10 @@ def _duration(low: float, high: float) -> Callable[[str, str], float | None]:
     seconds = Range(low, high, unit="seconds")
 
     def parse(raw: str, origin: str) -> float | None:
-        if _DECIMAL.fullmatch(raw):
+        if re.fullmatch(_DECIMAL, raw):
             value = float(raw)
-        elif _DURATION.fullmatch(raw):
-            value = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(raw))
+        elif re.fullmatch(_DURATION, raw):
+            value = sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(_DURATION_PART, raw))
         else:
             raise ValueError(raw)
         if not seconds.allows(value):
