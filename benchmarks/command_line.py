@@ -15,24 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_roadmap.sandbox.cli import number_argument
+
 _Number = TypeVar("_Number", int, float)
 
 
 def number(
     convert: Callable[[str], _Number], what: str, check: Callable[[_Number], bool]
 ) -> Callable[[str], _Number]:
-    """An argparse type for a number that `check` accepts; `what` says which are allowed."""
-
-    def parse(text: str) -> _Number:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not (math.isfinite(value) and check(value)):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
-
-    return parse
+    """An argparse type for a finite number that `check` accepts; `what` says which."""
+    return number_argument(convert, what, lambda value: math.isfinite(value) and check(value))
 
 
 def whole(minimum: int) -> Callable[[str], int]:

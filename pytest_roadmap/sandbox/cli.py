@@ -20,10 +20,11 @@ DEFAULT_PORT = 3000
 _Number = TypeVar("_Number", int, float)
 
 
-def _argument(
+def number_argument(
     convert: Callable[[str], _Number], what: str, check: Callable[[_Number], bool]
 ) -> Callable[[str], _Number]:
-    """An argparse type: bad values become one usage line, never a traceback."""
+    """An argparse type: bad values become one usage line, never a traceback (the
+    benchmarks' command lines use it too)."""
 
     def parse(text: str) -> _Number:
         try:
@@ -60,19 +61,19 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--port",
-        type=_argument(int, "a port from 0 to 65535", lambda v: 0 <= v <= 65535),
+        type=number_argument(int, "a port from 0 to 65535", lambda v: 0 <= v <= 65535),
         default=DEFAULT_PORT,
         help=f"port to listen on, 0 for any free one (default {DEFAULT_PORT})",
     )
     parser.add_argument(
         "--latency-ms",
-        type=_argument(float, "milliseconds >= 0", lambda v: finite(v) and v >= 0),
+        type=number_argument(float, "milliseconds >= 0", lambda v: finite(v) and v >= 0),
         default=0.0,
         help="delay before each chat answer",
     )
     parser.add_argument(
         "--capacity",
-        type=_argument(int, "a whole number >= 0", lambda v: v >= 0),
+        type=number_argument(int, "a whole number >= 0", lambda v: v >= 0),
         default=None,
         help="most chat requests in flight; beyond it 503",
     )
@@ -92,7 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rate-limit",
-        type=_argument(float, "requests per second > 0", lambda v: finite(v) and v > 0),
+        type=number_argument(float, "requests per second > 0", lambda v: finite(v) and v > 0),
         default=None,
         help="most /api/ requests per 1 s window; beyond it 429",
     )
@@ -112,32 +113,32 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--quota",
-        type=_argument(int, "a whole number >= 0", lambda v: v >= 0),
+        type=number_argument(int, "a whole number >= 0", lambda v: v >= 0),
         default=None,
         help="after this many chat answers 2xx, answer every /api/ request 429",
     )
     parser.add_argument(
         "--quota-retry-after",
-        type=_argument(int, "whole seconds >= 0", lambda v: v >= 0),
+        type=number_argument(int, "whole seconds >= 0", lambda v: v >= 0),
         default=3600,
         help="Retry-After of the --quota 429 (default 3600)",
     )
     parser.add_argument(
         "--token-limit",
-        type=_argument(int, "a whole number >= 1", lambda v: v >= 1),
+        type=number_argument(int, "a whole number >= 1", lambda v: v >= 1),
         default=None,
         help="OpenAI protocol: answer 429 while the last minute's answers used this many "
         "tokens, and send x-ratelimit-*-tokens headers",
     )
     parser.add_argument(
         "--failure-rate",
-        type=_argument(float, "a share from 0 to 1", lambda v: 0 <= v <= 1),
+        type=number_argument(float, "a share from 0 to 1", lambda v: 0 <= v <= 1),
         default=0.0,
         help="share of chat requests that answer 500",
     )
     parser.add_argument(
         "--seed",
-        type=_argument(int, "a whole number", lambda v: True),
+        type=number_argument(int, "a whole number", lambda v: True),
         default=0,
         help="seed for --failure-rate draws",
     )
