@@ -8,7 +8,9 @@ calls the `TaskRunner`); teardown gives the slot back. Each attempt's report car
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
+from typing import Any
 
 import pytest
 
@@ -132,6 +134,8 @@ class AttemptHooks:
         report = yield
         if not is_roadmap_item(item):
             return report
+        if report.skipped and isinstance(report.longrepr, tuple):
+            report.longrepr = at_item(item, report.longrepr)
         run = self.run
         batch = run.plan.batch_of(item.name) if run.plan and isinstance(item, TaskItem) else None
         batch_name = batch.name if batch else None
@@ -267,3 +271,17 @@ def _refusal_count(item: pytest.Item, refused: bool) -> int:
     count = item.stash.get(REFUSALS, 0) + (1 if refused else 0)
     item.stash[REFUSALS] = count
     return count
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def at_item(item: pytest.Item, longrepr: tuple[str, int, str]) -> tuple[str, int, Any]:
+    """A skip the plugin raised (a dependency, the deadline, a budget, the quota) shown at
+    the task, as pytest shows a skip mark's, not at the plugin's line that raised it; a skip
+    a Python task raised itself keeps its own place."""
+    path, _, message = longrepr
+    if not os.path.abspath(str(path)).startswith(_PACKAGE):
+        return longrepr
+    where, line = item.reportinfo()[:2]
+    return os.fspath(where), (line or 0) + 1, message

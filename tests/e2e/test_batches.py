@@ -166,8 +166,13 @@ def test_failed_dependency_skips_its_dependants(roadmap: Roadmap) -> None:
     result = roadmap.run("-n", "2", "-rs")
     result.assert_outcomes(failed=1, skipped=2)
     result.stdout.fnmatch_lines(
-        ["*dependency 'base' failed*", "*dependency 'mid' was skipped*"], consecutive=False
+        [
+            "SKIPPED [[]1] roadmap_tasks/month1.toml:1: dependency 'base' failed*",
+            "SKIPPED [[]1] roadmap_tasks/month1.toml:1: dependency 'mid' was skipped*",
+        ],
+        consecutive=False,
     )
+    assert "attempt.py" not in result.stdout.str()  # the task's place, not the plugin's
     assert [e["task"] for e in roadmap.chats()] == ["base"]
 
 
