@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pytest_roadmap.store.base import Store
+from pytest_roadmap.validation import duration
 
 PACE_KEY = "pace"
 EVENTS_KEY = "pace:events"
@@ -282,20 +283,7 @@ class Limits:
     steady: float = 0.0  # requests/s the announced quota allows for good (0: unknown)
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
 _PARAM = re.compile(r";\s*([a-z]+)=(\d+(?:\.\d+)?)")
-
-
-def _seconds(text: str) -> float | None:
-    """Seconds from "3", "1.5", "250ms", "6m0s" or "1h2m3s"; None if it is neither."""
-    text = text.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return float(text)
-    if not _DURATION_WHOLE.fullmatch(text):
-        return None
-    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * factor[unit] for n, unit in _DURATION.findall(text))
 
 
 def _whole(text: str | None) -> int | None:
@@ -342,7 +330,7 @@ def _triple(
     """A limit / remaining / reset family of headers, as `Limits`; None unless both the
     remaining budget and the reset parse."""
     left = _whole(get(remaining.lower()))
-    seconds = _seconds(get(reset.lower()) or "")
+    seconds = duration((get(reset.lower()) or "").strip())
     if left is None or seconds is None:
         return None
     quota = _whole(get(limit.lower()))

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
 from pytest_roadmap.protocol import NAMES as PROTOCOL_NAMES
-from pytest_roadmap.validation import Range
+from pytest_roadmap.validation import Range, duration
 
 T = TypeVar("T")
 
@@ -679,24 +679,14 @@ MAX_COST = Spec[float | None](
     "task starts only if its most expensive answer fits (env ROADMAP_MAX_COST).",
 )
 
-# A duration as people write one: "8s", "45m", "1h30m", "500ms", or seconds alone ("90").
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = r"(?:(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:ms|s|m|h))+"
-_DURATION_PART = r"([0-9]*\.?[0-9]+)(ms|s|m|h)"
-
 
 def _duration(low: float, high: float) -> Callable[[str, str], float | None]:
     """Seconds from "8s", "45m", "1h30m", "500ms" or a bare number of seconds."""
     seconds = Range(low, high, unit="seconds")
 
     def parse(raw: str, origin: str) -> float | None:
-        if re.fullmatch(_DECIMAL, raw):
-            value = float(raw)
-        elif re.fullmatch(_DURATION, raw):
-            value = sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(_DURATION_PART, raw))
-        else:
-            raise ValueError(raw)
-        if not seconds.allows(value):
+        value = duration(raw)
+        if value is None or not seconds.allows(value):
             raise ValueError(raw)
         return value
 

@@ -10,6 +10,7 @@ import: the entry point imports settings, which imports this.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from pytest_roadmap.errors import shown
@@ -90,3 +91,21 @@ class Range:
         if not self.allows(value):
             raise error(f"{what} must be {self.allowed}, got {shown(value)}")
         return value  # type: ignore[return-value]  # allows() saw an int or a float
+
+
+# Kept as strings: `re` compiles them on first use (this module is imported by every run).
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_DURATION = rf"(?:{_NUMBER}(?:ms|s|m|h))+"
+_DURATION_PART = rf"({_NUMBER})(ms|s|m|h)"
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float | None:
+    """Seconds from a number of seconds ("90", "1.5") or a duration as people and Go write
+    one ("250ms", "45m", "1h30m", "6m0s"); None if `text` is neither. The settings read
+    `--roadmap-deadline` with it, the learned pace a rate-limit header's reset."""
+    if re.fullmatch(_NUMBER, text):
+        return float(text)
+    if not re.fullmatch(_DURATION, text):
+        return None
+    return sum(float(n) * _UNITS[unit] for n, unit in re.findall(_DURATION_PART, text))
