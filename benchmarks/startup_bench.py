@@ -1,8 +1,13 @@
 """What the installed plugin costs a pytest run that does not use it (no --roadmap).
 
-Times `pytest -q` over a few plain tests, process start to exit, with the plugin disabled
-(`-p no:roadmap`) and enabled, alternating, and prints the medians. `--checkout DIR` (may
-repeat) runs the enabled case once per source tree, through PYTHONPATH, to compare commits.
+Runs `pytest -q` over one plain test with the plugin disabled (`-p no:roadmap`) and enabled,
+back to back in each round (so a change of load lands on both), and prints the median of
+the per-round differences in wall time and in CPU time (user + sys of the pytest process
+and every process it waited for, from `wait4`). Run it with the Python of the environment
+to measure: a venv with `pip install .` is what a user has (an editable install skips
+pytest's assertion rewriting of the plugin's modules). `--checkout DIR` (may repeat) adds
+an enabled case per source tree, through PYTHONPATH, to compare commits; `-n 2` passes
+xdist's workers.
 """
 
 from __future__ import annotations
@@ -14,53 +19,64 @@ import tempfile
 import time
 from pathlib import Path
 
-from command_line import BenchmarkParser
+from command_line import BenchmarkParser, whole
 from harness import pytest_command
 
-PLAIN_TESTS = "".join(f"def test_{i}():\n    pass\n" for i in range(4))
+PLAIN_TEST = "def test_one():\n    pass\n"
+WITHOUT = "without the plugin"
 
 
-def timed(args: list[str], folder: Path, pythonpath: str | None) -> float:
-    env = dict(os.environ)
+def timed(args: list[str], folder: Path, pythonpath: str | None) -> tuple[float, float]:
+    """(wall, CPU) seconds of one pytest run, start to exit."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
-    subprocess.run(
-        [*pytest_command(()), *args],
+    process = subprocess.Popen(
+        [*pytest_command(()), "-p", "no:cacheprovider", *args],
         cwd=folder,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        timeout=120,
-        check=True,
     )
-    return time.perf_counter() - started
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"pytest {' '.join(args)} exited with status {status}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     parser = BenchmarkParser(__doc__)
-    parser.repeat(7)
+    parser.repeat(40)
+    parser.add_argument("-n", "--workers", type=whole(0), default=0, help="xdist workers (0: none)")
     parser.add_argument(
         "--checkout", action="append", default=[], help="source tree to time the plugin from"
     )
     options = parser.parse_args()
-    kinds: dict[str, tuple[list[str], str | None]] = {
-        "without the plugin": (["-p", "no:roadmap"], None)
-    }
+    workers = ["-n", str(options.workers)] if options.workers else []
+    kinds: dict[str, tuple[list[str], str | None]] = {WITHOUT: (["-p", "no:roadmap"], None)}
     for checkout in options.checkout or [""]:
         kinds[f"with the plugin {checkout}".rstrip()] = ([], checkout or None)
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    seen: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        (folder / "test_plain.py").write_text(PLAIN_TESTS, encoding="utf-8")
-        for _ in range(options.repeat):
+        (folder / "test_one.py").write_text(PLAIN_TEST, encoding="utf-8")
+        for round_ in range(options.repeat + 3):  # three rounds to warm the caches, not kept
             for kind, (args, pythonpath) in kinds.items():
-                times[kind].append(timed(args, folder, pythonpath))
-    bare = statistics.median(times["without the plugin"])
-    for kind, seen in times.items():
-        median = statistics.median(seen)
-        runs = " ".join(f"{t:.2f}" for t in seen)
-        print(f"{kind}: median {median:.3f} s (+{median - bare:.3f} s); runs {runs}")
+                result = timed([*args, *workers], folder, pythonpath)
+                if round_ >= 3:
+                    seen[kind].append(result)
+    bare = seen[WITHOUT]
+    for kind, runs in seen.items():
+        line = [f"{kind} ({len(runs)} rounds):"]
+        for what, index in (("wall", 0), ("CPU", 1)):
+            median = statistics.median(run[index] for run in runs) * 1000
+            line.append(f"{what} median {median:.1f} ms")
+            if kind != WITHOUT:
+                diff = statistics.median(a[index] - b[index] for a, b in zip(runs, bare))
+                line[-1] += f" ({diff * 1000:+.1f} ms a round)"
+        print(" ".join(line))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The command-line options and ini keys, and the settings' sources read from pytest's config.
 
-Imported by the entry point in every pytest run, so it imports nothing but pytest and the
-settings' specs (their names, help texts and defaults live in settings.py).
+Imported by the entry point in every pytest run, so it imports nothing but pytest and
+option_table.py, the settings' options as literals (generated from settings.py); the
+settings themselves are imported only by a run that reads them.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_roadmap import settings as setting_specs
-from pytest_roadmap.settings import Sources
+from pytest_roadmap import option_table
+
+if TYPE_CHECKING:
+    from pytest_roadmap.settings import Sources
 
 # --roadmap-plan: the workers the run would have (0: one process); the session only collects.
 PLAN_WORKERS = pytest.StashKey[int]()
@@ -28,11 +31,11 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         help="Collect and run the roadmap tasks (without it no task is collected or sent).",
     )
-    for spec in setting_specs.SPECS:
-        if spec.option and spec.option != "--reruns":  # --reruns is rerunfailures' own
-            group.addoption(spec.option, dest=spec.dest, default=None, help=spec.help)
-        if spec.ini:
-            parser.addini(spec.ini, spec.help, default=None)
+    for option, dest, ini, help in option_table.OPTIONS:
+        if option:
+            group.addoption(option, dest=dest, default=None, help=help)
+        if ini:
+            parser.addini(ini, help, default=None)
     group.addoption(
         "--no-roadmap-adaptive",
         action="store_true",
@@ -98,6 +101,8 @@ class _IniView(Mapping[str, Any]):
 
 def sources_of(config: pytest.Config) -> Sources:
     """Where the settings come from: this session's options, environment and ini file."""
+    from pytest_roadmap.settings import Sources
+
     return Sources(
         vars(config.option),
         os.environ,
@@ -108,7 +113,21 @@ def sources_of(config: pytest.Config) -> Sources:
 
 
 def tasks_dir_of(config: pytest.Config) -> Path:
-    """The tasks folder as the settings would resolve it; raises RoadmapError if invalid."""
+    """The tasks folder as the settings would resolve it; raises RoadmapError if invalid.
+
+    Asked by every run without --roadmap, to leave the folder alone: the settings are
+    imported only when a source names the folder, the default is placed as they would
+    place it (under the rootdir).
+    """
+    table = option_table
+    if (
+        getattr(config.option, table.TASKS_DIR_DEST, None) is None
+        and not (table.TASKS_DIR_ENV and os.environ.get(table.TASKS_DIR_ENV))
+        and not (table.TASKS_DIR_INI and config.getini(table.TASKS_DIR_INI))
+    ):
+        return config.rootpath / table.TASKS_DIR_DEFAULT
+    from pytest_roadmap import settings
+
     sources = sources_of(config)
-    raw, origin = setting_specs.resolve(setting_specs.TASKS_DIR, sources)
-    return setting_specs._place(raw, origin, sources)
+    raw, origin = settings.resolve(settings.TASKS_DIR, sources)
+    return settings.place(raw, origin, sources)

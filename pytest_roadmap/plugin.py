@@ -1,9 +1,9 @@
 """The entry point: the options, the `roadmap` marker, the `roadmap_client` fixture.
 
 Every pytest run of a project that installs the plugin loads this module, so it imports
-only what registering the options needs (options.py and the settings' specs). Everything
-else is imported and registered in `pytest_configure`, and only once `--roadmap` is given
-(configure.py): a run without it pays for a few option definitions and nothing more.
+only what registering the options needs (options.py and the literals of option_table.py).
+Everything else is imported and registered in `pytest_configure`, and only once `--roadmap`
+is given (configure.py): a run without it pays for the option definitions and nothing more.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.options import PLAN_WORKERS, add_options, tasks_dir_of
-from pytest_roadmap.settings import check_workers, concurrency_from_env
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +38,8 @@ def pytest_load_initial_conftests(
         return
     if not hasattr(known, "numprocesses"):  # xdist is not installed or disabled: one process
         return
+    from pytest_roadmap.settings import check_workers, concurrency_from_env
+
     try:
         if known.numprocesses is not None:
             check_workers(known.numprocesses)

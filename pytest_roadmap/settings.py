@@ -10,8 +10,8 @@ ini key the plugin registers (`SPECS`, the module's `Spec`s in order), the looku
 each source, and the `Settings` field of the constant's name in lower case (`RATE_LIMIT`
 fills `rate_limit`): add a `Spec` and its typed field, and nothing else. The few values
 that no single setting decides (workers, the token, the health path's default) are derived
-by hand in `resolve_settings`. Cheap to import: the entry point imports it to register
-options.
+by hand in `resolve_settings`. The entry point does not import this module: it registers
+the options from option_table.py, the literals `option_table_text` writes from `SPECS`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pytest_roadmap.budgets import check_budget_settings
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
 from pytest_roadmap.protocol import NAMES as PROTOCOL_NAMES
 from pytest_roadmap.validation import Range, duration
@@ -116,8 +118,6 @@ def resolve(spec: Spec[T], sources: Sources) -> tuple[T, str]:
 
 # ASCII digits with an optional fraction: float() and int() would also take full-width and
 # other Unicode digits, "1_0", "1e-300", "inf" and surrounding spaces.
-# Patterns are kept as strings: `re` compiles each on first use and caches it, so importing
-# this module (every pytest run does, through the entry point) compiles none.
 _DECIMAL = r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _WHOLE = r"-?[0-9]+"
 
@@ -408,10 +408,6 @@ MAX_QUEUE = Spec[int](
 
 
 def _adaptive(raw: str, origin: str) -> str:
-    # Imported here: every pytest run loads this module for the options' help texts, and
-    # pacing (with the store's interface) would be a third of its import time.
-    from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
-
     lowered = raw.strip().lower()
     if lowered in ADAPTIVE_MODES:
         return lowered
@@ -771,7 +767,8 @@ class Settings:
         return self.api == SANDBOX
 
 
-def _place(raw: str, origin: str, sources: Sources) -> Path:
+def place(raw: str, origin: str, sources: Sources) -> Path:
+    """A path setting's value as a Path: relative ones placed as pytest places them."""
     path = Path(raw).expanduser()
     if path.is_absolute():
         return path
@@ -811,7 +808,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
             continue
         value = get(spec)
         if spec.path:
-            value = _place(value, origins[spec.name], sources) if value else None
+            value = place(value, origins[spec.name], sources) if value else None
         values[name] = value
 
     if workers is None:
@@ -834,9 +831,6 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
             f"invalid CA bundle {resolve(CA_BUNDLE, sources)[0]!r} from {origins[CA_BUNDLE.name]}: "
             "must be a path to a PEM file"
         )
-    # Imported here: the entry point imports this module, and budgets.py only matters to a run.
-    from pytest_roadmap.budgets import check_budget_settings
-
     check_budget_settings(
         protocol, values["max_tokens"], values["max_cost"], values["price_in"], values["price_out"]
     )
@@ -857,3 +851,35 @@ def check_workers(value: object) -> None:
         return
     shown = str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
     raise SettingError(f"invalid worker count {shown!r} from option -n: must be {WORKERS_ALLOWED}")
+
+
+def option_table_text() -> str:
+    """The text of option_table.py: what registering the options needs, as literals.
+
+    Every pytest run of a project that installs the plugin registers the options; importing
+    this module for them cost such a run about 10 ms (docs/benchmarks.md), the literals
+    nothing measurable. tests/unit/test_settings.py fails while the file differs from this.
+    """
+    rows = "".join(
+        f"    ({spec.option!r}, {spec.dest!r}, {spec.ini!r}, {spec.help!r}),\n" for spec in SPECS
+    )
+    return (
+        '"""The settings\' options and ini keys, as literals. Generated: do not edit.\n\n'
+        "After changing a Spec in settings.py, write it again with\n\n"
+        "    python -m pytest_roadmap.settings > pytest_roadmap/option_table.py\n"
+        "    ruff format pytest_roadmap/option_table.py\n"
+        '"""\n\n'
+        "# (option, dest, ini key, help) of each setting, in the order --help lists them.\n"
+        f"OPTIONS: tuple[tuple[str | None, str, str | None, str], ...] = (\n{rows})\n"
+        "# Where the tasks folder's value may come from, and its default (options.tasks_dir_of).\n"
+        f"TASKS_DIR_DEST: str = {TASKS_DIR.dest!r}\n"
+        f"TASKS_DIR_ENV: str | None = {TASKS_DIR.env!r}\n"
+        f"TASKS_DIR_INI: str | None = {TASKS_DIR.ini!r}\n"
+        f"TASKS_DIR_DEFAULT: str = {TASKS_DIR.default!r}\n"
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(option_table_text())

@@ -7,13 +7,23 @@ import pytest
 from tests.support.project import Roadmap, task_toml
 
 
-def test_without_roadmap_no_task_is_collected_or_sent(roadmap: Roadmap) -> None:
+@pytest.mark.parametrize("named_by", ["default", "ini", "option"])
+def test_without_roadmap_no_task_is_collected_or_sent(roadmap: Roadmap, named_by: str) -> None:
+    # Without --roadmap the entry point places the default folder itself and reads the
+    # settings only when an option or ini key names another: both must leave it alone.
+    folder = "roadmap_tasks" if named_by == "default" else "elsewhere"
+    if named_by == "ini":
+        roadmap.pytester.makeini("[pytest]\nroadmap_tasks = elsewhere\n")
+    tasks = roadmap.pytester.mkdir(folder) if folder != "roadmap_tasks" else None
     roadmap.tasks("month1", task_toml("monitoring"))
+    if tasks is not None:
+        (roadmap.pytester.path / "roadmap_tasks" / "month1.toml").rename(tasks / "month1.toml")
     roadmap.pytester.makepyfile(test_plain="def test_ordinary():\n    assert True\n")
-    (roadmap.pytester.path / "roadmap_tasks" / "test_python_task.py").write_text(
+    (roadmap.pytester.path / folder / "test_python_task.py").write_text(
         "def test_uses_api(roadmap_client):\n    roadmap_client.chat('x')\n"
     )
-    result = roadmap.pytester.runpytest(*roadmap.plugins)
+    option = ["--roadmap-tasks", folder] if named_by == "option" else []
+    result = roadmap.pytester.runpytest(*roadmap.plugins, *option)
     result.assert_outcomes(passed=1)
     assert "monitoring" not in result.stdout.str()
     assert roadmap.sandbox.log() == []

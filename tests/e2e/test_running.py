@@ -253,16 +253,14 @@ def test_each_process_imports_only_what_it_uses(roadmap: Roadmap) -> None:
     assert (path / "modules-main").read_text() == ""
 
 
-# The modules that registering the options needs: the entry point, the options and the
-# settings' specs (their help texts and defaults), and what those import.
+# The modules that registering the options needs: the entry point, the options, their
+# literals (generated from the settings), and the errors the entry point catches.
 OPTION_MODULES = {
     "pytest_roadmap",
     "pytest_roadmap.plugin",
     "pytest_roadmap.options",
-    "pytest_roadmap.settings",
+    "pytest_roadmap.option_table",
     "pytest_roadmap.errors",
-    "pytest_roadmap.protocol",
-    "pytest_roadmap.validation",
 }
 
 
