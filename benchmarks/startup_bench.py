@@ -74,7 +74,8 @@ def main() -> None:
             median = statistics.median(run[index] for run in runs) * 1000
             line.append(f"{what} median {median:.1f} ms")
             if kind != WITHOUT:
-                diff = statistics.median(a[index] - b[index] for a, b in zip(runs, bare))
+                pairs = zip(runs, bare, strict=True)
+                diff = statistics.median(a[index] - b[index] for a, b in pairs)
                 line[-1] += f" ({diff * 1000:+.1f} ms a round)"
         print(" ".join(line))
 
