@@ -254,11 +254,21 @@ class TaskRunner:
         return self._safeguards.take_requests() if self._safeguards is not None else []
 
     def release(self, nodeid: str) -> None:
-        """The attempt's concurrency slot back, if it holds one."""
+        """The attempt's concurrency slot back, if it holds one; and what it held in the
+        run's budgets, if its call never took it (a setup that failed after the hold, such
+        as a project's own setup hook): nothing was sent, so nothing is counted."""
         state = self._states.get(nodeid)
-        if state is not None and state.slot is not None:
+        if state is None:
+            return
+        if state.slot is not None:
             state.slot.release()
             state.slot = None
+        if state.spend is not None:
+            spend, state.spend = state.spend, None
+            # A teardown does not fail over the store: the hold then stays, as a killed
+            # worker's does, until the budgets' patience (--roadmap-max-wait) is over.
+            with contextlib.suppress(StoreError):
+                self.safeguards().budgets.settle(spend, None)
 
     def ended(self, task_id: str, outcome: str) -> None:
         """A task's final outcome releases its dependants and, last of all, its batch; its

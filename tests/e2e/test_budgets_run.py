@@ -133,6 +133,33 @@ def _prompted(n: int) -> str:
     return task_toml(f"t{n}", max_tokens=40, prompt=f"do t{n} " + "x" * 200)
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_setup_that_fails_after_the_hold_gives_the_budget_back(
+    roadmap: Roadmap, workers: str
+) -> None:
+    # The project's own setup hook runs after the plugin's, which has held the task's worst
+    # case in the token budget: t0 never sends, and what it held must come back, or t2 finds
+    # the budget full of a request that never was (and is skipped once --roadmap-max-wait is
+    # over). The budget holds two worst cases (about 100 tokens each), not three.
+    roadmap.tasks("month1", *(_prompted(n) for n in range(3)))
+    roadmap.pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_runtest_setup(item):
+            if item.name == "t0":
+                raise RuntimeError("the project's own setup failed")
+        """
+    )
+    args = openai_args(roadmap, "--roadmap-max-tokens", "210", "--roadmap-max-wait", "1")
+    result = roadmap.run(*args, "-n", workers)
+    result.assert_outcomes(passed=2, errors=1)
+    chats = [e for e in roadmap.sandbox.log() if e["path"] == OPENAI_CHAT]
+    assert sorted(e["task"] for e in chats) == ["t1", "t2"]
+    data = report(roadmap)
+    assert data["run"]["budgets"]["stopped"] is None
+
+
 def test_token_budget_is_never_passed_and_the_rest_are_skipped(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(_prompted(n) for n in range(8)))
     # Each task may use its prompt (~60 tokens by the rule of four characters) plus 40:
