@@ -31,7 +31,14 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
-from pytest_roadmap.protocol import BEAST, PROTOCOLS, AnswerError, Protocol, Usage
+from pytest_roadmap.protocol import (
+    BEAST,
+    PROTOCOLS,
+    REDIRECT_STATUSES,
+    AnswerError,
+    Protocol,
+    Usage,
+)
 from pytest_roadmap.retry import (
     OVERLOAD_STATUSES,
     TRANSIENT_STATUSES,
@@ -45,7 +52,6 @@ if TYPE_CHECKING:
 
 BODY_PREVIEW = 200
 MAX_REDIRECTS = 5
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Bytes asked of the body per read. urllib3 (2.6+) also stops each read's decompression
 # there, so a gzip bomb never inflates more than this beyond the cap.
 READ_PIECE = 1 << 14

@@ -2,8 +2,8 @@
 
 Each protocol says where a task's request goes, what its body is, how an answer becomes
 `{code, message}` plus the tokens it used, what an error body says and which path tells
-whether the API is up. The trace headers every request carries, whichever the protocol, are
-here too. The client, the settings and the sandbox all read them from here, so none
+whether the API is up. The trace headers every request carries, whichever the protocol, and
+the HTTP statuses that redirect are here too. The client, the settings and the sandbox all read them from here, so none
 repeats another's paths, headers or shapes.
 
 Token counts are estimated as the common rule of thumb for English text and code, a token
@@ -27,6 +27,9 @@ NAMES = (BEAST, OPENAI)
 CHARS_PER_TOKEN = 4
 MESSAGE_TOKENS = 4  # each chat message's role and framing
 REPLY_TOKENS = 3  # the framing of the answer the prompt asks for
+
+# The HTTP answers that redirect: the client follows them, the sandbox's rules give them.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 # The headers that let a server (the sandbox's request log, a real API's access log) trace
 # each request to its run, worker, task and attempt, whichever the protocol.

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_roadmap.errors import SettingError
+from pytest_roadmap.protocol import REDIRECT_STATUSES
 from pytest_roadmap.validation import Range
 
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_PADDING = 1 << 31  # a rule's `size`: answers up to 2 GiB, made and sent in pieces
 MAX_TRICKLE = 60.0
 # The families of headers that can tell a client where the rate window stands: none, the
