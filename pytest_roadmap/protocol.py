@@ -3,8 +3,8 @@
 Each protocol says where a task's request goes, what its body is, how an answer becomes
 `{code, message}` plus the tokens it used, what an error body says and which path tells
 whether the API is up. The trace headers every request carries, whichever the protocol, and
-the HTTP statuses that redirect are here too. The client, the settings and the sandbox all read them from here, so none
-repeats another's paths, headers or shapes.
+the HTTP statuses that redirect are here too. The client, the settings and the sandbox all
+read them from here, so none repeats another's paths, headers or shapes.
 
 Token counts are estimated as the common rule of thumb for English text and code, a token
 per four characters, plus a few tokens per chat message for its framing. The sandbox counts
