@@ -1,12 +1,12 @@
 """What the installed plugin costs a pytest run that does not use it (no --roadmap).
 
 Runs `pytest -q` over one plain test with the plugin disabled (`-p no:roadmap`) and enabled,
-back to back in each round (so a change of load lands on both), and prints the median of
-the per-round differences in wall time and in CPU time (user + sys of the pytest process
-and every process it waited for, from `wait4`). Run it with the Python of the environment
-to measure: a venv with `pip install .` is what a user has (an editable install skips
-pytest's assertion rewriting of the plugin's modules). `--checkout DIR` (may repeat) adds
-an enabled case per source tree, through PYTHONPATH, to compare commits; `-n 2` passes
+back to back in each round (so a change of load lands on both), and prints the median of the
+per-round differences in wall time and in CPU time (user + sys of the pytest process and
+every process it waited for, as `harness.timed` counts it). Run it with the Python of the
+environment to measure: a venv with `pip install .` is what a user has (an editable install
+skips pytest's assertion rewriting of the plugin's modules). `--checkout DIR` (may repeat)
+adds an enabled case per source tree, through PYTHONPATH, to compare commits; `-n 2` passes
 xdist's workers.
 """
 
@@ -14,36 +14,22 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from command_line import BenchmarkParser, whole
-from harness import pytest_command
+from harness import pytest_command, timed
 
 PLAIN_TEST = "def test_one():\n    pass\n"
 WITHOUT = "without the plugin"
 
 
-def timed(args: list[str], folder: Path, pythonpath: str | None) -> tuple[float, float]:
+def timed_run(args: list[str], folder: Path, pythonpath: str | None) -> tuple[float, float]:
     """(wall, CPU) seconds of one pytest run, start to exit."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [*pytest_command(()), "-p", "no:cacheprovider", *args],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"pytest {' '.join(args)} exited with status {status}")
-    return wall, usage.ru_utime + usage.ru_stime
+    env = {"PYTHONPATH": pythonpath} if pythonpath else {}
+    run = timed([*pytest_command(()), "-p", "no:cacheprovider", *args], folder, 120, env)
+    run.check(f"pytest {' '.join(args)}")
+    return run.wall, run.cpu
 
 
 def main() -> None:
@@ -54,6 +40,8 @@ def main() -> None:
         "--checkout", action="append", default=[], help="source tree to time the plugin from"
     )
     options = parser.parse_args()
+    # Bytecode caches as a user's install has them: without them every run compiles.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     workers = ["-n", str(options.workers)] if options.workers else []
     kinds: dict[str, tuple[list[str], str | None]] = {WITHOUT: (["-p", "no:roadmap"], None)}
     for checkout in options.checkout or [""]:
@@ -64,7 +52,7 @@ def main() -> None:
         (folder / "test_one.py").write_text(PLAIN_TEST, encoding="utf-8")
         for round_ in range(options.repeat + 3):  # three rounds to warm the caches, not kept
             for kind, (args, pythonpath) in kinds.items():
-                result = timed([*args, *workers], folder, pythonpath)
+                result = timed_run([*args, *workers], folder, pythonpath)
                 if round_ >= 3:
                     seen[kind].append(result)
     bare = seen[WITHOUT]

@@ -293,10 +293,6 @@ def load_batches(path: Path, display: str | None = None) -> BatchPlan:
     return parse_batches(data, source)
 
 
-class OrderError(Exception):
-    """A dependency problem: an unknown id, a cycle, or a dependency in a later batch."""
-
-
 def dependency_problems(tasks: Sequence[Task], plan: BatchPlan | None) -> list[str]:
     """Unknown ids, cycles and backwards batch dependencies, one sentence each."""
     by_id = {t.id: t for t in tasks}

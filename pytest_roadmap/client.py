@@ -565,10 +565,6 @@ class RoadmapClient:
             answer = {**answer, "usage": usage.to_dict()}
         return answer
 
-    def answer_of(self, response: requests.Response) -> dict[str, Any]:
-        """The JSON answer of a chat response, or the TaskFailure it amounts to."""
-        return self.answer_and_usage(response)[0]
-
     def answer_and_usage(self, response: requests.Response) -> tuple[dict[str, Any], Usage | None]:
         """The answer of a chat response as `{code, message}` in the run's protocol and the
         tokens it used, or the TaskFailure it amounts to."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_roadmap.pacing import parse_limits, parse_token_limits
 from pytest_roadmap.results import RunRecord, iso_utc
+from pytest_roadmap.windows import busiest_window
 
 REFUSED_STATUSES = (429, 503)
 
@@ -146,19 +147,6 @@ class Compliance:
             ],
             "sent_while_paused": self.sent_while_paused,
         }
-
-
-def busiest_window(times: Sequence[float], window: float = 1.0) -> tuple[int, float | None]:
-    """The most of the sorted `times` in any half-open window [t, t + window), and its t."""
-    best, at, end = 0, None, 0
-    # A busiest window can always start at a send, so slide one over the sorted list.
-    for start, first in enumerate(times):
-        end = max(end, start)
-        while end < len(times) and times[end] < first + window:
-            end += 1
-        if end - start > best:
-            best, at = end - start, first
-    return best, at
 
 
 def _pauses(entries: Iterable[Entry], until: float | None) -> list[Pause]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -109,9 +108,3 @@ class Secrets:
         if isinstance(value, (list, tuple)):
             return [self.mask_all(v) for v in value]
         return value
-
-
-def shown_lines(lines: Iterable[str], secrets: Secrets | None = None) -> list[str]:
-    """Lines for the terminal: secrets masked, control characters escaped."""
-    mask = secrets.mask if secrets else (lambda text: text)
-    return [escape_controls(mask(line)) for line in lines]

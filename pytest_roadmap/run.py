@@ -73,15 +73,6 @@ class Role(enum.Enum):
     WORKER = "worker"  # an xdist worker
     LISTING = "listing"  # --collect-only: orders and lists the tasks, sends nothing
 
-    @property
-    def runs_tasks(self) -> bool:
-        return self in (Role.ALONE, Role.WORKER)
-
-    @property
-    def controls(self) -> bool:
-        """Owns the store, the sandbox, the record and the reports."""
-        return self in (Role.ALONE, Role.CONTROLLER)
-
 
 @dataclass(frozen=True)
 class RunConfig:

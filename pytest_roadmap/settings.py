@@ -235,15 +235,6 @@ def _health_path(raw: str, origin: str) -> str:
     return raw
 
 
-def _flag(raw: str, origin: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
 API = Spec[str](
     "API URL",
     "--roadmap-api",

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pytest_roadmap.sandbox.paths import CHAT_PATH
+from pytest_roadmap.windows import busiest_window
 
 
 def _select(entries: Iterable[Mapping[str, Any]], path: str | None) -> list[Mapping[str, Any]]:
@@ -20,15 +21,7 @@ def max_in_window(
 ) -> int:
     """The most requests whose arrival falls in any half-open window [t, t + window)."""
     times = sorted(float(entry["arrived"]) for entry in _select(entries, path))
-    best = 0
-    end = 0
-    # A busiest window can always start at an arrival, so slide one over the sorted list.
-    for start, first in enumerate(times):
-        end = max(end, start)
-        while end < len(times) and times[end] < first + window:
-            end += 1
-        best = max(best, end - start)
-    return best
+    return busiest_window(times, window)[0]
 
 
 def max_tokens_in_window(entries: Iterable[Mapping[str, Any]], window: float = 60.0) -> int:

@@ -12,14 +12,11 @@ import pytest
 from pytest_roadmap.retry import parse_retry_after
 from pytest_roadmap.sandbox import max_in_window
 from tests.support.project import Roadmap, task_toml
+from tests.support.waiting import wait_for
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
+def _read_log_until(condition: Callable[[], bool]) -> None:
+    wait_for(condition, timeout=60.0, every=0.02)  # each poll reads the sandbox's log
 
 
 @pytest.mark.slow
@@ -111,7 +108,7 @@ def test_api_down_at_start_then_up(roadmap: Roadmap, workers: str) -> None:
 
     def bring_up() -> None:
         # a few unhealthy probes must have been seen before the API comes back
-        _wait_for(lambda: sum(e["status"] == 503 for e in roadmap.sandbox.log()) >= 3)
+        _read_log_until(lambda: sum(e["status"] == 503 for e in roadmap.sandbox.log()) >= 3)
         came_up.append(time.time())
         roadmap.sandbox.configure(down=False)
 
@@ -132,10 +129,10 @@ def test_api_down_mid_run_every_task_still_passes(roadmap: Roadmap) -> None:
     window: list[float] = []
 
     def outage() -> None:
-        _wait_for(lambda: sum(e["status"] == 200 for e in roadmap.chats()) >= 3)
+        _read_log_until(lambda: sum(e["status"] == 200 for e in roadmap.chats()) >= 3)
         roadmap.sandbox.configure(down=True)
         window.append(time.time())  # from here on the server answers 503
-        _wait_for(
+        _read_log_until(
             lambda: (
                 sum(
                     e["status"] == 503 and e["path"] == "/api/health" for e in roadmap.sandbox.log()

@@ -9,10 +9,15 @@ from collections.abc import Callable
 PATIENCE = 30.0
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = PATIENCE) -> None:
-    """Return once `condition()` holds; fail the test if it does not within `timeout`."""
+def wait_for(
+    condition: Callable[[], bool], timeout: float = PATIENCE, every: float = 0.002
+) -> None:
+    """Return once `condition()` holds; fail the test if it does not within `timeout`.
+
+    `every`: seconds between polls, longer for a condition that asks a server (its log, a
+    request), so that the polling does not load what the test measures."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.002)
+        time.sleep(every)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_roadmap.compliance import RequestLog, asked_wait, busiest_window, compliance
+from pytest_roadmap.compliance import RequestLog, asked_wait, compliance
+from pytest_roadmap.windows import busiest_window
 
 
 def test_busiest_window_is_half_open() -> None:

@@ -39,6 +39,7 @@ from pytest_roadmap.sandbox import (
     max_in_window,
     reset_remote,
 )
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cr3t-token-do-not-leak-1234"
@@ -63,15 +64,6 @@ def chat(
     body = {"message": message, "model": "beast-1", "useLLM": True}
     kwargs.setdefault("timeout", 10)
     return http.post(server.url + CHAT_PATH, json=body, **kwargs)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a real condition; fail the test if it does not hold within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.01)
 
 
 def in_background(target: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
@@ -157,7 +149,7 @@ def test_capacity_turns_away_requests_beyond_it(
 ) -> None:
     sandbox.configure(capacity=1, rules=[Rule(match="slow", hang=True)])
     thread, errors = in_background(lambda: chat(requests.Session(), sandbox, "slow one"))
-    wait_until(lambda: any(e["message"] == "slow one" for e in sandbox.log()))
+    wait_for(lambda: any(e["message"] == "slow one" for e in sandbox.log()), every=0.01)
 
     response = chat(http, sandbox, "fast one")
     assert response.status_code == 503
@@ -384,7 +376,7 @@ def test_stop_is_prompt_with_a_keep_alive_connection_and_a_long_latency(
     server = SandboxServer(SandboxConfig(latency=30)).start()
     assert http.get(server.url + HEALTH_PATH, timeout=10).status_code == 200  # idle keep-alive
     thread, errors = in_background(lambda: chat(requests.Session(), server, "slow"))
-    wait_until(lambda: len(server.log()) == 2)
+    wait_for(lambda: len(server.log()) == 2, every=0.01)
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 2.0
@@ -425,7 +417,11 @@ def test_capacity_schedule_steps_in_time_and_restarts_on_reset(
     before = time.time()
     sandbox.configure(capacity_schedule=[[0, 0], [step, 1]])
     assert chat(http, sandbox, "early").status_code == 503
-    wait_until(lambda: chat(http, sandbox, "polling").status_code == 200, timeout=step + 10)
+
+    def admitted() -> bool:
+        return chat(http, sandbox, "polling").status_code == 200
+
+    wait_for(admitted, timeout=step + 10, every=0.01)
     entries = chat_entries(sandbox)
     assert [(e["status"], e["capacity"]) for e in entries] == [(503, 0)] * (len(entries) - 1) + [
         (200, 1)
@@ -588,10 +584,10 @@ def test_quota_is_not_used_by_an_answer_that_never_went_out(sandbox: SandboxServ
     ).encode()
     with socket.create_connection((sandbox.host, sandbox.port), timeout=10) as client:
         client.sendall(head + body)
-        wait_until(lambda: len(sandbox.log()) == 1)
+        wait_for(lambda: len(sandbox.log()) == 1, every=0.01)
         # Reset, not a polite close: the server's write then fails for certain.
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    wait_until(lambda: sandbox.log()[0]["status"] is not None)
+    wait_for(lambda: sandbox.log()[0]["status"] is not None, every=0.01)
     assert sandbox.log()[0]["answered"] is None
 
     sandbox.configure(latency=0.0)
