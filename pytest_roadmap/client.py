@@ -62,9 +62,10 @@ SHOWN_REASON = 80  # characters of the status line's reason phrase
 
 class Throttle(Interface):
     """The shared safeguards around every request: `acquire` blocks until one more may go
-    out and returns what the request carries to its answer; `settle` hears the answer."""
+    out (a health `probe`, or any other request) and returns what the request carries to
+    its answer; `settle` hears the answer."""
 
-    def acquire(self) -> Any: ...
+    def acquire(self, *, probe: bool = False) -> Any: ...
 
     def settle(
         self,
@@ -80,7 +81,7 @@ class Throttle(Interface):
 class Unthrottled:
     """A throttle that never waits and learns nothing."""
 
-    def acquire(self) -> Any:
+    def acquire(self, *, probe: bool = False) -> Any:
         return None
 
     def settle(
@@ -344,12 +345,14 @@ class RoadmapClient:
         *,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        probe: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one throttled request, following redirects one throttled hop at a time.
 
         The response's body is already read (at most `max_body` bytes); every way this
-        can go wrong is a TaskFailure that says what happened.
+        can go wrong is a TaskFailure that says what happened. A health `probe` goes out
+        while the API looks down; other requests then end unsent.
         """
         url = self.url(path)
         limit = self.timeout if timeout is None else timeout
@@ -360,7 +363,7 @@ class RoadmapClient:
                 self._on_request()
             # Nothing may stand between the throttle's admission and the send: a send that
             # goes out late lets the next reserved one crowd in behind it.
-            ticket = self._throttle.acquire()
+            ticket = self._throttle.acquire(probe=probe)
             if deadline is None:  # the first hop starts the clock; later ones wait in it
                 deadline = Deadline(limit)
             elif deadline.passed():
@@ -590,6 +593,7 @@ class RoadmapClient:
                 overload=status in OVERLOAD_STATUSES,
                 retry_after=retry_after,
                 refused=status in OVERLOAD_STATUSES,
+                status=status,
             )
         try:
             answer = json.loads(text)
@@ -617,7 +621,7 @@ class RoadmapClient:
         """One health probe: (healthy, what it saw) where any 2xx is healthy, and so is a 429:
         the API answered, and the learned pace deals with its rate."""
         try:
-            response = self.get(path, timeout=timeout)
+            response = self.get(path, timeout=timeout, probe=True)
         except TaskFailure as failure:
             return False, failure.reason
         detail = f"GET {self.shown(response.url)} -> {response.status_code}"

@@ -1,4 +1,10 @@
-"""The health probe: one answer shared by every worker, and waiting out an unhealthy API."""
+"""The health probe: one answer shared by every worker, and waiting out an unhealthy API.
+
+The shared answer is "ok" for one health interval; "down" once a probe failed or a task met
+an outage answer (a 503, or no answer at all), and it stays "down" until a probe says the
+API is back. Every task request checks it right before it is sent, so no worker sends a task
+into an outage another worker has already met.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,22 @@ from typing import Protocol
 
 HEALTH_KEY = "health"
 PROBES_KEY = "health_probes"
+# Who probes next: PROBING while one worker's probe is out (the others wait for its answer
+# instead of probing too), FAILED for a moment after a probe failed (the others wait instead
+# of hammering a sick server); unset, the next worker to ask probes.
+PROBE_KEY = "health_probe"
+PROBING = "probing"
+FAILED = "failed"
+POLL = 0.02  # seconds between looks at the store while another worker's probe is out
 OK = "ok"
 DOWN = "down"
+SUSPECT = "a task saw the API fail"
+
+
+def probed_down(shared: str | None) -> bool:
+    """Whether the shared answer is a failed probe's (a task's doubt that no probe has judged
+    yet is no ill health: after a 503 for capacity the probe says "ok")."""
+    return shared is not None and shared.startswith(DOWN + ": ") and shared != f"{DOWN}: {SUSPECT}"
 
 
 class SharedValues(Protocol):
@@ -30,8 +50,8 @@ class HealthProbe:
     """Checks the API before a task, sharing each answer through the store.
 
     A healthy answer is trusted by every worker for `share` seconds, so probes do not double
-    the request count; an unhealthy one for a moment only, so one worker probes while the
-    others wait instead of all of them hammering a sick server.
+    the request count; an unhealthy one until a probe says otherwise, probed again by one
+    worker at a time while the others wait instead of all of them hammering a sick server.
     """
 
     def __init__(
@@ -56,8 +76,25 @@ class HealthProbe:
         self._clock = clock
 
     def invalidate(self) -> None:
-        """Forget a shared healthy answer: a task just saw the API struggle."""
-        self._store.put(HEALTH_KEY, DOWN + " (a task saw the API fail)", ttl=0.001)
+        """A task met an outage answer: no task goes out until a probe says the API is up."""
+        self._store.put(HEALTH_KEY, f"{DOWN}: {SUSPECT}", ttl=None)
+
+    def doubt(self, patience: float = 0.0) -> str | None:
+        """Why no task may be sent now (the shared answer says "down"), or None.
+
+        A doubt no probe has judged yet (a task saw the API fail; the setups of the next
+        attempts probe at once) is waited on for up to `patience` seconds: after a 503 for
+        capacity the probe says "ok" in a moment, and the request need not end unsent.
+        """
+        end = self._clock() + patience
+        while True:
+            shared = self._store.get(HEALTH_KEY)
+            if shared is None or not shared.startswith(DOWN + ": "):
+                return None
+            words = shared[len(DOWN) + 2 :]
+            if words != SUSPECT or self._clock() >= end:
+                return words
+            self._sleep(POLL)
 
     def wait_healthy(self) -> str | None:
         """Block until the API is healthy; None then, or the failure after `wait` seconds."""
@@ -68,17 +105,25 @@ class HealthProbe:
             shared = self._store.get(HEALTH_KEY)
             if shared == OK:
                 return None
-            if shared is None or not shared.startswith(DOWN + ":"):
+            if shared is not None and shared.startswith(DOWN + ": "):
+                detail = shared[len(DOWN) + 2 :]
+            turn = self._store.get(PROBE_KEY)
+            if turn == PROBING:
+                wait = POLL  # another worker's answer is shared in a moment
+            elif turn == FAILED:
+                wait, pause = pause, min(pause * 1.5, 2.0)
+            else:
+                self._store.put(PROBE_KEY, PROBING, ttl=self._timeout + 1.0)
                 healthy, detail = self._prober.probe(self._path, self._timeout)
                 self._store.incr(PROBES_KEY)
                 if healthy:
                     self._store.put(HEALTH_KEY, OK, ttl=self._share)
+                    self._store.put(PROBE_KEY, OK, ttl=0.001)  # anyone may probe next
                     return None
-                self._store.put(HEALTH_KEY, f"{DOWN}: {detail}", ttl=min(pause, 1.0))
-            else:
-                detail = shared[len(DOWN) + 2 :]
+                self._store.put(PROBE_KEY, FAILED, ttl=min(pause, 1.0))
+                self._store.put(HEALTH_KEY, f"{DOWN}: {detail}", ttl=None)
+                wait, pause = pause, min(pause * 1.5, 2.0)
             waited = self._clock() - started
             if waited >= self._wait:
                 return f"API unhealthy for {self._wait:g} s: {detail}"
-            self._sleep(min(pause, self._wait - waited))
-            pause = min(pause * 1.5, 2.0)
+            self._sleep(min(wait, self._wait - waited))

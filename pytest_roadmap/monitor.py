@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from pytest_roadmap.gate import AdaptiveLimit
-from pytest_roadmap.health import HEALTH_KEY, OK
+from pytest_roadmap.health import HEALTH_KEY, probed_down
 from pytest_roadmap.pacing import REFUSED_KEY, Event, Pacer, describe
 from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import (
@@ -171,7 +171,7 @@ class Monitor:
                 limit = change.new
         requests = self._store.incr(REQUESTS_KEY, 0)
         rate = (requests - self._last_requests) / max(1e-6, now - self._last_at)
-        healthy = (self._store.get(HEALTH_KEY) or OK) == OK
+        healthy = not probed_down(self._store.get(HEALTH_KEY))
         if not healthy:
             record.unhealthy_s += now - self._last_at
         self._last_at, self._last_requests = now, requests

@@ -27,7 +27,8 @@ class TaskFailure(Exception):
     quote the API, and it reaches terminals and reports). `transient` failures are retried;
     `overload` ones (429, 503, timeouts, connection errors) also tell the adaptive
     concurrency control to back off. `refused` ones (429, 503, or a request held back
-    because the run is paused) did not run the task: waiting them out spends no retry.
+    because the run is paused or the API looks down) did not run the task: waiting them out
+    spends no retry. `status` is the API's answer, if there was one.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class TaskFailure(Exception):
         overload: bool = False,
         retry_after: float | None = None,
         refused: bool = False,
+        status: int | None = None,
     ) -> None:
         reason = escape_controls(reason, keep="\n")
         super().__init__(reason)
@@ -46,6 +48,13 @@ class TaskFailure(Exception):
         self.overload = overload
         self.retry_after = retry_after
         self.refused = refused
+        self.status = status
+
+    @property
+    def outage(self) -> bool:
+        """Whether the API may be down: it answered 503, or gave no answer for load (a
+        refused or cut connection, a timeout). A 429 is no outage: the API answered."""
+        return self.status == 503 or (self.overload and not self.refused)
 
     def __str__(self) -> str:
         return self.reason

@@ -41,6 +41,9 @@ REQUESTS_KEY = "requests"
 # comes back after this long at the latest (sooner through pytest_testnodedown).
 GATE_LEASE = 10.0
 START_CUSHION = 0.02  # seconds added to a batch's betweenTasks
+# Seconds a request ready to go waits for the probe that judges another task's 503 or lost
+# connection (a 503 for capacity is judged "ok" in milliseconds) before it ends unsent.
+DOUBT_PATIENCE = 1.0
 
 
 def batch_gate_key(batch: Batch) -> str:
@@ -93,7 +96,8 @@ class _Throttles:
     (batches never overlap); every answer teaches the pace.
 
     A task's first request in a batch with `betweenTasks` is also a start, so it reserves
-    the start spacing in the same atomic reservation (see `Store.reserve_all`).
+    the start spacing in the same atomic reservation (see `Store.reserve_all`). `doubt`
+    says why the API looks down (`HealthProbe.doubt`); only health probes go out then.
     """
 
     def __init__(
@@ -104,9 +108,10 @@ class _Throttles:
         self.batch: RateLimiter | None = None
         self.start: RateLimiter | None = None  # armed for the next request only
         self.stop = stop
+        self.doubt: Callable[[float], str | None] | None = None
         self.log = RequestLog()  # what was sent and answered, for the compliance section
 
-    def acquire(self) -> Ticket:
+    def acquire(self, *, probe: bool = False) -> Ticket:
         with store_failures_are_transient():
             try:
                 pace, rate = self.pacer.before_send()
@@ -133,6 +138,15 @@ class _Throttles:
             if self.stop is not None:
                 # After the wait, which can be long: an interrupted run sends nothing more.
                 self.stop()
+            if not probe and self.doubt is not None and (down := self.doubt(DOUBT_PATIENCE)):
+                # Another worker met an outage while this one waited: sending would only
+                # meet it too. Nothing was sent; the next setup waits for a healthy probe.
+                raise TaskFailure(
+                    f"not sent: the API looks down ({down}); every worker waits for a "
+                    "health probe to say it is back",
+                    transient=True,
+                    refused=True,
+                )
             ticket = Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
             self.log.sent(ticket, ticket.sent_at)
             return ticket
@@ -238,6 +252,7 @@ class Safeguards:
             share=settings.health_interval,
             timeout=settings.timeout,
         )
+        self._throttles.doubt = self.health.doubt
         self.backoff = Backoff(settings.retry_delay, settings.backoff, settings.max_delay)
         self.budgets = budgets_of(settings, store, sleep=sleep)
 
@@ -396,8 +411,10 @@ class Safeguards:
                     reserved=reserved,
                 )
         except TaskFailure as failure:
-            # A refusal is an answer: the API is up, only busy; the pace deals with it.
-            if failure.overload and not failure.refused:
+            # A 503 or no answer may be an outage: no task goes out before a probe says
+            # the API is up (a 503 for capacity costs that probe). A 429 is an answer: the
+            # API is up, only busy; the pace deals with it.
+            if failure.outage:
                 self.health.invalidate()
             raise
 

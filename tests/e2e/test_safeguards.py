@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +154,67 @@ def test_api_down_mid_run_every_task_still_passes(roadmap: Roadmap) -> None:
     passed_chats = [e for e in roadmap.chats() if e["status"] == 200]
     assert len({e["task"] for e in passed_chats}) == 10
     assert not [e for e in passed_chats if down < e["arrived"] < up]
+
+
+@pytest.mark.slow
+def test_an_outage_gets_at_most_one_task_request_from_each_worker(roadmap: Roadmap) -> None:
+    # The shared "healthy" answer would hold for 5 s: only the outage rule keeps the tasks
+    # from going out again and again while it does.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(30)))
+    roadmap.sandbox.configure(latency=0.2)
+    began: list[float] = []
+
+    def outage() -> None:
+        _read_log_until(lambda: sum(e["status"] == 200 for e in roadmap.chats()) >= 3)
+        began.append(time.time())
+        roadmap.sandbox.configure(down=True)  # 503 to everything, health included
+        # Over once the workers have probed and been told "down" three times.
+        _read_log_until(
+            lambda: (
+                sum(
+                    e["path"] == "/api/health" and e["status"] == 503 and e["arrived"] > began[0]
+                    for e in roadmap.sandbox.log()
+                )
+                >= 3
+            )
+        )
+        roadmap.sandbox.configure(down=False)
+
+    thread = threading.Thread(target=outage)
+    thread.start()
+    result = roadmap.run("-n", "3", "--roadmap-health-interval", "5")
+    thread.join()
+    result.assert_outcomes(passed=30)
+    log = roadmap.sandbox.log()
+    back = min(
+        e["arrived"]
+        for e in log
+        if e["path"] == "/api/health" and e["status"] == 200 and e["arrived"] > began[0]
+    )
+    # Every task request from the outage's start until a probe said the API was back.
+    met = [e for e in roadmap.chats() if began[0] <= e["arrived"] < back]
+    assert met, "no task met the outage: this run proves nothing"
+    assert all(e["status"] == 503 for e in met)
+    workers = [e["worker"] for e in met]
+    assert len(workers) == len(set(workers)) <= 3, workers
+
+
+@pytest.mark.slow
+def test_a_503_for_capacity_costs_one_probe_and_the_run_goes_on(roadmap: Roadmap) -> None:
+    # 503 past two in flight while the health endpoint answers 200: no outage.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(24)))
+    roadmap.sandbox.configure(latency=0.25, capacity=2)
+    result = roadmap.run("-n", "4", "--reruns", "0", "--roadmap-health-interval", "60")
+    result.assert_outcomes(passed=24)
+    refused = [e for e in roadmap.chats() if e["status"] == 503]
+    assert refused, "the server never refused: this run proves nothing"
+    probes = [e for e in roadmap.sandbox.log() if e["path"] == "/api/health"]
+    assert all(e["status"] == 200 for e in probes)
+    # The first probe, then one for each 503 (two workers may race for one).
+    assert len(probes) <= 1 + 2 * len(refused)
+    # No request was held back on the way out: each refusal is one the server made.
+    report = json.loads((roadmap.pytester.path / "roadmap-report/report.json").read_text())
+    assert sum(t["refusals"] for t in report["tasks"]) == len(refused)
 
 
 def test_unhealthy_too_long_fails_with_the_reason(roadmap: Roadmap) -> None:

@@ -1,0 +1,122 @@
+"""The shared health answer over a real store (each backend), with scripted probes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pytest_roadmap.health import (
+    HEALTH_KEY,
+    OK,
+    PROBE_KEY,
+    PROBING,
+    SUSPECT,
+    HealthProbe,
+    probed_down,
+)
+from pytest_roadmap.store.base import Store
+from tests.support.stores import wait_past
+
+
+class Prober:
+    """Answers probes from a script: (healthy, what it saw) each time, the last one kept."""
+
+    def __init__(self, *answers: tuple[bool, str]) -> None:
+        self.answers = list(answers)
+        self.probes = 0
+
+    def probe(self, path: str, timeout: float) -> tuple[bool, str]:
+        self.probes += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+class Clock:
+    """A clock the probe's own sleeps move; `then` runs at each sleep (another worker)."""
+
+    def __init__(self, then: Callable[[], None] = lambda: None) -> None:
+        self.now = 0.0
+        self.then = then
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.then()
+
+
+def health(store: Store, prober: Prober, clock: Clock, wait: float = 10.0) -> HealthProbe:
+    return HealthProbe(
+        prober,
+        store,
+        "/api/health",
+        wait=wait,
+        share=60.0,
+        timeout=5.0,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+
+
+def test_a_task_that_saw_the_api_fail_holds_every_send_until_a_probe_says_ok(
+    store: Store,
+) -> None:
+    prober = Prober((True, "GET /api/health -> 200"))
+    probe = health(store, prober, Clock())
+    assert probe.wait_healthy() is None and probe.doubt() is None
+    probe.invalidate()
+    assert probe.doubt() == SUSPECT
+    wait_past(store, store.clock() + 0.01)  # no expiry: it holds until a probe
+    assert probe.doubt() == SUSPECT
+    assert probe.wait_healthy() is None
+    assert prober.probes == 2 and probe.doubt() is None
+
+
+def test_a_failed_probe_keeps_the_api_down_after_the_next_probe_is_due(store: Store) -> None:
+    prober = Prober((False, "GET /api/health -> 503"))
+    probe = health(store, prober, Clock(), wait=0.0)
+    assert probe.wait_healthy() == "API unhealthy for 0 s: GET /api/health -> 503"
+    # The next probe is due after 0.2 s; until one says "ok", no task goes out.
+    wait_past(store, store.clock() + 0.3)
+    assert probe.doubt() == "GET /api/health -> 503"
+    prober.answers = [(True, "GET /api/health -> 200")]
+    assert health(store, prober, Clock()).wait_healthy() is None
+    assert probe.doubt() is None
+
+
+def test_while_another_worker_probes_the_others_wait_for_its_answer(store: Store) -> None:
+    store.put(PROBE_KEY, PROBING, ttl=60.0)
+    store.put(HEALTH_KEY, f"down: {SUSPECT}", ttl=None)
+    looks = 0
+
+    def other_worker() -> None:
+        nonlocal looks
+        looks += 1
+        if looks == 3:  # its probe answered 200
+            store.put(HEALTH_KEY, OK, ttl=60.0)
+
+    prober = Prober((True, "GET /api/health -> 200"))
+    assert health(store, prober, Clock(other_worker)).wait_healthy() is None
+    assert prober.probes == 0
+
+
+def test_a_send_waits_a_moment_for_the_probe_that_judges_a_doubt(store: Store) -> None:
+    store.put(HEALTH_KEY, f"down: {SUSPECT}", ttl=None)
+    # Judged "ok" while it waits: a 503 for capacity, the request goes.
+    clock = Clock(lambda: store.put(HEALTH_KEY, OK, ttl=60.0))
+    assert health(store, Prober((True, "")), clock).doubt(1.0) is None
+    # Judged "down": it ends unsent at once.
+    store.put(HEALTH_KEY, f"down: {SUSPECT}", ttl=None)
+    clock = Clock(lambda: store.put(HEALTH_KEY, "down: GET /api/health -> 503", ttl=None))
+    assert health(store, Prober((True, "")), clock).doubt(1.0) == "GET /api/health -> 503"
+    assert clock.now < 0.1
+    # Not judged in time: unsent, after the patience.
+    store.put(HEALTH_KEY, f"down: {SUSPECT}", ttl=None)
+    clock = Clock()
+    assert health(store, Prober((True, "")), clock).doubt(1.0) == SUSPECT
+    assert 1.0 <= clock.now < 1.1
+
+
+def test_only_a_failed_probe_is_ill_health_for_the_status_line() -> None:
+    assert not probed_down(None) and not probed_down(OK)
+    assert not probed_down(f"down: {SUSPECT}")  # a 503 for capacity, until probed
+    assert probed_down("down: GET /api/health -> 503")
