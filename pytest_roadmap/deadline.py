@@ -11,6 +11,14 @@ it is skipped with the forecast in its reason. Once a task of priority p has bee
 no task of a lower priority starts any more (a shared floor in the store), so the tasks that
 ran are the highest-priority ones that fit. Batches and dependencies keep their order: a
 skipped task counts as done for its batch, and its dependants are skipped as after any skip.
+
+Before any task time is known (no task has ended, no earlier report, no
+`--roadmap-expected-latency`), the room for the tasks after it cannot be judged, so a task
+that has a higher-priority task later in the run order does not start on a guess: it waits
+(in its setup, holding no slot) until the first task ends, and is judged with that time.
+While no task of the run is running, none will end to be measured: such a task is then
+judged as if a task took the task timeout, the longest an attempt may take. A task with no
+higher-priority task after it starts as before, unless no time is left.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from pytest_roadmap.tasks import Task
 DONE_KEY = "deadline:done"  # tasks that reached their final outcome
 BUSY_KEY = "deadline:busy_ms"  # their worker time, in milliseconds
 FLOOR_KEY = "deadline:floor"  # the most important priority left out for time
+RUNNING_KEY = "deadline:running"  # tasks started and not yet at their final outcome
+POLL_S = 0.05  # seconds between looks at the store while waiting for the first measurement
 # The end of a run: the reports, the tracker, the workers stopping, the exit. Measured
 # from the record's end to the process's exit against the sandbox on a loaded 2-core machine
 # (docs/benchmarks.md, "The plan's start-up"): 0.2 to 0.3 s for 6 tasks, 0.8 s for 600.
@@ -131,16 +141,20 @@ class Deadline:
         *,
         workers: int,
         rate: float,
+        timeout: float,
         shards: int = 1,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.info = info
         self.workers = max(1, workers)
+        self.timeout = timeout  # an attempt's longest: the forecast when nothing can be measured
         self.rate = rate / max(1, shards)  # the shards share the rate limit
         self.reserve = end_reserve(len(tasks), info.measured_end_s)
         self.cut = info.ends_at - self.reserve
         self._clock = clock
+        self._sleep = sleep
         self._started: dict[str, float] = {}
         # For each task: the tasks of higher priority after it in the run order.
         self._more_important: dict[str, int] = {}
@@ -167,24 +181,33 @@ class Deadline:
 
     def check(self, task: Task) -> str | None:
         """None if `task` may start now (its start is timed), else why it is skipped."""
-        now = self._clock()
         floor = self._floor()
-        per = self.per_task()
         if floor is not None and task.priority > floor:
             why = f"a priority-{floor} task was left out, and this one is priority {task.priority}"
-            return self._left_out(task, self._words(now, per, why))
+            return self._left_out(task, self._words(self._clock(), self.per_task(), why))
+        ahead = self._more_important.get(task.id, 0)
+        per = self.per_task()
+        guessed = False
+        if per is None and ahead:
+            # Starting it on no forecast could leave a more important task out.
+            per = self._first_measure()
+            if per is None:
+                per, guessed = self.timeout, True
+        now = self._clock()
         if now >= self.cut:
-            return self._left_out(task, self._words(now, per, "no time is left to start it"))
+            return self._left_out(
+                task, self._words(now, per, "no time is left to start it", guessed)
+            )
         if per is not None:
             if now + per > self.cut:
                 return self._left_out(
-                    task, self._words(now, per, "it would not finish before the reports")
+                    task,
+                    self._words(now, per, "it would not finish before the reports", guessed),
                 )
             room = min(
                 startable(now, self.cut, per, self.workers),
                 math.floor((self.cut - now) * self.rate),
             )
-            ahead = self._more_important.get(task.id, 0)
             if ahead + 1 > room:
                 return self._left_out(
                     task,
@@ -193,10 +216,23 @@ class Deadline:
                         per,
                         f"room for {room} more tasks, and {ahead} of higher priority are "
                         "still to run",
+                        guessed,
                     ),
                 )
         self._started[task.id] = now
+        self.store.incr(RUNNING_KEY)
         return None
+
+    def _first_measure(self) -> float | None:
+        """Wait for the first task time while some task runs; None if none runs (or the
+        cut came first)."""
+        while True:
+            per = self.per_task()
+            if per is not None:
+                return per
+            if self.store.incr(RUNNING_KEY, 0) <= 0 or self._clock() >= self.cut:
+                return None
+            self._sleep(POLL_S)
 
     def check_retry(self, task: Task, delay: float) -> str | None:
         """None if a retry of `task` after `delay` seconds can still end before the cut."""
@@ -211,6 +247,7 @@ class Deadline:
         started = self._started.pop(task_id, None)
         if started is None:
             return
+        self.store.incr(RUNNING_KEY, -1)
         self.store.incr(DONE_KEY)
         self.store.incr(BUSY_KEY, max(1, round((self._clock() - started) * 1000)))
 
@@ -227,13 +264,17 @@ class Deadline:
                 break
         return f"not started: {why}"
 
-    def _words(self, now: float, per: float | None, why: str) -> str:
+    def _words(self, now: float, per: float | None, why: str, guessed: bool = False) -> str:
         ends = datetime.fromtimestamp(self.info.ends_at).strftime("%H:%M:%S")
-        pace = (
-            f"{shown_seconds(per)} a task on {self.workers} workers"
-            if per is not None
-            else "no task has ended yet"
-        )
+        if per is None:
+            pace = "no task has ended yet"
+        elif guessed:
+            pace = (
+                f"{shown_seconds(per)} a task (the task timeout: none has ended yet, none "
+                f"is running) on {self.workers} workers"
+            )
+        else:
+            pace = f"{shown_seconds(per)} a task on {self.workers} workers"
         left = max(0.0, self.cut - now)
         return (
             f"deadline {shown_seconds(self.info.seconds)} (--roadmap-deadline, ends {ends}); "

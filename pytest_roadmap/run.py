@@ -221,6 +221,7 @@ class TaskRunner:
             sent,
             workers=self.run.concurrency,
             rate=settings.rate_limit,
+            timeout=settings.timeout,
             shards=settings.shards,
         )
 

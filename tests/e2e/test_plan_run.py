@@ -129,3 +129,36 @@ def test_deadline_keeps_the_most_important_tasks(roadmap: Roadmap) -> None:
     assert max(e["answered"] for e in chats) <= began + 8.0
     # The end (reports, workers stopping) fits in the time kept for it, with room for load.
     assert ended - began <= 8.0 + 4.0, text
+
+
+@pytest.mark.slow
+def test_deadline_with_no_task_time_known_keeps_the_most_important_from_the_first(
+    roadmap: Roadmap,
+) -> None:
+    """48 tasks of 1 s over three months at -n 3, priorities 1-3, a deadline of 7 s, and no
+    task time known (no earlier report, no --roadmap-expected-latency)."""
+    # Four tasks a week, task i of priority 3 - i % 3: every week mixes the priorities.
+    roadmap.tasks(
+        "roadmap",
+        *(
+            task_toml(f"t{i:02d}", month=1 + i // 16, week=1 + (i // 4) % 4, priority=3 - i % 3)
+            for i in range(48)
+        ),
+    )
+    roadmap.sandbox.configure(latency=1.0)
+    proc = roadmap.spawn(*roadmap.args("-n", "3", "--roadmap-deadline", "7s", "-rs"))
+    out, _ = proc.communicate(timeout=120)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    report = read_report(roadmap)
+    priority = {t["id"]: t["priority"] for t in report["tasks"]}
+    skipped = [t for t in report["tasks"] if t["outcome"] == "skipped"]
+    for entry in skipped:
+        assert entry["error"].startswith("not started: deadline 7.0 s (--roadmap-deadline"), entry
+    # The server is the judge of what started: no task of a lower priority than one left out.
+    sent = {e["task"] for e in roadmap.chats()}
+    assert sent and skipped, text
+    lowest_sent = max(priority[task_id] for task_id in sent)
+    assert lowest_sent <= min(t["priority"] for t in skipped), sorted(
+        (priority[task_id], task_id) for task_id in sent
+    )

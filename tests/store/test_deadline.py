@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pytest_roadmap.deadline import (
     BUSY_KEY,
     DONE_KEY,
+    RUNNING_KEY,
     Deadline,
     DeadlineInfo,
     end_reserve,
@@ -15,11 +18,18 @@ from pytest_roadmap.tasks import Task
 
 
 class Clock:
+    """The judge's clock; its sleeps move it, and `then` runs at each (another worker)."""
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self.then: Callable[[], None] = lambda: None
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.then()
 
 
 def task(task_id: str, priority: int, week: int = 1) -> Task:
@@ -28,7 +38,16 @@ def task(task_id: str, priority: int, week: int = 1) -> Task:
 
 def judge(store: Store, clock: Clock, tasks: list[Task], seconds: float, **kw: float) -> Deadline:
     info = DeadlineInfo(seconds, clock.now + seconds, kw.pop("expected", None))
-    return Deadline(store, info, tasks, workers=int(kw.pop("workers", 3)), rate=100.0, clock=clock)
+    return Deadline(
+        store,
+        info,
+        tasks,
+        workers=int(kw.pop("workers", 3)),
+        rate=100.0,
+        timeout=kw.pop("timeout", 30.0),
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
 
 def test_before_any_measure_a_task_starts_unless_time_is_gone(store: Store) -> None:
@@ -63,6 +82,52 @@ def test_lower_priority_waits_for_room_for_the_higher_ones_after_it(store: Store
     assert why is not None and "6 of higher priority are still to run" in why
     # Once a priority-3 task was left out, no lower priority starts; higher ones do.
     assert deadline.check(high[0]) is None
+
+
+def test_with_no_task_time_known_a_lower_priority_waits_for_the_first_to_end(
+    store: Store,
+) -> None:
+    clock = Clock()
+    # Run order: a priority-1 task, then a priority-3 one, then six priority-1 tasks.
+    first, low = task("first", 1), task("low", 3)
+    high = [task(f"h{i}", 1, week=2) for i in range(6)]
+    tasks = [first, low, *high]
+    one = judge(store, clock, tasks, 6.0 + end_reserve(8), workers=2)
+    other = judge(store, clock, tasks, 6.0 + end_reserve(8), workers=2)
+    assert one.check(first) is None  # nothing more important after it: it starts at once
+
+    def first_ends() -> None:  # on the other worker, after 2 s
+        if clock.now >= 1002.0 and store.incr(DONE_KEY, 0) == 0:
+            one.ended("first")
+
+    clock.then = first_ends
+    why = other.check(low)
+    # It waited for the measurement, 2 s a task: room for two or three more in the 4 s left
+    # on two workers, and six of priority 1 are still to run.
+    assert clock.now >= 1002.0
+    assert why is not None and "forecast: 2.0 s a task on 2 workers" in why
+    assert "more tasks, and 6 of higher priority are still to run" in why
+    assert store.incr(RUNNING_KEY, 0) == 0
+
+
+def test_with_nothing_running_to_measure_the_task_timeout_is_the_forecast(
+    store: Store,
+) -> None:
+    clock = Clock()
+    low, high = task("low", 2), task("high", 1, week=2)
+    tight = judge(store, clock, [low, high], 10.0 + end_reserve(2), timeout=30.0)
+    why = tight.check(low)
+    assert why is not None and "30.0 s a task (the task timeout: none has ended yet" in why
+    assert clock.now == 1000.0  # no wait: nothing runs that could end
+    assert tight.check(high) is None  # priority 1 still starts
+
+
+def test_with_time_for_the_task_timeout_a_lower_priority_starts_at_once(store: Store) -> None:
+    clock = Clock()
+    low, high = task("low", 2), task("high", 1, week=2)
+    ample = judge(store, clock, [low, high], 600.0, timeout=30.0)
+    assert ample.check(low) is None and clock.now == 1000.0
+    assert store.incr(RUNNING_KEY, 0) == 1
 
 
 def test_the_floor_is_shared_and_only_goes_up_in_importance(store: Store) -> None:
@@ -105,8 +170,8 @@ def test_a_retry_that_would_end_too_late_is_refused(store: Store) -> None:
 
 def test_from_store_reads_the_controllers_deadline(store: Store) -> None:
     tasks = [task("a", 1)]
-    assert Deadline.from_store(store, "ctl", tasks, workers=1, rate=1.0) is None
+    assert Deadline.from_store(store, "ctl", tasks, workers=1, rate=1.0, timeout=30.0) is None
     info = DeadlineInfo(8.0, 1234.5, 1.0, 0.2)
     store.put(info_key("ctl"), info.dumps())
-    found = Deadline.from_store(store, "ctl", tasks, workers=1, rate=1.0)
+    found = Deadline.from_store(store, "ctl", tasks, workers=1, rate=1.0, timeout=30.0)
     assert found is not None and found.info == info
