@@ -25,7 +25,7 @@ OPTIONS: tuple[tuple[str | None, str, str | None, str], ...] = (
         "--roadmap-rate-limit",
         "roadmap_rate_limit",
         "roadmap_rate_limit",
-        "Requests per second across all workers, health probes included (env RATE_LIMIT; default 10).",
+        "Requests per second across all workers, health probes included, or with a unit: 500/min, 8/s (env RATE_LIMIT; default 10).",
     ),
     (
         "--roadmap-burst",
@@ -169,7 +169,7 @@ OPTIONS: tuple[tuple[str | None, str, str | None, str], ...] = (
         "--roadmap-token-rate",
         "roadmap_token_rate",
         "roadmap_token_rate",
-        "Tokens per minute across all workers and shards (prompt and completion, as the answers' usage counts them); default: no token limit.",
+        "Tokens per minute across all workers and shards (prompt and completion, as the answers' usage counts them), or with a unit: 90000/min, 1500/s; default: no token limit.",
     ),
     (
         "--roadmap-price-in",

@@ -166,6 +166,38 @@ class Integer:
         return value
 
 
+# The units a rate may carry after a slash, in seconds: API providers state their limits
+# per minute ("500/min"); a bare number is in the setting's own unit.
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A rate in `range`, kept per `per` seconds (1: per second, 60: per minute): a bare
+    decimal number is in that unit, "N/s" or "N/min" (also /sec, /second, /m, /minute) in
+    its own, converted. `example` shows both ways in the words."""
+
+    range: Range
+    per: float
+    example: str
+
+    @property
+    def allowed(self) -> str:
+        return f"{self.range.allowed}, or with its unit, such as {self.example}"
+
+    def __call__(self, raw: str, origin: str) -> float:
+        number, slash, unit = raw.partition("/")
+        value = _decimal(number)
+        if slash:
+            seconds = RATE_UNITS.get(unit)
+            if seconds is None:
+                raise ValueError(raw)
+            value = value * self.per / seconds
+        if not self.range.allows(value):
+            raise ValueError(raw)
+        return value
+
+
 def _number(low: float, high: float, unit: str = "", *, scale: float = 1.0) -> Number:
     """A decimal number from `low` to `high` (of `unit`, for the words)."""
     return Number(Range(low, high, unit=unit), scale)
@@ -275,9 +307,9 @@ RATE_LIMIT = Spec[float](
     "RATE_LIMIT",
     "roadmap_rate_limit",
     10.0,
-    _number(MIN_RATE, MAX_RATE, "requests per second"),
-    help="Requests per second across all workers, health probes included (env RATE_LIMIT; "
-    "default 10).",
+    Rate(Range(MIN_RATE, MAX_RATE, unit="requests per second"), 1.0, "5/s or 300/min"),
+    help="Requests per second across all workers, health probes included, or with a unit: "
+    "500/min, 8/s (env RATE_LIMIT; default 10).",
 )
 BURST = Spec[int](
     "burst",
@@ -612,9 +644,11 @@ TOKEN_RATE = Spec[float | None](
     None,
     "roadmap_token_rate",
     None,
-    _number(MIN_TOKEN_RATE, MAX_TOKEN_RATE, "tokens per minute"),
+    Rate(
+        Range(MIN_TOKEN_RATE, MAX_TOKEN_RATE, unit="tokens per minute"), 60.0, "90000/min or 1500/s"
+    ),
     help="Tokens per minute across all workers and shards (prompt and completion, as the "
-    "answers' usage counts them); default: no token limit.",
+    "answers' usage counts them), or with a unit: 90000/min, 1500/s; default: no token limit.",
 )
 PRICE_IN = Spec[float | None](
     "input price",

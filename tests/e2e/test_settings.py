@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_roadmap.sandbox import max_in_window
 from tests.support.project import Roadmap, task_toml
 
 
@@ -78,7 +79,20 @@ BAD = [
         ["--roadmap-rate-limit", "abc"],
         {},
         "invalid rate limit 'abc' from option --roadmap-rate-limit:"
-        " must be a number of requests per second from 0.01 to 1000000",
+        " must be a number of requests per second from 0.01 to 1000000, or with its unit,"
+        " such as 5/s or 300/min",
+    ),
+    # A unit after a slash: per second or per minute, nothing else, and in range once
+    # converted (0.3 a minute is 0.005 a second).
+    (["--roadmap-rate-limit", "500/h"], {}, "invalid rate limit '500/h' from option*300/min"),
+    ([], {"RATE_LIMIT": "0.3/min"}, "invalid rate limit '0.3/min' from environment*0.01 to*"),
+    ([], {"RATE_LIMIT": "500 /min"}, "invalid rate limit '500 /min' from environment*"),
+    ([], {"RATE_LIMIT": "/min"}, "invalid rate limit '/min' from environment*"),
+    (
+        ["--roadmap-token-rate", "100/h"],
+        {},
+        "invalid token rate '100/h' from option --roadmap-token-rate: must be a number of tokens"
+        " per minute from 1 to 100000000, or with its unit, such as 90000/min or 1500/s",
     ),
     (["--roadmap-rate-limit", "0"], {}, "invalid rate limit '0' from option --roadmap-rate-limit*"),
     ([], {"RATE_LIMIT": "-5"}, "invalid rate limit '-5' from environment variable RATE_LIMIT*"),
@@ -195,6 +209,53 @@ def test_plain_decimals_are_numbers(
     )
     assert result.ret == pytest.ExitCode.OK
     assert shown in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("source", "value", "shown"),
+    [
+        ("option", "500/min", "rate=8.33333/s"),
+        ("option", "5/s", "rate=5/s"),
+        ("env", "600/min", "rate=10/s"),
+        ("env", "90/minute", "rate=1.5/s"),
+        ("ini", "120/m", "rate=2/s"),
+        ("ini", "3/sec", "rate=3/s"),
+    ],
+)
+def test_a_rate_limit_may_be_given_per_minute(
+    one_task: Roadmap, monkeypatch: pytest.MonkeyPatch, source: str, value: str, shown: str
+) -> None:
+    args = ["--roadmap-rate-limit", value] if source == "option" else []
+    if source == "env":
+        monkeypatch.setenv("RATE_LIMIT", value)
+    if source == "ini":
+        one_task.pytester.makeini(f"[pytest]\nroadmap_rate_limit = {value}\n")
+    result = one_task.pytester.runpytest(
+        "-p", "no:cacheprovider", "--roadmap", "--co", "--roadmap-api", one_task.sandbox.url, *args
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    assert shown in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("50/s", "tokens=3000/min"), ("900/min", "tokens=900/min")]
+)
+def test_a_token_rate_may_be_given_per_second(one_task: Roadmap, value: str, shown: str) -> None:
+    result = one_task.run("--co", "--roadmap-protocol", "openai", "--roadmap-token-rate", value)
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    assert shown in result.stdout.str()
+
+
+@pytest.mark.slow
+def test_a_rate_limit_per_minute_paces_the_run(one_task: Roadmap) -> None:
+    one_task.tasks("month1", *(task_toml(f"t{i}") for i in range(8)))
+    result = one_task.run("-n", "2", "--roadmap-rate-limit", "240/min")
+    result.assert_outcomes(passed=8)
+    # 240 a minute is 4 a second: the server never saw more in any second, probes included.
+    entries = one_task.sandbox.log()
+    assert max_in_window(entries, 1.0) <= 4
+    arrivals = sorted(e["arrived"] for e in entries)
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) / 4 * 0.95
 
 
 def test_bad_ini_value_names_the_ini_key(one_task: Roadmap) -> None:
