@@ -72,7 +72,9 @@ def configure(config: pytest.Config) -> None:
         config.args = [str(settings.tasks_dir)]
     if role is Role.WORKER:
         where = Coordinates.from_dict(info)
-        run = RunConfig(role, settings, plan, ceiling, where.completed, caps)
+        run = RunConfig(
+            role, settings, plan, ceiling, where.completed, caps, replay=_replay(config)
+        )
         worker = TaskRunner(run, where, info["workerid"], parent=os.getppid())
         _register(config, run, runner=worker, controller=None, undo=handle_sigterm())
         return
@@ -85,6 +87,7 @@ def configure(config: pytest.Config) -> None:
         caps,
         left_out,
         resume=config.option.roadmap_resume,
+        replay=_replay(config),
     )
     # Read before this run rewrites it.
     history = read_history(settings.report_dir / "report.json")
@@ -105,6 +108,10 @@ def configure(config: pytest.Config) -> None:
         alone = runner = TaskRunner(run, controller.where, "main", store=controller.store)
         controller.running = lambda: {alone.current} if alone.current else set()
     _register(config, run, runner=runner, controller=controller, undo=handle_sigterm())
+
+
+def _replay(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "roadmap_replay", False))
 
 
 def _register(
@@ -153,6 +160,12 @@ class ProcessHooks:
         settings = run.settings
         api_url = controller.where.api_url if controller else settings.api
         distributed = run.role is Role.CONTROLLER
+        if run.replay:
+            return [
+                f"roadmap: replay: the checks judge the answers saved in "
+                f"{settings.report_dir / 'outputs'}; nothing is sent; reports go to "
+                f"{run.replay_dir}"
+            ]
         lines = [header_line(settings, api_url, settings.workers, distributed), *run.cap_lines]
         if settings.store and controller is not None:
             shown = getattr(controller.store, "shown_url", settings.store)

@@ -90,6 +90,11 @@ class Secrets:
     def __bool__(self) -> bool:
         return bool(self._pairs)
 
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Every form of every secret: what a command check's environment must not hold."""
+        return tuple(secret.rstrip("@") for secret, _ in self._pairs)
+
     def mask(self, text: str) -> str:
         """`text` with every secret masked."""
         for secret, mask in self._pairs:

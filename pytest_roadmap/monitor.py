@@ -149,7 +149,12 @@ class Monitor:
         """One look: adjust the limit if the failure rate says so, then one status line."""
         now = self._clock()
         ended = self._recorder.take_ended()
-        failed = sum(1 for a in ended if a.outcome in (FAILED, RERUN))
+        # An answer that failed its checks is the model's failure, not the API's.
+        failed = sum(
+            1
+            for a in ended
+            if a.outcome in (FAILED, RERUN) and (a.checks is None or a.checks.passed)
+        )
         record = self._recorder.record
         if self._adaptive is not None:
             self._store.incr(ENDED_KEY, len(ended))

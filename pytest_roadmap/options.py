@@ -66,6 +66,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="In batch mode, skip later batches once a batch has a failure.",
     )
     group.addoption(
+        "--roadmap-replay",
+        action="store_true",
+        default=False,
+        dest="roadmap_replay",
+        help="Judge the selected tasks' checks against the answers the last run saved in the "
+        "report folder; send nothing.",
+    )
+    group.addoption(
         "--roadmap-plan",
         action="store_true",
         default=False,

@@ -53,6 +53,14 @@ class SelectionHooks:
             for arg in config.args
         )
 
+    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
+        # A `checks/` folder of the tasks folder holds what checks run (test files for
+        # command checks, modules of check functions), not tests of this run.
+        tasks_dir = self.run.settings.tasks_dir
+        if collection_path.name == "checks" and collection_path.parent.is_relative_to(tasks_dir):
+            return True
+        return None
+
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> TaskFile | None:
         if file_path.suffix == ".toml" and self._holds_tasks(file_path, parent.config):
             return TaskFile.from_parent(parent, path=file_path)
@@ -139,10 +147,13 @@ class SelectionHooks:
             task = item.task if isinstance(item, TaskItem) else None
             if item.get_closest_marker("flaky") is None:
                 reruns = task.retries if task and task.retries is not None else settings.reruns
-                item.add_marker(marks.flaky(reruns))
+                # New answers for a wrong one are reruns too; the runner keeps each kind
+                # to its own count (TaskRunner.call, TaskRunner.judge).
+                item.add_marker(marks.flaky(reruns + (check_retries(task, settings))))
             if item.get_closest_marker("timeout") is None:
                 seconds = task.timeout if task and task.timeout else settings.timeout
-                item.add_marker(marks.timeout(seconds + (TIMEOUT_GRACE if task else 0.0)))
+                grace = TIMEOUT_GRACE + check_seconds(task, settings) if task else 0.0
+                item.add_marker(marks.timeout(seconds + grace))
             queued += 1
             if settings.max_queue and queued > settings.max_queue:
                 item.add_marker(marks.queue_full)
@@ -197,6 +208,26 @@ class SelectionHooks:
                     f"mark it complete: {how}, or run it first"
                 )
         return complete, outside
+
+
+def check_retries(task: Task | None, settings: Settings) -> int:
+    """New answers a task with checks may ask for when one fails them."""
+    if task is None or not task.checks:
+        return 0
+    return task.check_retries if task.check_retries is not None else settings.check_retries
+
+
+def check_seconds(task: Task, settings: Settings) -> float:
+    """What a task's checks may take at most, inside its attempt's call: each command's
+    timeout, and a request's for each grading."""
+    total = 0.0
+    for check in task.checks:
+        if check.kind == "command":
+            own = getattr(check, "timeout", None)
+            total += own if own is not None else settings.check_timeout
+        elif check.kind == "rubric":
+            total += settings.timeout
+    return total
 
 
 class _Marks:

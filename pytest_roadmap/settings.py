@@ -705,6 +705,38 @@ EXPECTED_LATENCY = Spec[float | None](
     "(default: what the last report measured for these tasks) (env ROADMAP_EXPECTED_LATENCY).",
 )
 
+CHECK_RETRIES = Spec[int](
+    "check retries",
+    "--roadmap-check-retries",
+    "ROADMAP_CHECK_RETRIES",
+    "roadmap_check_retries",
+    0,
+    _integer(0, 100),
+    help="New answers asked for when an answer fails its checks (a task's check_retries "
+    "wins; env ROADMAP_CHECK_RETRIES; default 0: a wrong answer fails the task).",
+)
+CHECK_TIMEOUT = Spec[float](
+    "check timeout",
+    "--roadmap-check-timeout",
+    "ROADMAP_CHECK_TIMEOUT",
+    "roadmap_check_timeout",
+    60.0,
+    _number(0.1, MAX_TIMEOUT, "seconds"),
+    help="Seconds a command check may run before its whole process group is killed (a "
+    "check's own timeout wins; env ROADMAP_CHECK_TIMEOUT; default 60).",
+)
+GRADER_MODEL = Spec[str | None](
+    "grader model",
+    "--roadmap-grader-model",
+    "ROADMAP_GRADER_MODEL",
+    "roadmap_grader_model",
+    None,
+    _text,
+    "a non-empty model name",
+    "Model that grades rubric checks, through the same API and safeguards (env "
+    "ROADMAP_GRADER_MODEL; default: the run's model).",
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -751,6 +783,9 @@ class Settings:
     max_cost: float | None = None  # US dollars of the whole run
     deadline: float | None = None  # seconds from the run's start (deadline.py)
     expected_latency: float | None = None  # seconds a request takes, as the user expects
+    check_retries: int = 0  # new answers when one fails its checks (checks/)
+    check_timeout: float = 60.0  # seconds a command check may run
+    grader_model: str | None = None  # rubric checks' model (None: the run's)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -35,12 +35,23 @@ def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int 
     unfinished = (f", {cut_off} interrupted" if cut_off else "") + (
         f", {not_run} not run" if not_run else ""
     )
+    checks = record.checks
+    why = ""
+    if failed and checks.tasks:
+        wrong = checks.failed + checks.errors
+        why = (
+            f" ({wrong} wrong answer{'s' if wrong != 1 else ''}, {failed - wrong} API "
+            f"failure{'s' if failed - wrong != 1 else ''})"
+        )
+    replay = "replay of saved answers, nothing sent: " if record.replay else ""
     lines = [
-        f"roadmap{label}: {total} tasks: {passed} completed, {failed} failed, {skipped} skipped"
-        f"{unfinished}; success rate {100.0 * record.success_rate:.0f}%",
+        f"roadmap{label}: {replay}{total} tasks: {passed} completed, {failed} failed{why}, "
+        f"{skipped} skipped{unfinished}; success rate {100.0 * record.success_rate:.0f}%",
         f"duration {record.duration_s:.1f} s, average {average:.2f} s per task, "
         f"{record.reruns} retries",
     ]
+    if checks.tasks:
+        lines.append(f"checks: {checks.words()}")
     for result in record.results:
         if result.outcome == FAILED:
             lines.append(f"FAILED {result.task.id}: {result.error or 'no reason recorded'}")

@@ -68,6 +68,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { border-radius: 10px; padding: 0 8px; color: #fff; font-size: 12px; white-space: nowrap; }
 .badge.passed { background: #2e9e44; } .badge.failed { background: #d1352b; }
 .badge.rerun { background: #f0a202; color: #1f2328; } .badge.skipped { background: #9aa0a6; }
+.badge.error { background: #8250df; } pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .legend { display: flex; flex-wrap: wrap; gap: 6px 18px; list-style: none; padding: 0;
   margin: 6px 0 0; color: #393f46; }
@@ -379,6 +380,9 @@ def _cards(record: RunRecord) -> str:
         ("", "Duration", f"{record.duration_s:.1f} s"),
         ("", "Tasks", str(len(record.results))),
     ]
+    totals = record.checks
+    if totals.tasks:
+        cards.insert(2, ("failed", "Wrong answers", str(totals.failed + totals.errors)))
     usage = record.usage
     if usage is not None:
         cards.append(("", "Tokens", f"{usage.total:,}"))
@@ -425,6 +429,8 @@ def _settings(record: RunRecord) -> str:
         *[(label, escape(text)) for label, text in budget_rows(record.budgets)],
         ("Dogfooding", escape(dogfooding_text(record))),
     ]
+    if record.replay:
+        rows.insert(0, ("Replay", escape(f"answers of {record.replay}; nothing was sent")))
     return _table(("Setting", "Value"), rows)
 
 
@@ -458,6 +464,31 @@ def _task_rows(record: RunRecord) -> Iterable[Sequence[str]]:
         )
 
 
+def _checks(record: RunRecord) -> list[str]:
+    """Each judged task's checks: what each wanted and what it found."""
+    checked = [r for r in record.results if r.verdict is not None]
+    if not checked:
+        return []
+    rows = []
+    for result in checked:
+        assert result.verdict is not None
+        answers = f" ({result.answers} answers)" if result.answers > 1 else ""
+        for check in result.verdict.results:
+            rows.append(
+                (
+                    f"<code>{escape(result.task.id)}</code>{answers}",
+                    escape(check.label),
+                    f'<span class="badge {escape(check.status)}">{escape(check.status)}</span>',
+                    f"<pre>{escape(check.detail)}</pre>" if check.detail else "",
+                )
+            )
+    return [
+        "<h2>Checks</h2>",
+        f'<p class="sub">{escape(record.checks.words())}</p>',
+        _table(("Task", "Check", "Result", "What the answer had"), rows),
+    ]
+
+
 def _changes(record: RunRecord) -> str:
     if not record.concurrency_changes:
         return "<p>The concurrency limit did not change.</p>"
@@ -470,7 +501,7 @@ def _changes(record: RunRecord) -> str:
 
 def render_html(record: RunRecord) -> str:
     """report.html as text."""
-    title = "Roadmap run report"
+    title = "Roadmap replay report" if record.replay else "Roadmap run report"
     sub = f"{escape(record.model)} on {escape(record.api)}" + (
         " (sandbox)" if record.sandbox else ""
     )
@@ -515,6 +546,7 @@ def render_html(record: RunRecord) -> str:
                 _task_rows(record),
                 "    nn   nn",
             ),
+            *_checks(record),
             "<h2>Compliance</h2>",
             _compliance(record),
             "<h2>Concurrency changes</h2>",

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from pytest_roadmap.checks.rubric import ANSWER_END, ANSWER_START, GRADER_INTRO, REQUIREMENT
 from pytest_roadmap.protocol import count_tokens, prompt_tokens
+from pytest_roadmap.sandbox.book import book_answer
 
 SANDBOX_MODEL = "sandbox"
 PIECE = 1 << 16
@@ -21,12 +23,34 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
 def chat_answer(message: str, model: str) -> dict[str, str]:
-    """A deterministic answer: a small Python function named after the prompt's first words."""
+    """A deterministic answer: a grading request's verdict (rubric checks), the answer
+    book's answer for one of this repository's roadmap prompts, or else a small Python
+    function named after the prompt's first words."""
+    if message.startswith(GRADER_INTRO):
+        return {"code": "", "message": grade(message)}
+    found = book_answer(message)
+    if found is not None:
+        return {"code": found[0], "message": found[1]}
     words = _WORD.findall(message)[:4]
     name = "_".join(word.lower() for word in words) or "task"
     summary = " ".join(words) or "empty prompt"
     code = f'def solve_{name}() -> str:\n    """{summary}."""\n    return {summary!r}\n'
     return {"code": code, "message": f"Sketch for '{summary}' from {model}."}
+
+
+def grade(prompt: str) -> str:
+    """The sandbox's grader: PASS when the answer holds every `quoted` term of the
+    requirement (whatever the case), FAIL naming the first it lacks."""
+    requirement = next(
+        (line[len(REQUIREMENT) :] for line in prompt.splitlines() if line.startswith(REQUIREMENT)),
+        "",
+    )
+    start, end = prompt.find(ANSWER_START), prompt.rfind(ANSWER_END)
+    answer = prompt[start + len(ANSWER_START) : end] if 0 <= start < end else ""
+    for term in re.findall(r"`([^`]+)`", requirement):
+        if term.casefold() not in answer.casefold():
+            return f"FAIL: the answer never mentions {term}."
+    return "PASS: the answer meets the requirement."
 
 
 @dataclass

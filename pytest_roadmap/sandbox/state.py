@@ -372,6 +372,8 @@ class SandboxState:
             decision.trickle_head = rule.trickle_head
             if rule.body is not None:
                 decision.raw = rule.body
+            elif rule.code is not None or rule.message is not None:
+                decision.payload = {"code": rule.code or "", "message": rule.message or ""}
             elif rule.size is not None:
                 decision.padding = rule.size
             elif rule.echo_auth:
