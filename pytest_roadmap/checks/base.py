@@ -102,6 +102,11 @@ class Where:
             raise self.error(f"'{key}': cannot read {path.name}: {exc}") from None
 
 
+def shown_part(part: str) -> str:
+    """A part as failure words name it: "the code", "the message", "the answer"."""
+    return "the answer" if part == BOTH else f"the {part}"
+
+
 def one_line(text: str, limit: int = 80) -> str:
     """A value shown inside a label: one line, cut at `limit`."""
     flat = " ".join(text.split())

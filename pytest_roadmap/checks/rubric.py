@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pytest_roadmap.checks.base import BOTH, Answer, Context, Where, one_line
+from pytest_roadmap.checks.base import BOTH, Answer, Context, Where, one_line, shown_part
 from pytest_roadmap.checks.verdict import ERROR, FAILED, PASSED, CheckResult, excerpt
 from pytest_roadmap.errors import shown
 
@@ -120,5 +120,5 @@ class Rubric:
         if passed:
             return CheckResult(self.kind, self.label, PASSED, why, seconds)
         said = why or "(no reason given)"
-        detail = f"the grader says: {said}; the {self.part} begins:\n{excerpt(text)}"
+        detail = f"the grader says: {said}; {shown_part(self.part)} begins:\n{excerpt(text)}"
         return CheckResult(self.kind, self.label, FAILED, detail, seconds)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 # tomli, as tasks.py reads task files with it (the same parser, compiled).
 import tomli
 
-from pytest_roadmap.checks.base import CODE, Answer, Context, Where, one_line
+from pytest_roadmap.checks.base import CODE, Answer, Context, Where, one_line, shown_part
 from pytest_roadmap.checks.verdict import FAILED, PASSED, CheckResult, excerpt
 from pytest_roadmap.errors import shown
 
@@ -82,11 +82,15 @@ class Parses:
     def judge(self, answer: Answer, context: Context) -> CheckResult:
         started = time.perf_counter()
         text = answer.part(self.part)
-        problem = f"the {self.part} is empty" if not text.strip() else PARSERS[self.language](text)
+        problem = (
+            f"{shown_part(self.part)} is empty"
+            if not text.strip()
+            else PARSERS[self.language](text)
+        )
         seconds = time.perf_counter() - started
         if problem is None:
             return CheckResult(self.kind, self.label, PASSED, seconds=seconds)
-        detail = f"{problem}; the {self.part} begins:\n{excerpt(text)}"
+        detail = f"{problem}; {shown_part(self.part)} begins:\n{excerpt(text)}"
         return CheckResult(self.kind, self.label, FAILED, detail, seconds)
 
 
@@ -136,7 +140,7 @@ class JsonSchema:
         try:
             document = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            detail = f"the {self.part} is not JSON ({exc}); it begins:\n{excerpt(text)}"
+            detail = f"{shown_part(self.part)} is not JSON ({exc}); it begins:\n{excerpt(text)}"
             return CheckResult(self.kind, self.label, FAILED, detail, time.perf_counter() - started)
         validator = jsonschema.validators.validator_for(self.schema)(self.schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(document))
@@ -144,7 +148,6 @@ class JsonSchema:
         if error is None:
             return CheckResult(self.kind, self.label, PASSED, seconds=seconds)
         at = "/".join(str(p) for p in error.absolute_path) or "the top level"
-        detail = (
-            f"at {at}: {one_line(error.message, 200)}; the {self.part} begins:\n{excerpt(text)}"
-        )
+        where = f"at {at}: {one_line(error.message, 200)}"
+        detail = f"{where}; {shown_part(self.part)} begins:\n{excerpt(text)}"
         return CheckResult(self.kind, self.label, FAILED, detail, seconds)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pytest_roadmap.checks.base import BOTH, Answer, Context, Where, one_line
+from pytest_roadmap.checks.base import BOTH, Answer, Context, Where, one_line, shown_part
 from pytest_roadmap.checks.verdict import FAILED, PASSED, CheckResult, excerpt
 from pytest_roadmap.errors import shown
 
@@ -50,7 +50,7 @@ class Contains:
         if not missing:
             return CheckResult(self.kind, self.label, PASSED, seconds=seconds)
         wanted = ", ".join(one_line(s, 60) for s in missing)
-        detail = f"the {self.part} lacks {wanted}; it begins:\n{excerpt(text)}"
+        detail = f"{shown_part(self.part)} lacks {wanted}; it begins:\n{excerpt(text)}"
         return CheckResult(self.kind, self.label, FAILED, detail, seconds)
 
 
@@ -81,7 +81,7 @@ class NotContains:
         line = text.count("\n", 0, first) + 1
         context_line = text.splitlines()[line - 1] if text.splitlines() else text
         detail = (
-            f"the {self.part} has {', '.join(one_line(s, 60) for s in found)} "
+            f"{shown_part(self.part)} has {', '.join(one_line(s, 60) for s in found)} "
             f"(line {line}):\n{excerpt(context_line, 1)}"
         )
         return CheckResult(self.kind, self.label, FAILED, detail, seconds)
@@ -117,5 +117,5 @@ class Regex:
         seconds = time.perf_counter() - started
         if found:
             return CheckResult(self.kind, self.label, PASSED, seconds=seconds)
-        detail = f"no match in the {self.part}; it begins:\n{excerpt(text)}"
+        detail = f"no match in {shown_part(self.part)}; it begins:\n{excerpt(text)}"
         return CheckResult(self.kind, self.label, FAILED, detail, seconds)

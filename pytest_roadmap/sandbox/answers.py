@@ -53,6 +53,16 @@ def grade(prompt: str) -> str:
     return "PASS: the answer meets the requirement."
 
 
+def rule_text(prompt: str) -> str:
+    """What a rule's `match` is looked for in: the prompt; for a grading request only its
+    first line and its requirement, so that the rules of the task it grades (whose prompt
+    and answer it quotes) do not answer it."""
+    if not prompt.startswith(GRADER_INTRO):
+        return prompt
+    lines = [line for line in prompt.splitlines() if line.startswith(REQUIREMENT)]
+    return "\n".join([GRADER_INTRO, *lines[:1]])
+
+
 @dataclass
 class Decision:
     """What the API side decided for one request, before any waiting."""
@@ -130,7 +140,10 @@ _COMPLETION_IDS = itertools.count(1)
 def _completion(decision: Decision, answer: Mapping[str, Any], body: Any) -> dict[str, Any]:
     """A chat completion for an answer `{code, message}`: the message, then the code in a
     fenced block; cut at the request's `max_tokens`, counted as protocol.py counts."""
-    content = f"{answer.get('message', '')}\n\n```python\n{answer.get('code', '')}```\n"
+    code = str(answer.get("code", ""))
+    if code and not code.endswith("\n"):
+        code += "\n"  # else the closing fence would share the code's last line
+    content = f"{answer.get('message', '')}\n\n```python\n{code}```\n"
     max_tokens = body.get("max_tokens") if isinstance(body, dict) else None
     finish = "stop"
     if (

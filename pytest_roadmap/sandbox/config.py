@@ -98,7 +98,9 @@ class Rule:
     `echo_auth` quotes the Authorization header it got in the answer's code and message.
 
     `code` and `message` script the answer itself (in either protocol's shape), so a test
-    can give an answer that passes its task's checks or one that fails them.
+    can give an answer that passes its task's checks or one that fails them. A rubric
+    check's grading request is matched on its first line ("Grade an answer against one
+    requirement.") and its requirement only, not on the task and answer it quotes.
     """
 
     match: str = ""

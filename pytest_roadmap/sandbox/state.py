@@ -24,6 +24,7 @@ from pytest_roadmap.sandbox.answers import (
     chat_answer,
     method_not_allowed,
     openai_prompt,
+    rule_text,
 )
 from pytest_roadmap.sandbox.config import Rule, SandboxConfig
 from pytest_roadmap.sandbox.paths import (
@@ -396,6 +397,7 @@ class SandboxState:
         return decision
 
     def _take_rule(self, config: SandboxConfig, message: str) -> Rule | None:
+        message = rule_text(message)
         for index, rule in enumerate(config.rules):
             if rule.match not in message:
                 continue

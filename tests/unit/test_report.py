@@ -13,6 +13,7 @@ import pytest
 
 import pytest_roadmap.report as report_module
 from pytest_roadmap.atomic import write_atomic, write_many_atomic
+from pytest_roadmap.checks.verdict import CheckResult, Verdict
 from pytest_roadmap.errors import ReportError, RoadmapError
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.report import (
@@ -31,7 +32,6 @@ from pytest_roadmap.report.markdown import (
     md_code,
     md_text,
 )
-from pytest_roadmap.checks.verdict import CheckResult, Verdict
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
     Alert,
