@@ -113,7 +113,7 @@ def checks_project(roadmap: Roadmap, kinds: list[str]) -> None:
     for kind in kinds:
         for quality in ("good", "bad"):
             tables.append(
-                f'[[tasks]]\nid = "{quality}-{kind}"\ntitle = "{kind}"\n'
+                f'[[tasks]]\nid = "{quality}-{kind}"\ntitle = "{quality} {kind}"\n'
                 f'prompt = "write {quality} {kind}"\nmonth = 1\nweek = 1\n\n'
                 f"[[tasks.checks]]\n{KINDS[kind]}\n"
             )
@@ -181,9 +181,12 @@ def test_every_kind_of_check_passes_good_answers_and_fails_bad_ones(
         assert [c["status"] for c in tasks_by_id[f"bad-{kind}"]["checks"]] == ["failed"]
         assert tasks_by_id[f"bad-{kind}"]["outcome"] == "failed"
         assert tasks_by_id[f"bad-{kind}"]["error"].startswith("answer failed its checks: ")
-    # The wrong answers are kept for a replay; the dogfooding counts only passed ones.
+    # The wrong answers are kept for a replay; the tracker completes only right ones.
     outputs = roadmap.pytester.path / "roadmap-report" / "outputs"
     assert (outputs / "bad-regex.json").is_file()
+    tracker = json.loads((roadmap.pytester.path / "ROADMAP_PROGRESS.json").read_text())
+    done = {e["name"] for e in tracker["tasks"].values() if e["completed"]}
+    assert done == {f"good {kind}" for kind in kinds}
     markdown = (roadmap.pytester.path / "roadmap-report" / "report.md").read_text()
     assert "## Checks" in markdown and "| `bad-regex` | regex" in markdown
     html = (roadmap.pytester.path / "roadmap-report" / "report.html").read_text()
