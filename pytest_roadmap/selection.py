@@ -16,6 +16,7 @@ import pytest
 from pytest_roadmap.attempt import retryable
 from pytest_roadmap.batches import BatchPlan, dependency_problems, run_order
 from pytest_roadmap.budgets import unbounded_tasks
+from pytest_roadmap.checks import most_seconds
 from pytest_roadmap.collect import TaskFile, TaskItem, is_roadmap_item, odd_task_files
 from pytest_roadmap.run import FREEZE_FROM, Controller, Role, RunConfig, TaskRunner
 from pytest_roadmap.settings import Settings
@@ -149,10 +150,20 @@ class SelectionHooks:
                 reruns = task.retries if task and task.retries is not None else settings.reruns
                 # New answers for a wrong one are reruns too; the runner keeps each kind
                 # to its own count (TaskRunner.call, TaskRunner.judge).
-                item.add_marker(marks.flaky(reruns + (check_retries(task, settings))))
+                more = 0
+                if task is not None and task.checks:
+                    more = (
+                        task.check_retries
+                        if task.check_retries is not None
+                        else settings.check_retries
+                    )
+                item.add_marker(marks.flaky(reruns + more))
             if item.get_closest_marker("timeout") is None:
                 seconds = task.timeout if task and task.timeout else settings.timeout
-                grace = TIMEOUT_GRACE + check_seconds(task, settings) if task else 0.0
+                grace = 0.0
+                if task is not None:
+                    checking = most_seconds(task.checks, settings.check_timeout, settings.timeout)
+                    grace = TIMEOUT_GRACE + checking
                 item.add_marker(marks.timeout(seconds + grace))
             queued += 1
             if settings.max_queue and queued > settings.max_queue:
@@ -208,26 +219,6 @@ class SelectionHooks:
                     f"mark it complete: {how}, or run it first"
                 )
         return complete, outside
-
-
-def check_retries(task: Task | None, settings: Settings) -> int:
-    """New answers a task with checks may ask for when one fails them."""
-    if task is None or not task.checks:
-        return 0
-    return task.check_retries if task.check_retries is not None else settings.check_retries
-
-
-def check_seconds(task: Task, settings: Settings) -> float:
-    """What a task's checks may take at most, inside its attempt's call: each command's
-    timeout, and a request's for each grading."""
-    total = 0.0
-    for check in task.checks:
-        if check.kind == "command":
-            own = getattr(check, "timeout", None)
-            total += own if own is not None else settings.check_timeout
-        elif check.kind == "rubric":
-            total += settings.timeout
-    return total
 
 
 class _Marks:

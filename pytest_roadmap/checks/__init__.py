@@ -31,6 +31,7 @@ __all__ = [
     "Context",
     "Verdict",
     "judge",
+    "most_seconds",
     "read_checks",
 ]
 
@@ -97,3 +98,15 @@ def judge(checks: Sequence[Check], answer: Mapping[str, Any] | None, context: Co
                 CheckResult(check.kind, check.label, ERROR, f"{type(exc).__name__}: {exc}")
             )
     return Verdict(tuple(results))
+
+
+def most_seconds(checks: Sequence[Check], command_timeout: float, request_timeout: float) -> float:
+    """The longest the checks of one answer may take: each command's timeout (its own, or
+    `command_timeout`), and a request's for each grading."""
+    total = 0.0
+    for check in checks:
+        if isinstance(check, Command):
+            total += check.timeout if check.timeout is not None else command_timeout
+        elif isinstance(check, Rubric):
+            total += request_timeout
+    return total
