@@ -1,0 +1,1 @@
+"""Checks: what a good answer is."""
