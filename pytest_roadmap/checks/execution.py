@@ -91,10 +91,12 @@ def run_untrusted(
     """Run `command` (argv, no shell) with `files` written into a fresh scratch folder, its
     working directory; see the module's docstring for what is guaranteed.
 
-    `files` maps relative names ("pkg/mod.py") to contents (str is written as UTF-8).
-    `secrets`: values that must not reach the command; `drop`: variable names it never gets.
-    Raises ValueError for a bad argument or file name, CommandNotFound when the program
-    does not exist or cannot be executed.
+    `files` maps relative names ("pkg/mod.py") to contents (str is written as UTF-8). A
+    relative program ("./run.sh") is looked up in the scratch folder, "python" and
+    "python3" mean sys.executable. `secrets`: values that must not reach the command;
+    `drop`: variable names it never gets. Raises ValueError for a bad argument or file name,
+    CommandNotFound when the program does not exist or cannot be executed, OSError when the
+    scratch folder cannot be removed (a process that left the group still writing in it).
     """
     argv = _argv(command)
     _TIMEOUT.check(timeout, "timeout")
