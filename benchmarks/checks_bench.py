@@ -1,4 +1,9 @@
-"""What the checks cost: run_untrusted beyond the command it runs.
+"""What the checks cost: the checks that read the answer, and run_untrusted beyond the
+command it runs.
+
+The checks that read the answer (text, structure) are judged in this process on an answer
+of about 200 lines of Python: each kind alone, and all of them as one task's checks, many
+times over; the table gives the median and p90 of one judgement.
 
 Each round runs `python -c pass` through run_untrusted (one small file written into its
 scratch folder) and through a plain subprocess.run (`harness.timed`), the two back to back
@@ -22,6 +27,7 @@ from pathlib import Path
 from command_line import BenchmarkParser
 from harness import show_command, timed
 
+from pytest_roadmap.checks import Context, judge, read_checks
 from pytest_roadmap.checks.execution import run_untrusted
 
 WARM_UP = 3
@@ -80,11 +86,52 @@ def execution_rows(rounds: int) -> list[tuple[str, list[float]]]:
     ]
 
 
+# One task's checks that read the answer; the schema is inline so that nothing is read.
+READING_CHECKS: list[dict[str, object]] = [
+    {"contains": ["class Cache", "def get"]},
+    {"icontains": ["least recently used"]},
+    {"not_contains": ["TODO", "NotImplementedError"]},
+    {"regex": r"def put\(self, key"},
+    {"parses": "python"},
+    {"json_schema": {"type": "object", "required": ["code"]}, "part": "message"},
+]
+ANSWER = {
+    "code": 'class Cache:\n    """Evicts the least recently used entry."""\n\n'
+    + "".join(
+        f"    def get_{i}(self, key):\n        return self.items.get(key, {i})\n\n"
+        for i in range(60)
+    )
+    + "    def get(self, key):\n        return 1\n\n    def put(self, key, value):\n        pass\n",
+    "message": '{"code": "see above"}',
+}
+
+
+def reading_rows(repeats: int) -> list[tuple[str, list[float]]]:
+    """(what, seconds of each judgement) for each check that reads the answer, and for all
+    of them as one task's checks."""
+    context = Context()
+    rows: list[tuple[str, list[float]]] = []
+    sets = [(next(iter(table)), [table]) for table in READING_CHECKS]
+    sets.append(("all six, one task's checks", READING_CHECKS))
+    for what, tables in sets:
+        checks = read_checks(tables, "bench.toml (id 'bench')", Path("."))
+        judge(checks, ANSWER, context)  # warm: the first json_schema judgement imports
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            verdict = judge(checks, ANSWER, context)
+            times.append(time.perf_counter() - start)
+            if not verdict.passed:
+                raise SystemExit(f"{what}: the benchmark's answer failed: {verdict.paragraph()}")
+        rows.append((what, times))
+    return rows
+
+
 def table(rows: Sequence[tuple[str, list[float]]]) -> str:
     lines = ["| what | median ms | p90 ms |", "|---|---:|---:|"]
     for what, values in rows:
         lines.append(
-            f"| {what} | {statistics.median(values) * 1000:.2f} | {p90(values) * 1000:.2f} |"
+            f"| {what} | {statistics.median(values) * 1000:.3f} | {p90(values) * 1000:.3f} |"
         )
     return "\n".join(lines)
 
@@ -93,7 +140,15 @@ def main() -> None:
     parser = BenchmarkParser(__doc__)
     parser.repeat(30, help="rounds kept (each runs both kinds)", flag="--rounds", minimum=2)
     options = parser.parse_args()
-    print(f"{options.rounds} rounds, wall time, {sys.platform}, Python {sys.version.split()[0]}")
+    repeats = 2000
+    print(f"{sys.platform}, Python {sys.version.split()[0]}")
+    print()
+    lines = len(str(ANSWER["code"]).splitlines())
+    print(f"Checks that read the answer ({lines} lines of code), {repeats} judgements each:")
+    print()
+    print(table(reading_rows(repeats)))
+    print()
+    print(f"The command check's runner, {options.rounds} rounds, wall time:")
     print()
     print(table(execution_rows(options.rounds)))
 
