@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 FREEZE_FROM = 1000
 STATUS = "roadmap: running "  # how the monitor's live status line starts
 REPLAY_FOLDER = "replay"
+GRADING_REFUSALS = 5  # a grading request refused for load is asked again this many times
 # What a command check's environment never holds, whatever their values: the token's
 # variables, and the API URL (it may carry credentials).
 CREDENTIAL_VARIABLES = ("BEAST_MODE_TOKEN", "OPENAI_API_KEY", "BEAST_MODE_API")
@@ -331,23 +332,32 @@ class TaskRunner:
             max_tokens=GRADER_MAX_TOKENS if "max_tokens" in sends else None,
             temperature=0.0 if "temperature" in sends else None,
         )
-        unhealthy = guards.before_attempt(0, None)
-        if unhealthy is not None:
-            raise TaskFailure(unhealthy, transient=False)
-        spend = guards.admit_spend(grading)
-        slot = guards.acquire_slot()
-        try:
-            reserved = guards.reserve_tokens(grading)
-            reply = guards.chat(
-                grading,
-                attempt,
-                reserved,
-                spend,
-                model=self.run.settings.grader_model,
-                check="rubric",
-            )
-        finally:
-            slot.release()
+        last: TaskFailure | None = None
+        for refusals in range(GRADING_REFUSALS + 1):
+            # A refusal for load (or a pause of the run) is no answer: wait as a task's
+            # attempt would, and ask again.
+            unhealthy = guards.before_attempt(0, last, refusals)
+            if unhealthy is not None:
+                raise TaskFailure(unhealthy, transient=False)
+            spend = guards.admit_spend(grading)
+            slot = guards.acquire_slot()
+            try:
+                reserved = guards.reserve_tokens(grading)
+                reply = guards.chat(
+                    grading,
+                    attempt,
+                    reserved,
+                    spend,
+                    model=self.run.settings.grader_model,
+                    check="rubric",
+                )
+                break
+            except TaskFailure as failure:
+                if not failure.refused or refusals == GRADING_REFUSALS:
+                    raise
+                last = failure
+            finally:
+                slot.release()
         usage = Usage.from_dict(reply.get("usage"))
         if usage is not None:
             usages.append(usage)

@@ -471,3 +471,30 @@ def test_replay_skips_a_task_without_a_saved_answer(roadmap: Roadmap) -> None:
     assert roadmap.sandbox.log() == []
     data = report(roadmap, "roadmap-report/replay")
     assert data["tasks"][0]["error"].startswith("no saved answer to replay: ")
+
+
+def test_a_grading_request_goes_through_the_safeguards(roadmap: Roadmap) -> None:
+    """The grader's request waits for health and is asked again after a refusal for load;
+    the budgets count it (openai: a token budget needs every request's worst case)."""
+    roadmap.raw(
+        "month1.toml",
+        '[[tasks]]\nid = "graded"\ntitle = "T"\nprompt = "write lru"\nmonth = 1\nweek = 1\n'
+        "max_tokens = 200\n\n"
+        '[[tasks.checks]]\nrubric = "Mentions `LRUCache`."\n',
+    )
+    roadmap.sandbox.configure(
+        rules=[
+            {"match": "write lru", "code": GOOD_CODE, "message": "m"},
+            {"match": "Grade an answer", "status": 429, "retry_after": 0, "times": 1},
+        ]
+    )
+    args = protocol_args(roadmap, "openai")
+    result = roadmap.run(*args, "--roadmap-max-tokens", "100000", "--roadmap-grader-model", "judge")
+    result.assert_outcomes(passed=1)
+    graded = [e for e in chat_entries(roadmap, "openai") if e["check"] == "rubric"]
+    assert [e["status"] for e in graded] == [429, 200]
+    assert graded[-1]["model"] == "judge"
+    budgets = report(roadmap)["run"]["budgets"]
+    task_usage = report(roadmap)["tasks"][0]["usage"]["total"]
+    counted = sum(e["usage"]["total"] for e in chat_entries(roadmap, "openai") if e["usage"])
+    assert budgets["tokens"]["used"] == counted == task_usage  # the grading's tokens too
