@@ -178,6 +178,8 @@ class AttemptHooks:
         elif call.excinfo is not None and report.failed:
             failure = call.excinfo.value
             state.last_error = failure
+            if timed_out(failure) and isinstance(item, TaskItem):
+                self.runner.api_failed(item.nodeid, item.task, failure)
             line, overload = failure_line(failure)
             error = run.redact(" ".join(line.split()))
             if isinstance(failure, TaskFailure) and failure.refused:

@@ -266,16 +266,22 @@ class TaskRunner:
             spend, state.spend = state.spend, None
             return self.safeguards().chat(task, attempt, state.reserved, spend)
         except TaskFailure as failure:
-            if failure.transient and not failure.refused and task.checks:
-                # The item's reruns also hold its new answers for wrong ones: the API's
-                # failures keep to the task's own retries.
-                state.failures += 1
-                retries = task.retries if task.retries is not None else self.run.settings.reruns
-                if state.failures > retries:
-                    make_final(failure)
+            if failure.transient and not failure.refused:
+                self.api_failed(nodeid, task, failure)
             raise
         finally:
             self.release(nodeid)
+
+    def api_failed(self, nodeid: str, task: Task, error: BaseException) -> None:
+        """An attempt the API failed (or that timed out). A task with checks has reruns for
+        its new answers too: its API failures keep to the task's own retries."""
+        if not task.checks:
+            return
+        state = self.state(nodeid)
+        state.failures += 1
+        retries = task.retries if task.retries is not None else self.run.settings.reruns
+        if state.failures > retries:
+            make_final(error)
 
     def judge(
         self, nodeid: str, task: Task, answer: dict[str, Any], attempt: int
