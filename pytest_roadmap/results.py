@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pytest_roadmap.checks.verdict import Verdict
+from pytest_roadmap.checks.verdict import CheckResult, Verdict
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.tasks import Task
 from pytest_roadmap.usage import cost
@@ -273,6 +273,13 @@ class RunRecord:
     @property
     def checks(self) -> CheckTotals:
         return CheckTotals.of(self.results)
+
+    def judged(self) -> Iterator[tuple[TaskResult, CheckResult]]:
+        """Each check of each judged task's last answer, with its task, in run order."""
+        for result in self.results:
+            verdict = result.verdict
+            for check in verdict.results if verdict is not None else ():
+                yield result, check
 
     @property
     def success_rate(self) -> float:

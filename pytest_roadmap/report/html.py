@@ -466,27 +466,26 @@ def _task_rows(record: RunRecord) -> Iterable[Sequence[str]]:
 
 def _checks(record: RunRecord) -> list[str]:
     """Each judged task's checks: what each wanted and what it found."""
-    checked = [r for r in record.results if r.verdict is not None]
-    if not checked:
+    rows = [
+        (
+            f"<code>{escape(result.task.id)}</code>{_answers(result.answers)}",
+            escape(check.label),
+            f'<span class="badge {escape(check.status)}">{escape(check.status)}</span>',
+            f"<pre>{escape(check.detail)}</pre>" if check.detail else "",
+        )
+        for result, check in record.judged()
+    ]
+    if not rows:
         return []
-    rows = []
-    for result in checked:
-        assert result.verdict is not None
-        answers = f" ({result.answers} answers)" if result.answers > 1 else ""
-        for check in result.verdict.results:
-            rows.append(
-                (
-                    f"<code>{escape(result.task.id)}</code>{answers}",
-                    escape(check.label),
-                    f'<span class="badge {escape(check.status)}">{escape(check.status)}</span>',
-                    f"<pre>{escape(check.detail)}</pre>" if check.detail else "",
-                )
-            )
     return [
         "<h2>Checks</h2>",
         f'<p class="sub">{escape(record.checks.words())}</p>',
         _table(("Task", "Check", "Result", "What the answer had"), rows),
     ]
+
+
+def _answers(count: int) -> str:
+    return f" ({count} answers)" if count > 1 else ""
 
 
 def _changes(record: RunRecord) -> str:

@@ -127,25 +127,18 @@ def _summary(record: RunRecord) -> list[str]:
 
 
 def _checks(record: RunRecord) -> list[str]:
-    """Each judged task's checks and what they found."""
-    checked = [r for r in record.results if r.verdict is not None]
-    if not checked:
-        return []
-    rows = []
-    for result in checked:
-        assert result.verdict is not None
-        answers = f" ({result.answers} answers)" if result.answers > 1 else ""
-        for check in result.verdict.results:
-            detail = check.detail.splitlines()[0] if check.detail else ""
-            rows.append(
-                [
-                    md_code(result.task.id) + answers,
-                    md_text(check.label),
-                    check.status,
-                    md_text(detail[:200]),
-                ]
-            )
-    return ["## Checks", "", *_table(("Task", "Check", "Result", "Why"), rows)]
+    """Each judged task's checks and what they found (the first line of it)."""
+    rows = [
+        [
+            md_code(result.task.id)
+            + (f" ({result.answers} answers)" if result.answers > 1 else ""),
+            md_text(check.label),
+            check.status,
+            md_text(check.detail.splitlines()[0][:200] if check.detail else ""),
+        ]
+        for result, check in record.judged()
+    ]
+    return ["## Checks", "", *_table(("Task", "Check", "Result", "Why"), rows)] if rows else []
 
 
 def _compliance(record: RunRecord) -> list[str]:
