@@ -236,7 +236,7 @@ def _limit_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
     steps = sorted(
         [(s.at, s.limit) for s in samples] + [(c.at, c.new) for c in record.concurrency_changes]
     )
-    if samples:
+    if len(steps) > 1:
         path = [f"M{_f(axis.x(steps[0][0]))},{_f(base - steps[0][1] * per)}"]
         for at, limit in steps[1:]:
             path.append(f"H{_f(axis.x(at))}V{_f(base - limit * per)}")
@@ -286,14 +286,16 @@ def _rate_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
             f'cy="{_f(base - min(change.new, peak) * per)}" r="4" fill="#fff" '
             f'stroke="{RATE_COLOUR}" stroke-width="2"><title>{tip}</title></circle>'
         )
-    points = [
-        f"{_f(axis.x(s.at))},{_f(base - s.requests_per_s * per)}"
-        for s in samples
-        if math.isfinite(s.requests_per_s)
-    ]
-    if points:
+    # Each point's rate is the mean since the point before: a flat step over that span.
+    points = [s for s in samples if math.isfinite(s.requests_per_s)]
+    if len(points) > 1:
+        path = [f"M{_f(axis.x(points[0].at))},{_f(base - points[1].requests_per_s * per)}"]
+        for i, point in enumerate(points[1:], 1):
+            path.append(f"H{_f(axis.x(point.at))}")
+            if i + 1 < len(points):
+                path.append(f"V{_f(base - points[i + 1].requests_per_s * per)}")
         body.append(
-            f'<polyline class="rate" points="{" ".join(points)}" fill="none" '
+            f'<path class="rate" d="{"".join(path)}" fill="none" '
             f'stroke="{RATE_COLOUR}" stroke-width="2" stroke-linejoin="round"/>'
         )
     else:
