@@ -15,7 +15,7 @@ from html import escape as escape_html
 
 from pytest_roadmap.budgets import budget_rows
 from pytest_roadmap.compliance import compliance_rows, of_record
-from pytest_roadmap.display import escape_controls
+from pytest_roadmap.display import counted, escape_controls
 from pytest_roadmap.report.markdown import dogfooding_text
 from pytest_roadmap.results import (
     FAILED,
@@ -417,7 +417,10 @@ def _settings(record: RunRecord) -> str:
         ("Finished", iso_utc(record.finished) if record.finished else "-"),
         ("Workers", str(record.workers)),
         ("Rate limit", f"{record.rate_limit:g} requests/s"),
-        ("Health", f"{record.health_probes} probes, unhealthy for {record.unhealthy_s:.1f} s"),
+        (
+            "Health",
+            f"{counted(record.health_probes, 'probe')}, unhealthy for {record.unhealthy_s:.1f} s",
+        ),
         ("Protocol", escape(record.protocol)),
         (
             "Token limit",

@@ -66,7 +66,7 @@ def test_report_json_matches_what_the_server_saw(roadmap: Roadmap) -> None:
         ]
     )
     result = roadmap.run("-n", "2", "--junitxml", "junit.xml")
-    assert result.parseoutcomes() == {"passed": 2, "failed": 1, "rerun": 1}
+    assert result.parseoutcomes() == {"passed": 2, "failed": 1, "refused": 1}
     report = json.loads((roadmap.pytester.path / "roadmap-report" / "report.json").read_text())
     assert report["schema_version"] == 2
     assert report["totals"] == {
