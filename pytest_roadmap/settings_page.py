@@ -46,9 +46,12 @@ Numbers are taken as a person types them: ASCII digits with an optional decimal 
 environment are relative to where pytest started; ini values and defaults are relative to
 the rootdir.
 
-Without `-n` the plugin gives xdist `-n $MAX_CONCURRENCY` (3 unless set), so the default
-holds whatever order the installed plugins load in; `-n 0` (or `MAX_CONCURRENCY=0`) runs
-the tasks one at a time in pytest's own process. `--co` and `--pdb` run without workers.
+`-n` and `MAX_CONCURRENCY` take the same values (`-n` also xdist's `auto` and `logical`).
+Without `-n` the plugin adds `-n $MAX_CONCURRENCY` (3 unless set) to the command line before
+pytest parses it, so the default holds whatever order the installed plugins load in. `-n 0`
+(or `MAX_CONCURRENCY=0`, or `-p no:xdist`) runs the tasks one at a time in pytest's own
+process, and the header says so (`workers=0 (in-process, one task at a time)`); `--co` and
+`--pdb` run without workers.
 """
 
 TOKEN_SECTION = f"""\
