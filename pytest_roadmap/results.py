@@ -181,7 +181,9 @@ class PaceChange:
 
 @dataclass(frozen=True)
 class Sample:
-    """One monitoring tick: the limit in force and the request rate over the interval."""
+    """One point of the report's charts (the monitor takes one at the run's start, at each
+    change of the pace, every interval and at the end): the limit in force, and the request
+    rate since the point before (0 at the first)."""
 
     at: float
     limit: int

@@ -164,3 +164,10 @@ def ended_task(data: Mapping[str, Any] | None) -> str | None:
         return None
     task_id: str = data["task"]["id"]
     return task_id
+
+
+def refused_for_load(data: Mapping[str, Any] | None) -> bool:
+    """Whether an `AttemptEnded` message tells of an attempt refused for load (a 429 or 503,
+    or held back because the run was paused), read without decoding the message: the
+    terminal asks it of every report it shows."""
+    return data is not None and data.get("kind") == ENDED and bool(data.get("refused"))

@@ -15,7 +15,7 @@ from html import escape as escape_html
 
 from pytest_roadmap.budgets import budget_rows
 from pytest_roadmap.compliance import compliance_rows, of_record
-from pytest_roadmap.display import escape_controls
+from pytest_roadmap.display import counted, escape_controls
 from pytest_roadmap.report.markdown import dogfooding_text
 from pytest_roadmap.results import (
     FAILED,
@@ -237,7 +237,7 @@ def _limit_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
     steps = sorted(
         [(s.at, s.limit) for s in samples] + [(c.at, c.new) for c in record.concurrency_changes]
     )
-    if samples:
+    if len(steps) > 1:
         path = [f"M{_f(axis.x(steps[0][0]))},{_f(base - steps[0][1] * per)}"]
         for at, limit in steps[1:]:
             path.append(f"H{_f(axis.x(at))}V{_f(base - limit * per)}")
@@ -287,14 +287,16 @@ def _rate_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
             f'cy="{_f(base - min(change.new, peak) * per)}" r="4" fill="#fff" '
             f'stroke="{RATE_COLOUR}" stroke-width="2"><title>{tip}</title></circle>'
         )
-    points = [
-        f"{_f(axis.x(s.at))},{_f(base - s.requests_per_s * per)}"
-        for s in samples
-        if math.isfinite(s.requests_per_s)
-    ]
-    if points:
+    # Each point's rate is the mean since the point before: a flat step over that span.
+    points = [s for s in samples if math.isfinite(s.requests_per_s)]
+    if len(points) > 1:
+        path = [f"M{_f(axis.x(points[0].at))},{_f(base - points[1].requests_per_s * per)}"]
+        for i, point in enumerate(points[1:], 1):
+            path.append(f"H{_f(axis.x(point.at))}")
+            if i + 1 < len(points):
+                path.append(f"V{_f(base - points[i + 1].requests_per_s * per)}")
         body.append(
-            f'<polyline class="rate" points="{" ".join(points)}" fill="none" '
+            f'<path class="rate" d="{"".join(path)}" fill="none" '
             f'stroke="{RATE_COLOUR}" stroke-width="2" stroke-linejoin="round"/>'
         )
     else:
@@ -419,7 +421,10 @@ def _settings(record: RunRecord) -> str:
         ("Finished", iso_utc(record.finished) if record.finished else "-"),
         ("Workers", str(record.workers)),
         ("Rate limit", f"{record.rate_limit:g} requests/s"),
-        ("Health", f"{record.health_probes} probes, unhealthy for {record.unhealthy_s:.1f} s"),
+        (
+            "Health",
+            f"{counted(record.health_probes, 'probe')}, unhealthy for {record.unhealthy_s:.1f} s",
+        ),
         ("Protocol", escape(record.protocol)),
         (
             "Token limit",

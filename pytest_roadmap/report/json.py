@@ -1,7 +1,7 @@
 """report.json: the machine-readable record of a run.
 
 Each section is one table of (field name, function); adding a field is one line
-there and one row in the README.md table of report.json fields.
+there and one row in the table of docs/report-json.md.
 """
 
 from __future__ import annotations

@@ -367,7 +367,7 @@ def test_unfinished_run_has_null_finish() -> None:
 
 
 def _documented_fields() -> set[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "report-json.md").read_text(encoding="utf-8")
     return set(re.findall(r"^\| `([^`]+)` \|", text, re.MULTILINE))
 
 
