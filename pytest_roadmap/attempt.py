@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_roadmap.budgets import BudgetSpent, retry_spent_words
+from pytest_roadmap.checks.verdict import ChecksErrored, ChecksFailed
 from pytest_roadmap.collect import TaskItem, is_roadmap_item
 from pytest_roadmap.pacing import QuotaExhausted
 from pytest_roadmap.results import FAILED, PASSED, SKIPPED
@@ -26,8 +27,20 @@ from pytest_roadmap.usage import USAGE_PROPERTIES, usage_of, usage_properties
 from pytest_roadmap.wire import AttemptEnded, TaskStarting, ended_task, python_task
 
 JUNIT_PROPERTIES = frozenset(
-    {"attempts", "refusals", "worker", "dogfooding", "month", "week", "batch", *USAGE_PROPERTIES}
+    {
+        "attempts",
+        "refusals",
+        "worker",
+        "dogfooding",
+        "month",
+        "week",
+        "batch",
+        "answers",
+        *USAGE_PROPERTIES,
+    }
 )
+CHECK_PROPERTY = "check: "  # one JUnit property per check of the last judged answer
+ANSWERS = pytest.StashKey[int]()  # a task's judged answers so far, across its attempts
 REFUSALS = pytest.StashKey[int]()  # a task's refusals for load so far, across its attempts
 
 
@@ -44,12 +57,15 @@ def timed_out(error: BaseException) -> bool:
 
 
 def retryable(error: BaseException | None) -> bool:
-    """The rerun condition: transient API failures and attempt timeouts are retried, unless
-    the run's retry budget made the failure final."""
+    """The rerun condition: transient API failures and attempt timeouts are retried, and an
+    answer that failed its checks while the task's check retries last, unless the run's
+    retry budget made the failure final."""
     if getattr(error, FINAL, False):
         return False
     if isinstance(error, TaskFailure):
         return error.transient
+    if isinstance(error, ChecksFailed):
+        return error.retry
     return error is not None and timed_out(error)
 
 
@@ -58,6 +74,11 @@ def failure_line(error: BaseException) -> tuple[str, bool]:
     adaptive limit to back off (an overload: 429, 503, a timeout, a lost connection)."""
     if isinstance(error, TaskFailure):
         return error.reason, error.overload
+    if isinstance(error, ChecksFailed | ChecksErrored):
+        # The API did its part: nothing here tells the pace to back off.
+        what = "failed its checks" if isinstance(error, ChecksFailed) else "check error"
+        problems = error.verdict.problems()
+        return f"answer {what}: {'; '.join(p.label for p in problems)}", False
     if timed_out(error):
         return f"attempt timed out ({str(error).splitlines()[0].strip()})", True
     first = str(error).strip().splitlines()
@@ -76,6 +97,10 @@ class AttemptHooks:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if not is_roadmap_item(item) or item.get_closest_marker("skip"):
             return
+        if self.run.replay:
+            if not isinstance(item, TaskItem):
+                pytest.skip("a replay judges saved answers of task files; this test sends")
+            return  # nothing is sent: no turn, health, slot or budget to wait for
         runner = self.runner
         runner.current = item.nodeid
         state = runner.state(item.nodeid)
@@ -153,6 +178,8 @@ class AttemptHooks:
         elif call.excinfo is not None and report.failed:
             failure = call.excinfo.value
             state.last_error = failure
+            if timed_out(failure) and isinstance(item, TaskItem):
+                self.runner.api_failed(item.nodeid, item.task, failure)
             line, overload = failure_line(failure)
             error = run.redact(" ".join(line.split()))
             if isinstance(failure, TaskFailure) and failure.refused:
@@ -162,11 +189,14 @@ class AttemptHooks:
             error = self._spend_retry(item, call.excinfo.value, attempt, report, error)
         if not refused:
             state.refusals, state.refused_since = 0, None
-        answer = usage = None
-        if report.passed and isinstance(item, TaskItem):
-            # Saved in outputs/: an answer that quotes the token must not carry it there.
+        answer = usage = checks = None
+        if call.when == "call" and isinstance(item, TaskItem) and item.answer is not None:
+            # Saved in outputs/ (a wrong one too, for --roadmap-replay): an answer that
+            # quotes the token must not carry it there.
             answer = run.secrets.mask_all(item.answer)
             usage = usage_of(item.answer)
+            if item.verdict is not None:
+                checks = run.secrets.mask_all(item.verdict.to_list())
         report.roadmap = AttemptEnded(  # type: ignore[attr-defined]
             task=task,
             attempt=attempt,
@@ -180,6 +210,7 @@ class AttemptHooks:
             refused=refused,
             answer=answer,
             usage=usage,
+            checks=checks,
             # The requests sent since the last report: the run's own log, for compliance.
             requests=self.runner.take_requests(),
         ).to_dict()
@@ -187,7 +218,11 @@ class AttemptHooks:
         refusals = _refusal_count(item, refused)
         source = item.task if isinstance(item, TaskItem) else None
         item.user_properties[:] = [
-            *[(k, v) for k, v in item.user_properties if k not in JUNIT_PROPERTIES],
+            *[
+                (k, v)
+                for k, v in item.user_properties
+                if k not in JUNIT_PROPERTIES and not k.startswith(CHECK_PROPERTY)
+            ],
             ("attempts", attempt + refusals - refused),  # every try, as report.json counts
             ("refusals", refusals),
             ("worker", self.runner.worker),
@@ -196,6 +231,7 @@ class AttemptHooks:
             ("week", source.week if source else ""),
             ("batch", batch_name or ""),
             *usage_properties(usage, run.settings.price_in, run.settings.price_out),
+            *(_check_properties(item) if call.when == "call" else []),
         ]
         report.user_properties = list(item.user_properties)
         return report
@@ -264,6 +300,17 @@ class AttemptHooks:
         )
         if final:
             self.runner.ended(task_id, report.outcome)
+
+
+def _check_properties(item: pytest.Item) -> list[tuple[str, object]]:
+    """The last judged answer's checks as JUnit properties: `check: <label>` = status, and
+    how many answers the task took."""
+    verdict = item.verdict if isinstance(item, TaskItem) else None
+    if verdict is None:
+        return []
+    answers = item.stash.get(ANSWERS, 0) + 1
+    item.stash[ANSWERS] = answers
+    return [("answers", answers), *((CHECK_PROPERTY + r.label, r.status) for r in verdict.results)]
 
 
 def _refusal_count(item: pytest.Item, refused: bool) -> int:

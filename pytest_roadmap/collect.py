@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_roadmap.checks.replay import NoSavedAnswer
+from pytest_roadmap.checks.verdict import ChecksErrored, ChecksFailed, Verdict
 from pytest_roadmap.display import escape_controls
 from pytest_roadmap.errors import RoadmapError, TaskFileError
 from pytest_roadmap.pacing import QuotaExhausted
@@ -81,30 +83,45 @@ def odd_task_files(folder: pytest.Directory) -> list[TaskFile]:
 
 
 class TaskItem(pytest.Item):
-    """One roadmap task: passes when the API did the work."""
+    """One roadmap task: passes when the API answered and the answer passed its checks."""
 
     def __init__(self, *, task: Task, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.task = task
         self.extra_keyword_matches.update(task.keywords)
         self.add_marker("roadmap")
-        self.answer: dict[str, Any] | None = None
+        self.answer: dict[str, Any] | None = None  # this attempt's answer, if one came
+        self.verdict: Verdict | None = None  # its checks' results, if it has checks
 
     def runtest(self) -> None:
         runner = self.config.stash.get(RUNNER, None)
         if runner is None:  # pragma: no cover - items run only where a runner is
             raise pytest.UsageError("roadmap tasks run only with --roadmap")
         attempt = int(getattr(self, "execution_count", 1))
+        self.answer = self.verdict = None
         try:
             self.answer = runner.call(self.nodeid, self.task, attempt)
-        except QuotaExhausted as stopped:
+        except (QuotaExhausted, NoSavedAnswer) as stopped:
             pytest.skip(str(stopped))
+        try:
+            self.verdict = runner.judge(self.nodeid, self.task, self.answer, attempt)
+        except (ChecksFailed, ChecksErrored) as rejected:
+            self.verdict = rejected.verdict
+            raise
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
     ) -> str | TerminalRepr:
-        if isinstance(excinfo.value, TaskFailure):
-            return f"roadmap task {self.task.id!r} failed: {excinfo.value.reason}"
+        error = excinfo.value
+        if isinstance(error, TaskFailure):
+            return f"roadmap task {self.task.id!r} failed: {error.reason}"
+        if isinstance(error, ChecksFailed):
+            return f"roadmap task {self.task.id!r}: the answer failed its checks\n{error.paragraph}"
+        if isinstance(error, ChecksErrored):
+            return (
+                f"roadmap task {self.task.id!r}: a check could not judge the answer (an error "
+                f"of the check, not of the answer)\n{error.paragraph}"
+            )
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

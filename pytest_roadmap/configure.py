@@ -29,7 +29,7 @@ from pytest_roadmap.selection import SelectionHooks
 from pytest_roadmap.settings import Settings, resolve_settings
 from pytest_roadmap.store.base import StoreError
 from pytest_roadmap.tasks import Task, load_tasks
-from pytest_roadmap.terminal import header_line
+from pytest_roadmap.terminal import header_line, replaced_timeout_line
 from pytest_roadmap.wire import Coordinates
 
 
@@ -72,7 +72,9 @@ def configure(config: pytest.Config) -> None:
         config.args = [str(settings.tasks_dir)]
     if role is Role.WORKER:
         where = Coordinates.from_dict(info)
-        run = RunConfig(role, settings, plan, ceiling, where.completed, caps)
+        run = RunConfig(
+            role, settings, plan, ceiling, where.completed, caps, replay=_replay(config)
+        )
         worker = TaskRunner(run, where, info["workerid"], parent=os.getppid())
         _register(config, run, runner=worker, controller=None, undo=handle_sigterm())
         return
@@ -85,6 +87,7 @@ def configure(config: pytest.Config) -> None:
         caps,
         left_out,
         resume=config.option.roadmap_resume,
+        replay=_replay(config),
     )
     # Read before this run rewrites it.
     history = read_history(settings.report_dir / "report.json")
@@ -105,6 +108,10 @@ def configure(config: pytest.Config) -> None:
         alone = runner = TaskRunner(run, controller.where, "main", store=controller.store)
         controller.running = lambda: {alone.current} if alone.current else set()
     _register(config, run, runner=runner, controller=controller, undo=handle_sigterm())
+
+
+def _replay(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "roadmap_replay", False))
 
 
 def _register(
@@ -153,7 +160,16 @@ class ProcessHooks:
         settings = run.settings
         api_url = controller.where.api_url if controller else settings.api
         distributed = run.role is Role.CONTROLLER
+        if run.replay:
+            return [
+                f"roadmap: replay: the checks judge the answers saved in "
+                f"{settings.report_dir / 'outputs'}; nothing is sent; reports go to "
+                f"{run.replay_dir}"
+            ]
         lines = [header_line(settings, api_url, settings.workers, distributed), *run.cap_lines]
+        replaced = pytest_timeout_default(config)
+        if replaced is not None:
+            lines.append(replaced_timeout_line(*replaced))
         if settings.store and controller is not None:
             shown = getattr(controller.store, "shown_url", settings.store)
             lines.append(f"roadmap: store={shown} run={controller.where.run_id}")
@@ -194,6 +210,28 @@ class PlanHooks:
         )
         for line in plan.lines():
             terminalreporter.write_line(self.run.redact(line))
+
+
+def pytest_timeout_default(config: pytest.Config) -> tuple[float, str] | None:
+    """pytest-timeout's timeout for every test, which its header line shows, and where it
+    came from: its --timeout, PYTEST_TIMEOUT or the ini key `timeout`, read as it reads them
+    (None when it has none). The selection gives every task an attempt timeout of its own
+    (a `timeout` marker), so this one applies to no task."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return None
+    for raw, origin in (
+        (config.getoption("timeout", None), "option --timeout"),
+        (os.environ.get("PYTEST_TIMEOUT"), "environment variable PYTEST_TIMEOUT"),
+        (config.getini("timeout"), "ini file"),
+    ):
+        if raw is None or raw == "":
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            return None  # pytest-timeout refuses it itself
+        return (seconds, origin) if seconds else None
+    return None
 
 
 def _no_delay_for_rerun_state(config: pytest.Config) -> None:

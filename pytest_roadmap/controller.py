@@ -14,8 +14,8 @@ import pytest
 from pytest_roadmap.interrupt import interruption
 from pytest_roadmap.results import FAILED, RERUN
 from pytest_roadmap.run import Controller
-from pytest_roadmap.terminal import summary_lines
-from pytest_roadmap.wire import TaskStarting, from_wire
+from pytest_roadmap.terminal import REFUSED_STATUS, summary_lines
+from pytest_roadmap.wire import TaskStarting, from_wire, refused_for_load
 
 
 class ControllerHooks:
@@ -44,6 +44,15 @@ class ControllerHooks:
             self.controller.task_starting(report.nodeid, message)
         else:
             self.controller.attempt_ended(report.nodeid, message, report.outcome)
+
+    @pytest.hookimpl(tryfirst=True)  # before pytest-rerunfailures' own: "rerun", R
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[Any, ...] | None:
+        # An attempt refused for load is rerun by pytest-rerunfailures, but it is no rerun
+        # of a failure: it gets its own letter, word and count (report.json and JUnit
+        # already count it apart, as refusals).
+        if report.outcome == RERUN and refused_for_load(getattr(report, "roadmap", None)):
+            return REFUSED_STATUS
+        return None
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         # Ctrl-C, SIGTERM, or xdist stopping (-x, a worker interrupted): before the reports

@@ -4,7 +4,7 @@ API answers, error bodies and task titles reach the terminal and the report file
 an ESC sequence there clears a screen or retitles a window, and a carriage return
 overwrites a line; so everything shown goes through `escape_controls`. The token and a
 password in the API URL must never be shown or saved: `Secrets` masks them in text and
-`shown_url` in URLs.
+`shown_url` in URLs. And `counted`, a count with its noun in the right number.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # A password shorter than this is masked only where it stands in a URL: replaced
 # everywhere, a short one ("pass") would mangle ordinary words and generated code.
 MIN_FREE_PASSWORD = 8
+
+
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """ "1 health probe", "2 health probes"; `plural` where an "s" is not the plural."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def _escaped(char: str) -> str:
@@ -89,6 +94,11 @@ class Secrets:
 
     def __bool__(self) -> bool:
         return bool(self._pairs)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Every form of every secret: what a command check's environment must not hold."""
+        return tuple(secret.rstrip("@") for secret, _ in self._pairs)
 
     def mask(self, text: str) -> str:
         """`text` with every secret masked."""

@@ -1,4 +1,5 @@
-"""The controller's monitor: every health interval, adjust the concurrency limit and report."""
+"""The controller's monitor: every health interval, adjust the concurrency limit and report;
+and the points of the report's limit and rate charts."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ FAILED_KEY = "adaptive:failed"
 # The learned pace changes on every worker's answers; the monitor shows its changes this
 # often, between its status lines.
 SAMPLE_EVERY = 0.25
+# The charts' points: one at the start, one at every change of the pace, one every
+# interval and one at the end. A point this close to the one before would make the rate
+# between them a spike of noise (one request in a millisecond is 1000/s), so it is left
+# out, or at the end takes that point's place.
+MIN_SPAN = 0.1
 
 
 class Monitor:
@@ -74,10 +80,13 @@ class Monitor:
         self._pacer = pacer
         self._events_seen = 0
         self._events_lock = threading.Lock()
+        # (time, requests sent) at each of the charts' points, as record.samples holds them.
+        self._marks: list[tuple[float, int]] = []
 
     def start(self) -> None:
         if self._adaptive is not None:
             self.lead()  # a lone controller leads from the first interval on
+        self.sample()  # the charts start where the run does
         self._thread.start()
 
     def stop(self) -> None:
@@ -86,6 +95,7 @@ class Monitor:
             self._thread.join(timeout=5.0)
         with contextlib.suppress(StoreError):
             self.show_pace_changes()  # the last ones, for the report
+            self.sample(last=True)  # ... and the charts end where the run does
         if self._ticket is not None:  # the next shard's monitor takes over at once
             with contextlib.suppress(StoreError):
                 self._store.gate_release(LEADER_KEY, self._ticket)
@@ -117,11 +127,12 @@ class Monitor:
         due = self._clock() + self._interval
         while not self._stop.wait(min(SAMPLE_EVERY, self._interval)):
             try:
-                if self._pacer is not None:
-                    self.show_pace_changes()
+                changed = self._pacer is not None and bool(self.show_pace_changes())
                 if self._clock() >= due:
                     due += self._interval
-                    self.tick()
+                    self.tick()  # a point of the charts too
+                elif changed:
+                    self.sample()
             except Exception as exc:  # a monitoring hiccup must never take the run down
                 self._write(f"roadmap: monitor skipped a tick: {type(exc).__name__}: {exc}")
 
@@ -145,11 +156,45 @@ class Monitor:
             self._write(describe(event, self._pacer.ceiling))
         return events
 
-    def tick(self) -> Sample:
+    def sample(self, last: bool = False) -> Sample | None:
+        """One point of the report's charts, now; `last`: the run's end, which is always
+        kept. Returns it, or None when it came too soon after the one before."""
+        limit = self._store.gate_limit(GATE_KEY)
+        running, _waiting = self._store.gate_state(GATE_KEY)
+        healthy = (self._store.get(HEALTH_KEY) or OK) == OK
+        requests = self._store.incr(REQUESTS_KEY, 0)
+        return self._point(self._clock(), limit, requests, running, healthy, last)
+
+    def _point(
+        self, now: float, limit: int, requests: int, running: int, healthy: bool, last: bool
+    ) -> Sample | None:
+        """Add a point: the limit in force, the request rate since the point before."""
+        samples = self._recorder.record.samples
+        if self._marks and now - self._marks[-1][0] < MIN_SPAN:
+            if not last:
+                return None
+            if len(self._marks) > 1:  # the end takes the place of the point just before it
+                self._marks.pop()
+                samples.pop()
+        rate = 0.0  # the first point closes no span
+        if self._marks:
+            at, sent = self._marks[-1]
+            rate = (requests - sent) / max(now - at, 1e-3)
+        self._marks.append((now, requests))
+        sample = Sample(now, limit, rate, running, healthy)
+        samples.append(sample)
+        return sample
+
+    def tick(self) -> None:
         """One look: adjust the limit if the failure rate says so, then one status line."""
         now = self._clock()
         ended = self._recorder.take_ended()
-        failed = sum(1 for a in ended if a.outcome in (FAILED, RERUN))
+        # An answer that failed its checks is the model's failure, not the API's.
+        failed = sum(
+            1
+            for a in ended
+            if a.outcome in (FAILED, RERUN) and (a.checks is None or a.checks.passed)
+        )
         record = self._recorder.record
         if self._adaptive is not None:
             self._store.incr(ENDED_KEY, len(ended))
@@ -181,8 +226,7 @@ class Monitor:
         queued = max(0, self._expected() - done - running)
         ran = counts[PASSED] + counts[FAILED]
         success = f"{100.0 * counts[PASSED] / ran:.0f}%" if ran else "-"
-        sample = Sample(now, limit, rate, running, healthy)
-        record.samples.append(sample)
+        self._point(now, limit, requests, running, healthy, last=False)
         batch = self._store.get(CURRENT_BATCH_KEY)
         pace = ""
         if self._pacer is not None:
@@ -201,4 +245,3 @@ class Monitor:
             f"{rate:.1f} req/s{pace}, health {'ok' if healthy else 'DOWN'}"
             + (f", batch {batch!r}" if batch else "")
         )
-        return sample

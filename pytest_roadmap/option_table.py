@@ -213,6 +213,24 @@ OPTIONS: tuple[tuple[str | None, str, str | None, str], ...] = (
         "roadmap_expected_latency",
         "Seconds one request takes, for --roadmap-plan and the deadline's first forecast (default: what the last report measured for these tasks) (env ROADMAP_EXPECTED_LATENCY).",
     ),
+    (
+        "--roadmap-check-retries",
+        "roadmap_check_retries",
+        "roadmap_check_retries",
+        "New answers asked for when an answer fails its checks (a task's check_retries wins; env ROADMAP_CHECK_RETRIES; default 0: a wrong answer fails the task).",
+    ),
+    (
+        "--roadmap-check-timeout",
+        "roadmap_check_timeout",
+        "roadmap_check_timeout",
+        "Seconds a command check may run before its whole process group is killed (a check's own timeout wins; env ROADMAP_CHECK_TIMEOUT; default 60).",
+    ),
+    (
+        "--roadmap-grader-model",
+        "roadmap_grader_model",
+        "roadmap_grader_model",
+        "Model that grades rubric checks, through the same API and safeguards (env ROADMAP_GRADER_MODEL; default: the run's model).",
+    ),
 )
 # Where the tasks folder's value may come from, and its default (options.tasks_dir_of).
 TASKS_DIR_DEST: str = "roadmap_tasks"

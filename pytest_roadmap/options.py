@@ -23,55 +23,58 @@ if TYPE_CHECKING:
 PLAN_WORKERS = pytest.StashKey[int]()
 
 
+# The options that are no setting of their own, (option, dest, help): switches, which
+# settings.py does not resolve, and --roadmap-batch (repeatable). The settings page
+# (settings_page.py) lists them from here.
+ROADMAP = (
+    "--roadmap",
+    "roadmap",
+    "Collect and run the roadmap tasks (without it no task is collected or sent).",
+)
+BATCH = ("--roadmap-batch", "roadmap_batch", "In batch mode, run only this batch (repeatable).")
+SWITCHES: tuple[tuple[str, str, str], ...] = (
+    (
+        "--no-roadmap-adaptive",
+        "no_roadmap_adaptive",
+        "The same as --roadmap-adaptive off (kept for earlier command lines).",
+    ),
+    (
+        "--roadmap-resume",
+        "roadmap_resume",
+        "Skip the tasks the progress tracker already marks complete.",
+    ),
+    (
+        "--roadmap-stop-on-failure",
+        "roadmap_stop_on_failure",
+        "In batch mode, skip later batches once a batch has a failure.",
+    ),
+    (
+        "--roadmap-plan",
+        "roadmap_plan",
+        "Print what the selected tasks will take (requests, time, tokens) and send nothing.",
+    ),
+    (
+        "--roadmap-replay",
+        "roadmap_replay",
+        "Judge the selected tasks' checks against the answers the last run saved in the "
+        "report folder; send nothing.",
+    ),
+)
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("roadmap", "pytest-roadmap: roadmap tasks against a code API")
-    group.addoption(
-        "--roadmap",
-        action="store_true",
-        default=False,
-        help="Collect and run the roadmap tasks (without it no task is collected or sent).",
-    )
-    for option, dest, ini, help in option_table.OPTIONS:
-        if option:
-            group.addoption(option, dest=dest, default=None, help=help)
+    option, dest, help = ROADMAP
+    group.addoption(option, action="store_true", default=False, dest=dest, help=help)
+    for name, dest, ini, help in option_table.OPTIONS:
+        if name:
+            group.addoption(name, dest=dest, default=None, help=help)
         if ini:
             parser.addini(ini, help, default=None)
-    group.addoption(
-        "--no-roadmap-adaptive",
-        action="store_true",
-        default=False,
-        dest="no_roadmap_adaptive",
-        help="The same as --roadmap-adaptive off (kept for earlier command lines).",
-    )
-    group.addoption(
-        "--roadmap-batch",
-        action="append",
-        default=[],
-        dest="roadmap_batch",
-        metavar="NAME",
-        help="In batch mode, run only this batch (repeatable).",
-    )
-    group.addoption(
-        "--roadmap-resume",
-        action="store_true",
-        default=False,
-        dest="roadmap_resume",
-        help="Skip the tasks the progress tracker already marks complete.",
-    )
-    group.addoption(
-        "--roadmap-stop-on-failure",
-        action="store_true",
-        default=False,
-        dest="roadmap_stop_on_failure",
-        help="In batch mode, skip later batches once a batch has a failure.",
-    )
-    group.addoption(
-        "--roadmap-plan",
-        action="store_true",
-        default=False,
-        dest="roadmap_plan",
-        help="Print what the selected tasks will take (requests, time, tokens) and send nothing.",
-    )
+    option, dest, help = BATCH
+    group.addoption(option, action="append", default=[], dest=dest, metavar="NAME", help=help)
+    for option, dest, help in SWITCHES:
+        group.addoption(option, action="store_true", default=False, dest=dest, help=help)
 
 
 class _IniView(Mapping[str, Any]):

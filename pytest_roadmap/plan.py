@@ -26,6 +26,7 @@ from typing import Any
 
 from pytest_roadmap.batches import BatchPlan, run_order
 from pytest_roadmap.caps import concurrency_ceiling
+from pytest_roadmap.display import counted
 from pytest_roadmap.protocol import OPENAI, PROTOCOLS, Usage
 from pytest_roadmap.results import FAILED, PASSED, Attempt, RunRecord
 from pytest_roadmap.settings import Settings
@@ -212,7 +213,8 @@ class Plan:
     def lines(self) -> list[str]:
         """The plan as the terminal shows it: one line per batch, then the total."""
         out = [
-            f"roadmap plan: {self.tasks} tasks on {self.workers} workers; latency "
+            f"roadmap plan: {counted(self.tasks, 'task')} on {counted(self.workers, 'worker')}; "
+            "latency "
             f"{self.latency_from}, {self.retry_rate:.2f} retries a task; nothing was sent"
         ]
         if len(self.rows) > 1 or (self.rows and self.rows[0].name):
@@ -226,14 +228,19 @@ class Plan:
             f"end {shown_seconds(self.finish_s)})"
         )
         out.append(
-            f"  total: {self.tasks} tasks, {self.requests} requests "
-            f"({sum(math.ceil(r.probes) for r in self.rows)} health probes), {time}"
+            f"  total: {counted(self.tasks, 'task')}, {counted(self.requests, 'request')} "
+            f"({counted(sum(math.ceil(r.probes) for r in self.rows), 'health probe')}), {time}"
             f"{_tokens_words(self.tokens, self.cost, self.protocol)}"
         )
         if self.unknown and total is not None:
-            out.append(f"  {self.unknown} tasks had no recorded latency: the mean was used")
+            out.append(
+                f"  {counted(self.unknown, 'task')} had no recorded latency: the mean was used"
+            )
         if self.skipped:
-            out.append(f"  {self.skipped} selected tasks will not be sent (resumed or queue full)")
+            out.append(
+                f"  {counted(self.skipped, 'selected task')} will not be sent (resumed or queue "
+                "full)"
+            )
         out += [f"  {note}" for note in self.notes]
         return out
 
@@ -281,7 +288,8 @@ def _tokens_words(tokens: Usage | None, value: float | None, protocol: str) -> s
 def _row_line(row: Row, protocol: str) -> str:
     time = "?" if row.seconds is None else f"{shown_seconds(row.seconds)} ({row.bound}-bound)"
     return (
-        f"{row.name or '(no batch)'}: {row.tasks} tasks, {row.total_requests} requests, "
+        f"{row.name or '(no batch)'}: {counted(row.tasks, 'task')}, "
+        f"{counted(row.total_requests, 'request')}, "
         f"{time}{_tokens_words(row.tokens, row.cost, protocol)}"
     )
 
@@ -526,5 +534,8 @@ def plan_run(
         skipped=left,
     )
     if python:
-        plan.notes.append(f"{python} Python tasks are not planned: they send what they send")
+        plan.notes.append(
+            f"{counted(python, 'Python task')} not planned (a Python task sends what its test "
+            "sends)"
+        )
     return plan

@@ -37,12 +37,14 @@ RUN_HEADER = "X-Roadmap-Run"
 WORKER_HEADER = "X-Roadmap-Worker"
 TASK_HEADER = "X-Roadmap-Task"
 ATTEMPT_HEADER = "X-Roadmap-Attempt"
+CHECK_HEADER = "X-Roadmap-Check"  # a check's own request (a rubric's grading), not the task's
 # Each by the key the sandbox logs it under.
 TRACE_HEADERS = {
     "worker": WORKER_HEADER,
     "task": TASK_HEADER,
     "attempt": ATTEMPT_HEADER,
     "run": RUN_HEADER,
+    "check": CHECK_HEADER,
 }
 
 # Task-file limits on what only the OpenAI protocol sends.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable
 
+from pytest_roadmap.checks.verdict import Verdict
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import (
     FAILED,
@@ -69,6 +70,7 @@ class RunRecorder:
                 overload=ended.overload,
                 refused=ended.refused,
                 usage=Usage.from_dict(ended.usage),
+                checks=None if ended.checks is None else Verdict.from_list(ended.checks),
             )
             if outcome != SKIPPED:
                 result.attempts.append(attempt)
@@ -77,8 +79,8 @@ class RunRecorder:
                 self._ended.add(nodeid)
                 result.outcome = outcome
                 result.error = attempt.error if outcome in (FAILED, SKIPPED) else None
-                if outcome == PASSED:
-                    result.answer = ended.answer
+            if ended.answer is not None:
+                result.answer = ended.answer
             return result
 
     def crashed(self, nodeid: str, worker: str, error: str, at: float) -> None:

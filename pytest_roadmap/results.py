@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from pytest_roadmap.checks.verdict import CheckResult, Verdict
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.tasks import Task
 from pytest_roadmap.usage import cost
@@ -45,6 +46,7 @@ class Attempt:
     overload: bool = False  # 429, 503, timeout or connection error
     refused: bool = False  # the API refused it for load (429, 503) or the run was paused
     usage: Usage | None = None  # tokens its answer used, as the API counted them
+    checks: Verdict | None = None  # its answer's checks, if the task has checks and got one
 
     @property
     def duration_s(self) -> float:
@@ -59,7 +61,7 @@ class TaskResult:
     attempts: list[Attempt] = field(default_factory=list)
     outcome: str = SKIPPED
     error: str | None = None
-    answer: dict[str, Any] | None = None  # the API's JSON answer of a passed task
+    answer: dict[str, Any] | None = None  # the API's last answer (passed or not its checks)
     output: str | None = None  # path of the saved answer, relative to the report folder
     batch: str | None = None
 
@@ -89,10 +91,70 @@ class TaskResult:
         """Tokens its answers used, over all attempts; None if no answer said."""
         return _sum_usage(a.usage for a in self.attempts)
 
+    @property
+    def verdict(self) -> Verdict | None:
+        """The checks of its last judged answer; None if none was judged."""
+        return next((a.checks for a in reversed(self.attempts) if a.checks is not None), None)
+
+    @property
+    def answers(self) -> int:
+        """Answers its checks judged: more than one when a wrong answer was asked again."""
+        return sum(1 for a in self.attempts if a.checks is not None)
+
+    @property
+    def check_failed(self) -> bool:
+        """It failed because its answer failed its checks (not because the API did)."""
+        verdict = self.verdict
+        return self.outcome == FAILED and verdict is not None and not verdict.passed
+
 
 def _sum_usage(usages: Iterable[Usage | None]) -> Usage | None:
     found = [u for u in usages if u is not None]
     return sum(found[1:], found[0]) if found else None
+
+
+@dataclass(frozen=True)
+class CheckTotals:
+    """What the checks made of a run's answers, as the reports and the summary tell it."""
+
+    tasks: int  # tasks whose answers were judged
+    answers: int  # answers judged (a task asked again counts each)
+    passed: int  # tasks whose last answer passed its checks
+    failed: int  # tasks failed by a wrong answer
+    errors: int  # tasks failed because a check could not judge the answer
+    seconds: float  # time the checks took
+
+    @classmethod
+    def of(cls, results: Iterable[TaskResult]) -> CheckTotals:
+        checked = [r for r in results if r.verdict is not None]
+        wrong = [r for r in checked if r.check_failed]
+        errors = sum(1 for r in wrong if r.verdict is not None and r.verdict.errored)
+        return cls(
+            tasks=len(checked),
+            answers=sum(r.answers for r in checked),
+            passed=sum(1 for r in checked if r.verdict is not None and r.verdict.passed),
+            failed=len(wrong) - errors,
+            errors=errors,
+            seconds=sum(a.checks.seconds for r in checked for a in r.attempts if a.checks),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tasks_checked": self.tasks,
+            "answers_checked": self.answers,
+            "passed": self.passed,
+            "failed": self.failed,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def words(self) -> str:
+        """ "5 answers checked: 3 passed their checks, 1 failed them, 1 check error (0.4 s)"."""
+        parts = [f"{self.passed} passed their checks", f"{self.failed} failed them"]
+        if self.errors:
+            parts.append(f"{self.errors} check error{'s' if self.errors != 1 else ''}")
+        answers = f"{self.answers} answer{'s' if self.answers != 1 else ''} checked"
+        return f"{answers}: {', '.join(parts)} ({self.seconds:.1f} s)"
 
 
 @dataclass(frozen=True)
@@ -119,7 +181,9 @@ class PaceChange:
 
 @dataclass(frozen=True)
 class Sample:
-    """One monitoring tick: the limit in force and the request rate over the interval."""
+    """One point of the report's charts (the monitor takes one at the run's start, at each
+    change of the pace, every interval and at the end): the limit in force, and the request
+    rate since the point before (0 at the first)."""
 
     at: float
     limit: int
@@ -169,6 +233,7 @@ class RunRecord:
     budgets: dict[str, Any] | None = None  # the run-wide budgets and their use (budgets.py)
     requests_sent: int = 0  # requests the run sent, health probes included, as the store counted
     prediction: dict[str, Any] | None = None  # what the plan expected (plan.py)
+    replay: str | None = None  # --roadmap-replay: the report whose answers were judged again
 
     @property
     def usage(self) -> Usage | None:
@@ -206,6 +271,17 @@ class RunRecord:
             if r.outcome == PASSED and r.task.dogfooding in DOGFOODING_COUNTERS:
                 counts[DOGFOODING_COUNTERS[r.task.dogfooding]] += 1
         return counts
+
+    @property
+    def checks(self) -> CheckTotals:
+        return CheckTotals.of(self.results)
+
+    def judged(self) -> Iterator[tuple[TaskResult, CheckResult]]:
+        """Each check of each judged task's last answer, with its task, in run order."""
+        for result in self.results:
+            verdict = result.verdict
+            for check in verdict.results if verdict is not None else ():
+                yield result, check
 
     @property
     def success_rate(self) -> float:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_roadmap.batches import BatchPlan
 from pytest_roadmap.budgets import Spend
 from pytest_roadmap.caps import adaptive_limit
+from pytest_roadmap.checks.verdict import ChecksErrored, ChecksFailed, Verdict
 from pytest_roadmap.deadline import Deadline, deadline_info, info_key, process_age
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
@@ -36,10 +37,10 @@ from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.pacing import REFUSED_KEY, Pacer
 from pytest_roadmap.plan import History, Plan, collection_order, plan_run
 from pytest_roadmap.progress import ProgressKeeper, tasks_from_task_files
-from pytest_roadmap.protocol import PROTOCOLS
+from pytest_roadmap.protocol import PROTOCOLS, Usage
 from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, RERUN, SKIPPED, RunRecord
-from pytest_roadmap.retry import TaskFailure
+from pytest_roadmap.retry import TaskFailure, make_final
 from pytest_roadmap.safeguards import (
     GATE_KEY,
     REQUESTS_KEY,
@@ -57,12 +58,18 @@ from pytest_roadmap.tasks import Task
 from pytest_roadmap.wire import AttemptEnded, Coordinates, TaskStarting
 
 if TYPE_CHECKING:
+    from pytest_roadmap.checks.replay import SavedAnswers
     from pytest_roadmap.report import OutputWriter
 
 # From this many tasks on, a process that may outlive the session freezes its heap for
 # the exit-time garbage collections (see the pytest layer's collection hooks).
 FREEZE_FROM = 1000
 STATUS = "roadmap: running "  # how the monitor's live status line starts
+REPLAY_FOLDER = "replay"
+GRADING_REFUSALS = 5  # a grading request refused for load is asked again this many times
+# What a command check's environment never holds, whatever their values: the token's
+# variables, and the API URL (it may carry credentials).
+CREDENTIAL_VARIABLES = ("BEAST_MODE_TOKEN", "OPENAI_API_KEY", "BEAST_MODE_API")
 
 
 class Role(enum.Enum):
@@ -86,6 +93,12 @@ class RunConfig:
     cap_lines: tuple[str, ...] = ()  # header lines: what the batch file's safeguards lowered
     left_out: int = 0  # tasks in no batch, in batch mode (known to the controller)
     resume: bool = False  # --roadmap-resume: the tasks `completed` marks are not sent
+    replay: bool = False  # --roadmap-replay: saved answers judged again, nothing sent
+
+    @property
+    def replay_dir(self) -> Path:
+        """Where a replay writes its reports: beside the run's, never over them."""
+        return self.settings.report_dir / REPLAY_FOLDER
 
     def pacer(self, store: Store) -> Pacer:
         """The learned pace of the run, bounded by the batch file's safeguards if any."""
@@ -121,6 +134,10 @@ class RunConfig:
         """`text` as shown or saved: secrets masked, control characters escaped."""
         return escape_controls(self.secrets.mask(text))
 
+    def redact_lines(self, text: str) -> str:
+        """`redact`, keeping the line breaks of a paragraph."""
+        return escape_controls(self.secrets.mask(text), keep="\n")
+
 
 @dataclass
 class AttemptState:
@@ -133,6 +150,8 @@ class AttemptState:
     refused_since: float | None = None  # when that run of refusals began
     reserved: int | None = None  # tokens this attempt reserved in the run's token budget
     spend: Spend | None = None  # its worst case, held in the run's token and cost budgets
+    answers: int = 0  # answers the task got, across its attempts (each one judged)
+    failures: int = 0  # attempts the API failed (a task with checks counts them)
 
 
 class TaskRunner:
@@ -158,6 +177,13 @@ class TaskRunner:
         self.deadline: Deadline | None = None  # with --roadmap-deadline, once tasks are selected
         self.current: str | None = None  # the node id whose attempt started last
         self._states: dict[str, AttemptState] = {}
+
+    @cached_property
+    def saved(self) -> SavedAnswers:
+        """The last run's answers and verdicts, for --roadmap-replay."""
+        from pytest_roadmap.checks.replay import SavedAnswers
+
+        return SavedAnswers(self.run.settings.report_dir)
 
     @property
     def store(self) -> Store:
@@ -231,6 +257,8 @@ class TaskRunner:
     def call(self, nodeid: str, task: Task, attempt: int) -> dict[str, Any]:
         """The call phase of a task file's item: one chat request under the safeguards.
         Raises `TaskFailure`, or `QuotaExhausted` once the API's quota is gone."""
+        if self.run.replay:
+            return self.saved.answer(task.id)
         state = self.state(nodeid)
         if state.unhealthy is not None:
             # Health already had its full wait; another attempt would only wait again.
@@ -238,8 +266,110 @@ class TaskRunner:
         try:
             spend, state.spend = state.spend, None
             return self.safeguards().chat(task, attempt, state.reserved, spend)
+        except TaskFailure as failure:
+            if failure.transient and not failure.refused:
+                self.api_failed(nodeid, task, failure)
+            raise
         finally:
             self.release(nodeid)
+
+    def api_failed(self, nodeid: str, task: Task, error: BaseException) -> None:
+        """An attempt the API failed (or that timed out). A task with checks has reruns for
+        its new answers too: its API failures keep to the task's own retries."""
+        if not task.checks:
+            return
+        state = self.state(nodeid)
+        state.failures += 1
+        retries = task.retries if task.retries is not None else self.run.settings.reruns
+        if state.failures > retries:
+            make_final(error)
+
+    def judge(
+        self, nodeid: str, task: Task, answer: dict[str, Any], attempt: int
+    ) -> Verdict | None:
+        """Judge an answer with its task's checks, holding no concurrency slot (the call
+        gave it back); None for a task without checks. Raises `ChecksFailed` for a wrong
+        answer (`retry` while the task's check retries last) and `ChecksErrored` when a
+        check could not judge it. A rubric's grading goes through the safeguards."""
+        if not task.checks:
+            return None
+        from pytest_roadmap.checks import Context, judge
+
+        state = self.state(nodeid)
+        state.answers += 1
+        settings = self.run.settings
+        graded: list[Usage] = []
+        context = Context(
+            prompt=task.prompt,
+            timeout=settings.check_timeout,
+            secrets=self.run.secrets.values,
+            drop_env=CREDENTIAL_VARIABLES,
+            # A replay sends nothing: a rubric's grade is the one the run got.
+            grade=None
+            if self.run.replay
+            else lambda prompt: self._grade(task, attempt, prompt, graded),
+            earlier=self.saved.verdicts(task.id) if self.run.replay else {},
+        )
+        verdict = judge(task.checks, answer, context)
+        if graded:  # the grading's tokens are the task's too
+            total = sum(graded[1:], graded[0])
+            own = Usage.from_dict(answer.get("usage"))
+            answer["usage"] = (total if own is None else own + total).to_dict()
+        if verdict.passed:
+            return verdict
+        paragraph = self.run.redact_lines(verdict.paragraph())
+        if verdict.errored:
+            raise ChecksErrored(verdict, paragraph)
+        retries = task.check_retries if task.check_retries is not None else settings.check_retries
+        raise ChecksFailed(verdict, paragraph, retry=state.answers <= retries)
+
+    def _grade(self, task: Task, attempt: int, prompt: str, usages: list[Usage]) -> str:
+        """One grading request for a rubric check, through every safeguard a task's request
+        passes: health, the run's budgets, a concurrency slot, the rate and token limits."""
+        from pytest_roadmap.checks.rubric import GRADER_MAX_TOKENS
+
+        guards = self.safeguards()
+        sends = PROTOCOLS[self.run.settings.protocol].fields
+        grading = Task(
+            id=task.id,
+            title=task.title,
+            prompt=prompt,
+            month=task.month,
+            week=task.week,
+            max_tokens=GRADER_MAX_TOKENS if "max_tokens" in sends else None,
+            temperature=0.0 if "temperature" in sends else None,
+        )
+        last: TaskFailure | None = None
+        for refusals in range(GRADING_REFUSALS + 1):
+            # A refusal for load (or a pause of the run) is no answer: wait as a task's
+            # attempt would, and ask again.
+            unhealthy = guards.before_attempt(0, last, refusals)
+            if unhealthy is not None:
+                raise TaskFailure(unhealthy, transient=False)
+            spend = guards.admit_spend(grading)
+            slot = guards.acquire_slot()
+            try:
+                reserved = guards.reserve_tokens(grading)
+                reply = guards.chat(
+                    grading,
+                    attempt,
+                    reserved,
+                    spend,
+                    model=self.run.settings.grader_model,
+                    check="rubric",
+                )
+                break
+            except TaskFailure as failure:
+                if not failure.refused or refusals == GRADING_REFUSALS:
+                    raise
+                last = failure
+            finally:
+                slot.release()
+        usage = Usage.from_dict(reply.get("usage"))
+        if usage is not None:
+            usages.append(usage)
+        message, code = reply.get("message"), reply.get("code")
+        return message if isinstance(message, str) and message.strip() else str(code or "")
 
     def take_requests(self) -> list[list[Any]]:
         """The requests this process sent since the last call (none before its first task)."""
@@ -337,7 +467,7 @@ class Controller:
                 )
         sandbox = None
         api_url = settings.api
-        if settings.sandbox:
+        if settings.sandbox and not run.replay:
             from pytest_roadmap.sandbox import SandboxServer
 
             sandbox = SandboxServer().start()
@@ -364,11 +494,12 @@ class Controller:
                 price_in=settings.price_in,
                 price_out=settings.price_out,
                 burst=settings.burst,
+                replay=str(settings.report_dir) if run.replay else None,
             )
         )
         keeper = ProgressKeeper(
             recorder,
-            tracker=None if settings.sandbox else settings.tracker,
+            tracker=None if settings.sandbox or run.replay else settings.tracker,
             store=store,
             instance=where.instance,
             monitoring=plan.monitoring if plan else None,
@@ -427,7 +558,8 @@ class Controller:
         if outcome not in (PASSED, FAILED, RERUN, SKIPPED):
             return
         result = self.recorder.attempt(nodeid, message, outcome)
-        if outcome == PASSED:
+        if outcome in (PASSED, FAILED) and result.answer is not None and not self.run.replay:
+            # A wrong answer is kept too: --roadmap-replay judges it again.
             if self.outputs is None:
                 from pytest_roadmap.report import OutputWriter
 
@@ -502,7 +634,7 @@ class Controller:
         lines: list[str] = []
         written = self.outputs.close() if self.outputs is not None else None
         self.outputs = None
-        folder = settings.report_dir
+        folder = self.run.replay_dir if self.run.replay else settings.report_dir
         recorded, writer_error = self.keeper.close_tracker()
         try:
             done = report.write_reports(record, folder, written)
@@ -514,6 +646,9 @@ class Controller:
                 names = ", ".join(done.reports) or "no report"
                 lines.append(f"report: {names} in {folder}{more}")
             lines += [f"roadmap: {problem}" for problem in done.problems]
+        if record.replay:
+            lines.append("tracker: not updated (a replay judges saved answers)")
+            return lines
         if record.sandbox:
             lines.append("tracker: not updated (results came from the sandbox)")
             return lines

@@ -19,6 +19,7 @@ from pytest_roadmap.health import HealthProbe
 from pytest_roadmap.pacing import Pacer, Paused, QuotaExhausted, Ticket
 from pytest_roadmap.protocol import (
     ATTEMPT_HEADER,
+    CHECK_HEADER,
     PROTOCOLS,
     RUN_HEADER,
     TASK_HEADER,
@@ -361,13 +362,21 @@ class Safeguards:
             return reserved
 
     def chat(
-        self, task: Task, attempt: int, reserved: int | None = None, spend: Spend | None = None
+        self,
+        task: Task,
+        attempt: int,
+        reserved: int | None = None,
+        spend: Spend | None = None,
+        *,
+        model: str | None = None,
+        check: str | None = None,
     ) -> dict[str, Any]:
         """Send one task's prompt (its tokens already `reserved` in the budget, if any, and
         its worst case held in the run's budgets as `spend`); a failure that smells of
-        overload re-arms the probe."""
+        overload re-arms the probe. `model` asks another model than the run's; `check`
+        names the check a request is for (a rubric's grading), in its trace header."""
         with self._settled(spend) as settle:
-            answer = self._chat(task, attempt, reserved)
+            answer = self._chat(task, attempt, reserved, model, check)
             settle(Usage.from_dict(answer.get("usage")))
             return answer
 
@@ -398,8 +407,18 @@ class Safeguards:
                 with contextlib.suppress(StoreError):
                     self.budgets.keep(spend)
 
-    def _chat(self, task: Task, attempt: int, reserved: int | None) -> dict[str, Any]:
+    def _chat(
+        self,
+        task: Task,
+        attempt: int,
+        reserved: int | None,
+        model: str | None = None,
+        check: str | None = None,
+    ) -> dict[str, Any]:
         headers = {TASK_HEADER: task.id, ATTEMPT_HEADER: str(attempt)}
+        if check is not None:
+            headers[CHECK_HEADER] = check
+        extra = {"model": model} if model is not None else {}
         try:
             with store_failures_are_transient():
                 return self.client.chat(
@@ -409,6 +428,7 @@ class Safeguards:
                     max_tokens=task.max_tokens,
                     temperature=task.temperature,
                     reserved=reserved,
+                    **extra,
                 )
         except TaskFailure as failure:
             # A 503 or no answer may be an outage: no task goes out before a probe says

@@ -16,6 +16,7 @@ import pytest
 from pytest_roadmap.attempt import retryable
 from pytest_roadmap.batches import BatchPlan, dependency_problems, run_order
 from pytest_roadmap.budgets import unbounded_tasks
+from pytest_roadmap.checks import most_seconds
 from pytest_roadmap.collect import TaskFile, TaskItem, is_roadmap_item, odd_task_files
 from pytest_roadmap.run import FREEZE_FROM, Controller, Role, RunConfig, TaskRunner
 from pytest_roadmap.settings import Settings
@@ -52,6 +53,14 @@ class SelectionHooks:
             )
             for arg in config.args
         )
+
+    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
+        # A `checks/` folder of the tasks folder holds what checks run (test files for
+        # command checks, modules of check functions), not tests of this run.
+        tasks_dir = self.run.settings.tasks_dir
+        if collection_path.name == "checks" and collection_path.parent.is_relative_to(tasks_dir):
+            return True
+        return None
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> TaskFile | None:
         if file_path.suffix == ".toml" and self._holds_tasks(file_path, parent.config):
@@ -139,10 +148,23 @@ class SelectionHooks:
             task = item.task if isinstance(item, TaskItem) else None
             if item.get_closest_marker("flaky") is None:
                 reruns = task.retries if task and task.retries is not None else settings.reruns
-                item.add_marker(marks.flaky(reruns))
+                # New answers for a wrong one are reruns too; the runner keeps each kind
+                # to its own count (TaskRunner.call, TaskRunner.judge).
+                more = 0
+                if task is not None and task.checks:
+                    more = (
+                        task.check_retries
+                        if task.check_retries is not None
+                        else settings.check_retries
+                    )
+                item.add_marker(marks.flaky(reruns + more))
             if item.get_closest_marker("timeout") is None:
                 seconds = task.timeout if task and task.timeout else settings.timeout
-                item.add_marker(marks.timeout(seconds + (TIMEOUT_GRACE if task else 0.0)))
+                grace = 0.0
+                if task is not None:
+                    checking = most_seconds(task.checks, settings.check_timeout, settings.timeout)
+                    grace = TIMEOUT_GRACE + checking
+                item.add_marker(marks.timeout(seconds + grace))
             queued += 1
             if settings.max_queue and queued > settings.max_queue:
                 item.add_marker(marks.queue_full)

@@ -27,12 +27,13 @@ from pytest_roadmap.errors import SettingError
 from pytest_roadmap.pacing import MODES as ADAPTIVE_MODES
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS
 from pytest_roadmap.protocol import NAMES as PROTOCOL_NAMES
-from pytest_roadmap.validation import Range, duration
+from pytest_roadmap.validation import Range, duration, plain
 
 T = TypeVar("T")
 
 SANDBOX = "sandbox"
-OPENAI_KEY = "OPENAI_API_KEY"
+TOKEN_ENV = "BEAST_MODE_TOKEN"
+OPENAI_KEY = "OPENAI_API_KEY"  # the token with the openai protocol when TOKEN_ENV is unset
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Spec(Generic[T]):
     path: bool = False
     # False: another plugin registers the option and ini key (pytest-rerunfailures' --reruns).
     ours: bool = True
+    # The default in words, where its value says too little ("" for None, a value kept in
+    # other units); "": the value as a user writes it (`shown_default`).
+    default_words: str = ""
 
     def __post_init__(self) -> None:
         if not self.allowed:
@@ -62,6 +66,22 @@ class Spec(Generic[T]):
     @property
     def dest(self) -> str:
         return (self.option or self.name).lstrip("-").replace("-", "_").replace(" ", "_")
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the settings page and a user write it: "10", "2000" (a setting
+        given in milliseconds), "none"."""
+        if self.default_words:
+            return self.default_words
+        value: Any = self.default
+        if value is None or value == "" or value == ():
+            return "none"
+        if isinstance(self.parse, Number):
+            unit = self.parse.range.unit
+            return plain(value / self.parse.scale) + (f" {unit}" if unit else "")
+        if isinstance(value, int | float):
+            return plain(value)
+        return str(value)
 
 
 class Sources:
@@ -277,6 +297,7 @@ API = Spec[str](
     "an http:// or https:// URL, or 'sandbox'",
     "Base URL of the code-generation API, or 'sandbox' for the embedded sandbox "
     "(env BEAST_MODE_API; default: sandbox).",
+    default_words="sandbox (the embedded sandbox server)",
 )
 MODEL = Spec[str](
     "model",
@@ -329,6 +350,7 @@ TIMEOUT = Spec[float](
     _timeout,
     f"{TIMEOUT_SECONDS.allowed} (TASK_TIMEOUT: milliseconds, from 100 to 86400000)",
     "Seconds per attempt (env TASK_TIMEOUT in milliseconds; default 30).",
+    default_words="30 seconds",
 )
 TASKS_DIR = Spec[str](
     "tasks folder",
@@ -340,6 +362,7 @@ TASKS_DIR = Spec[str](
     "a folder path",
     "Folder of task files (default roadmap_tasks under the rootdir).",
     path=True,
+    default_words="roadmap_tasks (under the rootdir)",
 )
 REPORT_DIR = Spec[str](
     "report folder",
@@ -373,6 +396,8 @@ HEALTH_PATH = Spec[str](
     "a path starting with /",
     f"Path probed before each task (any 2xx is healthy); default {PROTOCOLS[BEAST].health_path}, "
     f"or {PROTOCOLS[OPENAI].health_path} with --roadmap-protocol openai.",
+    default_words=f"{PROTOCOLS[BEAST].health_path} ({PROTOCOLS[OPENAI].health_path} with "
+    "--roadmap-protocol openai)",
 )
 HEALTH_INTERVAL = Spec[float](
     "health interval",
@@ -484,6 +509,7 @@ CA_BUNDLE = Spec[str](
     "a path to a PEM file",
     "CA bundle for TLS verification (verification is always on).",
     path=True,
+    default_words="none: the system's CAs (verification is always on)",
 )
 
 BATCHES = Spec[str](
@@ -496,6 +522,7 @@ BATCHES = Spec[str](
     "a path to a JSON batch file",
     "Run in batch mode from this JSON batch file (the original BATCH_CONFIG.json format).",
     path=True,
+    default_words="none: batch mode off",
 )
 
 
@@ -561,6 +588,7 @@ STORE = Spec[str](
     "a redis://host:port/db or rediss:// URL (or sqlite:///path)",
     "Coordination store shared by every worker, e.g. redis://host:6379/0 for CI shards "
     "(env ROADMAP_STORE; default: an SQLite file private to the run).",
+    default_words="an SQLite file private to the run",
 )
 RUN_ID = Spec[str](
     "run id",
@@ -572,6 +600,7 @@ RUN_ID = Spec[str](
     "1 to 128 letters, digits, '.', '_' or '-'",
     "Runs with the same id share one rate limit, concurrency limit and batch order through "
     "the store (env ROADMAP_RUN_ID; default: a new id per run).",
+    default_words="a new id per run",
 )
 
 SHARDS = Spec[int](
@@ -595,16 +624,18 @@ SHARD_WAIT = Spec[float](
     "fails (default 600).",
 )
 
+DEFAULT_MAX_BODY = 10 << 20
 MAX_BODY = Spec[int](
     "maximum answer size",
     "--roadmap-max-body",
     None,
     "roadmap_max_body",
-    10 << 20,
+    DEFAULT_MAX_BODY,
     _size(1 << 10, 1 << 30),
     "a size from 1KB to 1GB: bytes, or a number with KB, MB or GB (1024-based)",
     "Largest answer body read from the API, after decompression; a larger one fails the "
     "task (default 10MB).",
+    default_words=shown_size(DEFAULT_MAX_BODY),
 )
 REDIRECT_HOSTS = Spec[tuple[str, ...]](
     "redirect hosts",
@@ -616,6 +647,7 @@ REDIRECT_HOSTS = Spec[tuple[str, ...]](
     "host names, each with an optional :port, separated by commas",
     "Other hosts the API may redirect requests to (the token is never sent there); "
     "default: none, a redirect is followed only on the API's own scheme, host and port.",
+    default_words="none: redirects stay on the API's scheme, host and port",
 )
 
 
@@ -649,6 +681,7 @@ TOKEN_RATE = Spec[float | None](
     ),
     help="Tokens per minute across all workers and shards (prompt and completion, as the "
     "answers' usage counts them), or with a unit: 90000/min, 1500/s; default: no token limit.",
+    default_words="none: no token limit",
 )
 PRICE_IN = Spec[float | None](
     "input price",
@@ -659,6 +692,7 @@ PRICE_IN = Spec[float | None](
     Number(Range(0, MAX_PRICE, noun="a price per million prompt tokens")),
     help="Price per million prompt tokens: report.json and the reports show each task's cost "
     "(default: no price, no cost).",
+    default_words="none: no cost",
 )
 PRICE_OUT = Spec[float | None](
     "output price",
@@ -668,6 +702,7 @@ PRICE_OUT = Spec[float | None](
     None,
     Number(Range(0, MAX_PRICE, noun="a price per million completion tokens")),
     help="Price per million completion tokens (default: no price, no cost).",
+    default_words="none: no cost",
 )
 MAX_RETRIES = Spec[int | None](
     "retry budget",
@@ -678,6 +713,7 @@ MAX_RETRIES = Spec[int | None](
     _integer(0, 10_000_000),
     help="Retries across the whole run, every worker and shard sharing the store; once spent, "
     "failures are final (env ROADMAP_MAX_RETRIES; default: only --reruns per task).",
+    default_words="none: only --reruns per task",
 )
 MAX_TOKENS = Spec[int | None](
     "token budget",
@@ -688,6 +724,7 @@ MAX_TOKENS = Spec[int | None](
     Integer(Range(1, 1_000_000_000_000, integer=True, noun="an integer number of tokens")),
     help="Tokens the whole run may use (openai protocol): a task starts only if its prompt "
     "plus max_tokens fits; once spent, the rest are skipped (env ROADMAP_MAX_TOKENS).",
+    default_words="none: no budget",
 )
 MAX_COST = Spec[float | None](
     "cost budget",
@@ -698,6 +735,7 @@ MAX_COST = Spec[float | None](
     Number(Range(0.000001, MAX_PRICE, noun="a number of US dollars")),
     help="US dollars the whole run may spend at --roadmap-price-in/-out (openai protocol): a "
     "task starts only if its most expensive answer fits (env ROADMAP_MAX_COST).",
+    default_words="none: no budget",
 )
 
 
@@ -726,6 +764,7 @@ DEADLINE = Spec[float | None](
     "Time the run may take from its start, e.g. 45m: when the remaining tasks cannot "
     "finish in time, the lowest-priority ones are not started (skipped, naming the "
     "deadline); time to write the reports and the tracker is kept (env ROADMAP_DEADLINE).",
+    default_words="none: no deadline",
 )
 EXPECTED_LATENCY = Spec[float | None](
     "expected latency",
@@ -737,6 +776,40 @@ EXPECTED_LATENCY = Spec[float | None](
     "a duration from 1ms to 24h, such as 800ms, 2s or 1.5 (seconds)",
     "Seconds one request takes, for --roadmap-plan and the deadline's first forecast "
     "(default: what the last report measured for these tasks) (env ROADMAP_EXPECTED_LATENCY).",
+    default_words="what the last report measured for these tasks",
+)
+
+CHECK_RETRIES = Spec[int](
+    "check retries",
+    "--roadmap-check-retries",
+    "ROADMAP_CHECK_RETRIES",
+    "roadmap_check_retries",
+    0,
+    _integer(0, 100),
+    help="New answers asked for when an answer fails its checks (a task's check_retries "
+    "wins; env ROADMAP_CHECK_RETRIES; default 0: a wrong answer fails the task).",
+)
+CHECK_TIMEOUT = Spec[float](
+    "check timeout",
+    "--roadmap-check-timeout",
+    "ROADMAP_CHECK_TIMEOUT",
+    "roadmap_check_timeout",
+    60.0,
+    _number(0.1, MAX_TIMEOUT, "seconds"),
+    help="Seconds a command check may run before its whole process group is killed (a "
+    "check's own timeout wins; env ROADMAP_CHECK_TIMEOUT; default 60).",
+)
+GRADER_MODEL = Spec[str | None](
+    "grader model",
+    "--roadmap-grader-model",
+    "ROADMAP_GRADER_MODEL",
+    "roadmap_grader_model",
+    None,
+    _text,
+    "a non-empty model name",
+    "Model that grades rubric checks, through the same API and safeguards (env "
+    "ROADMAP_GRADER_MODEL; default: the run's model).",
+    default_words="the run's model (--roadmap-model)",
 )
 
 
@@ -785,6 +858,9 @@ class Settings:
     max_cost: float | None = None  # US dollars of the whole run
     deadline: float | None = None  # seconds from the run's start (deadline.py)
     expected_latency: float | None = None  # seconds a request takes, as the user expects
+    check_retries: int = 0  # new answers when one fails its checks (checks/)
+    check_timeout: float = 60.0  # seconds a command check may run
+    grader_model: str | None = None  # rubric checks' model (None: the run's)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -803,10 +879,12 @@ def place(raw: str, origin: str, sources: Sources) -> Path:
     return base / path
 
 
-# The settings whose `--option` and ini key the plugin registers, in the order --help lists them.
-SPECS: tuple[Spec[Any], ...] = tuple(
-    value for value in dict(globals()).values() if isinstance(value, Spec) and value.ours
+# Every setting, in the module's order: the settings page lists them all.
+EVERY_SPEC: tuple[Spec[Any], ...] = tuple(
+    value for value in dict(globals()).values() if isinstance(value, Spec)
 )
+# The settings whose `--option` and ini key the plugin registers, in the order --help lists them.
+SPECS: tuple[Spec[Any], ...] = tuple(spec for spec in EVERY_SPEC if spec.ours)
 # The Settings field each spec fills: the one named like its constant (RATE_LIMIT: rate_limit).
 FIELD_SPECS: Mapping[str, Spec[Any]] = {
     name.lower(): value
@@ -839,7 +917,7 @@ def resolve_settings(sources: Sources, workers: int | None) -> Settings:
     if workers is None:
         workers = get(CONCURRENCY)
     protocol = values["protocol"]
-    token_name = "BEAST_MODE_TOKEN"
+    token_name = TOKEN_ENV
     if protocol == OPENAI and not sources.env.get(token_name) and sources.env.get(OPENAI_KEY):
         token_name = OPENAI_KEY  # what OpenAI-compatible tools read
     token = sources.env.get(token_name) or None

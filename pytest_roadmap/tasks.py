@@ -8,7 +8,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # tomli rather than the standard library's tomllib (its pure-Python twin): tomli ships
 # compiled wheels that parse task files 3.7x faster (0.12 s against 0.45 s for 50 files of
@@ -19,6 +19,9 @@ from pytest_roadmap.errors import TaskFileError, shown
 from pytest_roadmap.protocol import MAX_TOKENS_RANGE, TEMPERATURE_RANGE, Protocol
 from pytest_roadmap.settings import TIMEOUT_SECONDS
 from pytest_roadmap.validation import Range
+
+if TYPE_CHECKING:
+    from pytest_roadmap.checks import Check
 
 ID_PATTERN = re.compile(r"[a-z0-9_-]+")
 # An id names its output files (outputs/<id>.json and the temporary file beside it), and
@@ -50,6 +53,10 @@ class Task:
     max_tokens: int | None = None  # OpenAI protocol only
     temperature: float | None = None  # OpenAI protocol only
     source: str = field(default="", compare=False)
+    # What a good answer is (checks/): read with the file, they stay in the process that
+    # read it (the wire carries no checks: every worker reads the task files itself).
+    checks: tuple[Check, ...] = field(default=(), compare=False, repr=False)
+    check_retries: int | None = None  # new answers asked for when one fails its checks
 
     @property
     def keywords(self) -> tuple[str, ...]:
@@ -94,12 +101,15 @@ _FIELDS = {
     "depends_on",
     "timeout",
     "retries",
+    "checks",
+    "check_retries",
     *PROTOCOL_FIELDS,
 }
 
 
-def task_from_entry(entry: object, where: str, source: str) -> Task:
-    """Validate one `[[tasks]]` table; `where` names the file and entry in errors."""
+def task_from_entry(entry: object, where: str, source: str, folder: Path | None = None) -> Task:
+    """Validate one `[[tasks]]` table; `where` names the file and entry in errors; `folder`
+    (the task file's) is where its checks find the files they name."""
     if not isinstance(entry, dict):
         raise TaskFileError(f"{where}: each [[tasks]] entry must be a table")
     task_id = entry.get("id")
@@ -130,6 +140,7 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     week = _int_field(where, entry, "week", 1, 5)
     priority = _int_field(where, entry, "priority", 1, 1000)
     retries = _int_field(where, entry, "retries", 0, 100)
+    check_retries = _int_field(where, entry, "check_retries", 0, 100)
     dogfooding = entry.get("dogfooding")
     if dogfooding is not None and dogfooding not in CATEGORIES:
         raise TaskFileError(
@@ -153,6 +164,12 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
     if temperature is not None:
         Range(*TEMPERATURE_RANGE).check(temperature, f"{where}: 'temperature'", TaskFileError)
     assert month is not None and week is not None
+    checks: tuple[Check, ...] = ()
+    if "checks" in entry:
+        # Imported only for a file that has checks: most runs pay nothing for them.
+        from pytest_roadmap.checks import read_checks
+
+        checks = read_checks(entry["checks"], where, folder or Path("."))
     return Task(
         id=task_id,
         title=entry["title"],
@@ -168,6 +185,8 @@ def task_from_entry(entry: object, where: str, source: str) -> Task:
         max_tokens=max_tokens,
         temperature=None if temperature is None else float(temperature),
         source=source,
+        checks=checks,
+        check_retries=check_retries,
     )
 
 
@@ -211,7 +230,10 @@ def load_task_file(path: Path, display: str | None = None) -> list[Task]:
     entries = data.get("tasks", [])
     if not isinstance(entries, list):
         raise TaskFileError(f"{name}: 'tasks' must be an array of tables ([[tasks]])")
-    tasks = [task_from_entry(e, f"{name}: task {i + 1}", name) for i, e in enumerate(entries)]
+    folder = path.parent
+    tasks = [
+        task_from_entry(e, f"{name}: task {i + 1}", name, folder) for i, e in enumerate(entries)
+    ]
     seen: dict[str, int] = {}
     for i, task in enumerate(tasks):
         if task.id in seen:

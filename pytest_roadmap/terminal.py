@@ -1,10 +1,11 @@
-"""What the roadmap prints: the header line and the closing summary."""
+"""What the roadmap prints: the header lines, the status of a refused attempt, and the
+closing summary."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pytest_roadmap.display import escape_controls, shown_url
+from pytest_roadmap.display import counted, escape_controls, shown_url
 from pytest_roadmap.protocol import BEAST
 from pytest_roadmap.results import FAILED, INTERRUPTED, NOT_RUN, PASSED, SKIPPED, RunRecord
 from pytest_roadmap.settings import Settings
@@ -24,6 +25,22 @@ def header_line(settings: Settings, api_url: str, workers: int, distributed: boo
     )
 
 
+def replaced_timeout_line(seconds: float, origin: str) -> str:
+    """Beside pytest-timeout's own header line ("timeout: 300.0s"), which a project's ini file
+    may set for its ordinary tests: the tasks are timed per attempt instead."""
+    return (
+        f"roadmap: pytest-timeout's timeout: {seconds}s ({origin}) does not apply to tasks: "
+        "each attempt's call has its own, from the task timeout"
+    )
+
+
+# pytest_report_teststatus's (category, letter, word) for an attempt refused for load or held
+# back by a pause: it ran nothing and spent no retry, so pytest-rerunfailures' "rerun" (R,
+# counted in the summary's "N rerun") would read as flakiness. Lower case, like pytest's
+# letters for what is not a failure (s, x).
+REFUSED_STATUS = ("refused", "r", ("REFUSED", {"yellow": True}))
+
+
 def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int = 0) -> list[str]:
     """The roadmap summary: totals, timing, failures with reasons, batches, changes, progress."""
     total = len(record.results)
@@ -35,12 +52,25 @@ def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int 
     unfinished = (f", {cut_off} interrupted" if cut_off else "") + (
         f", {not_run} not run" if not_run else ""
     )
+    checks = record.checks
+    why = ""
+    if failed and checks.tasks:
+        wrong = checks.failed + checks.errors
+        why = f" ({counted(wrong, 'wrong answer')}, {counted(failed - wrong, 'API failure')})"
+    replay = "replay of saved answers, nothing sent: " if record.replay else ""
+    # A retry follows a failed attempt; one refused for load was no failure.
+    retries = sum(1 for r in record.results for a in r.attempts[:-1] if not a.refused)
+    refused = sum(r.refusals for r in record.results)
     lines = [
-        f"roadmap{label}: {total} tasks: {passed} completed, {failed} failed, {skipped} skipped"
-        f"{unfinished}; success rate {100.0 * record.success_rate:.0f}%",
+        f"roadmap{label}: {replay}{counted(total, 'task')}: {passed} completed, {failed} failed"
+        f"{why}, "
+        f"{skipped} skipped{unfinished}; success rate {100.0 * record.success_rate:.0f}%",
         f"duration {record.duration_s:.1f} s, average {average:.2f} s per task, "
-        f"{record.reruns} retries",
+        f"{counted(retries, 'retry', 'retries')}"
+        + (f", {counted(refused, 'attempt')} refused for load" if refused else ""),
     ]
+    if checks.tasks:
+        lines.append(f"checks: {checks.words()}")
     for result in record.results:
         if result.outcome == FAILED:
             lines.append(f"FAILED {result.task.id}: {result.error or 'no reason recorded'}")
@@ -71,15 +101,15 @@ def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int 
     pauses = record.pauses
     if pauses:
         lines.append(
-            f"{len(pauses)} pauses of every worker, {sum(p.new for p in pauses):.1f} s in all"
-            f" (last: {pauses[-1].reason})"
+            f"{counted(len(pauses), 'pause')} of every worker, "
+            f"{sum(p.new for p in pauses):.1f} s in all (last: {pauses[-1].reason})"
         )
-    refused = sum(record.refusals.values())
-    if refused:
+    requests_refused = sum(record.refusals.values())
+    if requests_refused:
         by_status = ", ".join(f"{n} x {status}" for status, n in sorted(record.refusals.items()))
         lines.append(
-            f"{refused} requests refused for load ({by_status}): they ran nothing and spent "
-            "no retry"
+            f"{counted(requests_refused, 'request')} refused for load ({by_status}): they ran "
+            "nothing and spent no retry"
         )
     usage = record.usage
     if usage is not None:

@@ -24,7 +24,9 @@ STARTING = "starting"
 ENDED = "ended"
 
 
-_TASK_FIELDS = tuple(f.name for f in fields(Task))
+# A task's checks stay in the process that read its file (each worker reads the task
+# files itself); the controller needs only their verdicts, which travel on their own.
+_TASK_FIELDS = tuple(f.name for f in fields(Task) if f.name != "checks")
 
 
 def task_to_wire(task: Task) -> dict[str, Any]:
@@ -109,8 +111,9 @@ class AttemptEnded:
     error: str | None = None  # one line, secrets masked
     overload: bool = False  # tells the adaptive limit to back off
     refused: bool = False  # refused for load: the task did not run
-    answer: dict[str, Any] | None = None  # a passed task's answer, secrets masked
+    answer: dict[str, Any] | None = None  # the attempt's answer, if one came, secrets masked
     usage: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] | None = None  # the answer's checks (verdict.py), if any
     # The requests this process sent since its last report: the run's own log, for the
     # report's compliance section (compliance.py's entries).
     requests: list[list[Any]] = field(default_factory=list)
@@ -131,6 +134,7 @@ class AttemptEnded:
             "refused": self.refused,
             "answer": self.answer,
             "usage": self.usage,
+            "checks": self.checks,
             "requests": self.requests,
         }
 
@@ -160,3 +164,10 @@ def ended_task(data: Mapping[str, Any] | None) -> str | None:
         return None
     task_id: str = data["task"]["id"]
     return task_id
+
+
+def refused_for_load(data: Mapping[str, Any] | None) -> bool:
+    """Whether an `AttemptEnded` message tells of an attempt refused for load (a 429 or 503,
+    or held back because the run was paused), read without decoding the message: the
+    terminal asks it of every report it shows."""
+    return data is not None and data.get("kind") == ENDED and bool(data.get("refused"))

@@ -15,7 +15,7 @@ from html import escape as escape_html
 
 from pytest_roadmap.budgets import budget_rows
 from pytest_roadmap.compliance import compliance_rows, of_record
-from pytest_roadmap.display import escape_controls
+from pytest_roadmap.display import counted, escape_controls
 from pytest_roadmap.report.markdown import dogfooding_text
 from pytest_roadmap.results import (
     FAILED,
@@ -68,6 +68,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { border-radius: 10px; padding: 0 8px; color: #fff; font-size: 12px; white-space: nowrap; }
 .badge.passed { background: #2e9e44; } .badge.failed { background: #d1352b; }
 .badge.rerun { background: #f0a202; color: #1f2328; } .badge.skipped { background: #9aa0a6; }
+.badge.error { background: #8250df; } pre { margin: 0; white-space: pre-wrap; font-size: 12px; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .legend { display: flex; flex-wrap: wrap; gap: 6px 18px; list-style: none; padding: 0;
   margin: 6px 0 0; color: #393f46; }
@@ -236,7 +237,7 @@ def _limit_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
     steps = sorted(
         [(s.at, s.limit) for s in samples] + [(c.at, c.new) for c in record.concurrency_changes]
     )
-    if samples:
+    if len(steps) > 1:
         path = [f"M{_f(axis.x(steps[0][0]))},{_f(base - steps[0][1] * per)}"]
         for at, limit in steps[1:]:
             path.append(f"H{_f(axis.x(at))}V{_f(base - limit * per)}")
@@ -286,14 +287,16 @@ def _rate_panel(axis: TimeAxis, record: RunRecord, top: float) -> list[str]:
             f'cy="{_f(base - min(change.new, peak) * per)}" r="4" fill="#fff" '
             f'stroke="{RATE_COLOUR}" stroke-width="2"><title>{tip}</title></circle>'
         )
-    points = [
-        f"{_f(axis.x(s.at))},{_f(base - s.requests_per_s * per)}"
-        for s in samples
-        if math.isfinite(s.requests_per_s)
-    ]
-    if points:
+    # Each point's rate is the mean since the point before: a flat step over that span.
+    points = [s for s in samples if math.isfinite(s.requests_per_s)]
+    if len(points) > 1:
+        path = [f"M{_f(axis.x(points[0].at))},{_f(base - points[1].requests_per_s * per)}"]
+        for i, point in enumerate(points[1:], 1):
+            path.append(f"H{_f(axis.x(point.at))}")
+            if i + 1 < len(points):
+                path.append(f"V{_f(base - points[i + 1].requests_per_s * per)}")
         body.append(
-            f'<polyline class="rate" points="{" ".join(points)}" fill="none" '
+            f'<path class="rate" d="{"".join(path)}" fill="none" '
             f'stroke="{RATE_COLOUR}" stroke-width="2" stroke-linejoin="round"/>'
         )
     else:
@@ -379,6 +382,9 @@ def _cards(record: RunRecord) -> str:
         ("", "Duration", f"{record.duration_s:.1f} s"),
         ("", "Tasks", str(len(record.results))),
     ]
+    totals = record.checks
+    if totals.tasks:
+        cards.insert(2, ("failed", "Wrong answers", str(totals.failed + totals.errors)))
     usage = record.usage
     if usage is not None:
         cards.append(("", "Tokens", f"{usage.total:,}"))
@@ -415,7 +421,10 @@ def _settings(record: RunRecord) -> str:
         ("Finished", iso_utc(record.finished) if record.finished else "-"),
         ("Workers", str(record.workers)),
         ("Rate limit", f"{record.rate_limit:g} requests/s"),
-        ("Health", f"{record.health_probes} probes, unhealthy for {record.unhealthy_s:.1f} s"),
+        (
+            "Health",
+            f"{counted(record.health_probes, 'probe')}, unhealthy for {record.unhealthy_s:.1f} s",
+        ),
         ("Protocol", escape(record.protocol)),
         (
             "Token limit",
@@ -425,6 +434,8 @@ def _settings(record: RunRecord) -> str:
         *[(label, escape(text)) for label, text in budget_rows(record.budgets)],
         ("Dogfooding", escape(dogfooding_text(record))),
     ]
+    if record.replay:
+        rows.insert(0, ("Replay", escape(f"answers of {record.replay}; nothing was sent")))
     return _table(("Setting", "Value"), rows)
 
 
@@ -458,6 +469,30 @@ def _task_rows(record: RunRecord) -> Iterable[Sequence[str]]:
         )
 
 
+def _checks(record: RunRecord) -> list[str]:
+    """Each judged task's checks: what each wanted and what it found."""
+    rows = [
+        (
+            f"<code>{escape(result.task.id)}</code>{_answers(result.answers)}",
+            escape(check.label),
+            f'<span class="badge {escape(check.status)}">{escape(check.status)}</span>',
+            f"<pre>{escape(check.detail)}</pre>" if check.detail else "",
+        )
+        for result, check in record.judged()
+    ]
+    if not rows:
+        return []
+    return [
+        "<h2>Checks</h2>",
+        f'<p class="sub">{escape(record.checks.words())}</p>',
+        _table(("Task", "Check", "Result", "What the answer had"), rows),
+    ]
+
+
+def _answers(count: int) -> str:
+    return f" ({count} answers)" if count > 1 else ""
+
+
 def _changes(record: RunRecord) -> str:
     if not record.concurrency_changes:
         return "<p>The concurrency limit did not change.</p>"
@@ -470,7 +505,7 @@ def _changes(record: RunRecord) -> str:
 
 def render_html(record: RunRecord) -> str:
     """report.html as text."""
-    title = "Roadmap run report"
+    title = "Roadmap replay report" if record.replay else "Roadmap run report"
     sub = f"{escape(record.model)} on {escape(record.api)}" + (
         " (sandbox)" if record.sandbox else ""
     )
@@ -515,6 +550,7 @@ def render_html(record: RunRecord) -> str:
                 _task_rows(record),
                 "    nn   nn",
             ),
+            *_checks(record),
             "<h2>Compliance</h2>",
             _compliance(record),
             "<h2>Concurrency changes</h2>",

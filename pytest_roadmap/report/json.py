@@ -1,7 +1,7 @@
 """report.json: the machine-readable record of a run.
 
 Each section is one table of (field name, function); adding a field is one line
-there and one row in the README.md table of report.json fields.
+there and one row in the table of docs/report-json.md.
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ RUN_FIELDS: Fields[RunRecord] = (
     ("usage", lambda r: _usage(r.usage)),
     ("cost", lambda r: _cost(r.cost_of(r.usage))),
     ("budgets", lambda r: r.budgets),
+    ("replay", lambda r: r.replay),
 )
 
 TOTALS_FIELDS: Fields[RunRecord] = (
@@ -164,7 +165,10 @@ TASK_FIELDS: Fields[TaskResult] = (
     ("error", lambda t: one_line(t.error)),
     ("output", lambda t: t.output),
     ("usage", lambda t: _usage(t.usage)),
+    ("answers", lambda t: t.answers),
+    ("checks", lambda t: None if t.verdict is None else t.verdict.to_list()),
 )
+
 
 # Counted from passed tasks only, under the original tracker's counter names.
 DOGFOODING_FIELDS: Fields[RunRecord] = tuple(
@@ -184,6 +188,7 @@ def build_json(record: RunRecord) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "run": section(RUN_FIELDS, record),
         "totals": section(TOTALS_FIELDS, record),
+        "checks": record.checks.to_dict(),
         "tasks": [_task(record, t) for t in record.results],
         "dogfooding": section(DOGFOODING_FIELDS, record),
         "compliance": of_record(record).to_dict(),

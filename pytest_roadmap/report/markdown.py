@@ -117,8 +117,28 @@ def _summary(record: RunRecord) -> list[str]:
         if priced(record.price_in, record.price_out):
             rows.append(("Cost", shown_cost(record.cost_of(usage))))
     rows += [(label, md_text(text)) for label, text in budget_rows(record.budgets)]
+    totals = record.checks
+    if totals.tasks:
+        rows.append(("Checks", md_text(totals.words())))
+    if record.replay:
+        rows.insert(0, ("Replay", md_text(f"answers of {record.replay}; nothing was sent")))
     rows.append(("Dogfooding", dogfooding_text(record)))
     return _table(("Run", ""), ([f"**{k}**", v] for k, v in rows))
+
+
+def _checks(record: RunRecord) -> list[str]:
+    """Each judged task's checks and what they found (the first line of it)."""
+    rows = [
+        [
+            md_code(result.task.id)
+            + (f" ({result.answers} answers)" if result.answers > 1 else ""),
+            md_text(check.label),
+            check.status,
+            md_text(check.detail.splitlines()[0][:200] if check.detail else ""),
+        ]
+        for result, check in record.judged()
+    ]
+    return ["## Checks", "", *_table(("Task", "Check", "Result", "Why"), rows)] if rows else []
 
 
 def _compliance(record: RunRecord) -> list[str]:
@@ -273,7 +293,17 @@ def _progress(record: RunRecord) -> list[str]:
 def render_markdown(record: RunRecord) -> str:
     """report.md as text."""
     lines = ["# Roadmap run report", ""]
-    parts = (_summary, _compliance, _failures, _skipped, _retries, _concurrency, _pace, _usage)
+    parts = (
+        _summary,
+        _checks,
+        _compliance,
+        _failures,
+        _skipped,
+        _retries,
+        _concurrency,
+        _pace,
+        _usage,
+    )
     for part in (*parts, _progress):
         lines.extend(part(record))
     return "\n".join(lines)

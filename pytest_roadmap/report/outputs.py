@@ -20,7 +20,7 @@ from typing import Any, cast
 from pytest_roadmap.atomic import list_folder, write_many_atomic
 from pytest_roadmap.report.json import dumps
 from pytest_roadmap.report.markdown import fenced, md_text
-from pytest_roadmap.results import PASSED, TaskResult
+from pytest_roadmap.results import FAILED, PASSED, TaskResult
 from pytest_roadmap.tasks import ID_PATTERN
 
 OUTPUTS = "outputs"
@@ -88,8 +88,11 @@ class OutputFolder:
 
 
 def saves_output(result: TaskResult) -> bool:
-    """The task passed with an answer, which its outputs keep."""
-    return result.outcome == PASSED and isinstance(result.answer, dict)
+    """The task passed with an answer, or ended with an answer that failed its checks
+    (kept for --roadmap-replay): its outputs keep the answer."""
+    if not isinstance(result.answer, dict):
+        return False
+    return result.outcome == PASSED or (result.outcome == FAILED and result.verdict is not None)
 
 
 def render_output_markdown(result: TaskResult, code: str, message: object) -> str:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from pytest_roadmap.checks.rubric import ANSWER_END, ANSWER_START, GRADER_INTRO, REQUIREMENT
 from pytest_roadmap.protocol import count_tokens, prompt_tokens
+from pytest_roadmap.sandbox.book import book_answer
 
 SANDBOX_MODEL = "sandbox"
 PIECE = 1 << 16
@@ -21,12 +23,44 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
 def chat_answer(message: str, model: str) -> dict[str, str]:
-    """A deterministic answer: a small Python function named after the prompt's first words."""
+    """A deterministic answer: a grading request's verdict (rubric checks), the answer
+    book's answer for one of this repository's roadmap prompts, or else a small Python
+    function named after the prompt's first words."""
+    if message.startswith(GRADER_INTRO):
+        return {"code": "", "message": grade(message)}
+    found = book_answer(message)
+    if found is not None:
+        return {"code": found[0], "message": found[1]}
     words = _WORD.findall(message)[:4]
     name = "_".join(word.lower() for word in words) or "task"
     summary = " ".join(words) or "empty prompt"
     code = f'def solve_{name}() -> str:\n    """{summary}."""\n    return {summary!r}\n'
     return {"code": code, "message": f"Sketch for '{summary}' from {model}."}
+
+
+def grade(prompt: str) -> str:
+    """The sandbox's grader: PASS when the answer holds every `quoted` term of the
+    requirement (whatever the case), FAIL naming the first it lacks."""
+    requirement = next(
+        (line[len(REQUIREMENT) :] for line in prompt.splitlines() if line.startswith(REQUIREMENT)),
+        "",
+    )
+    start, end = prompt.find(ANSWER_START), prompt.rfind(ANSWER_END)
+    answer = prompt[start + len(ANSWER_START) : end] if 0 <= start < end else ""
+    for term in re.findall(r"`([^`]+)`", requirement):
+        if term.casefold() not in answer.casefold():
+            return f"FAIL: the answer never mentions {term}."
+    return "PASS: the answer meets the requirement."
+
+
+def rule_text(prompt: str) -> str:
+    """What a rule's `match` is looked for in: the prompt; for a grading request only its
+    first line and its requirement, so that the rules of the task it grades (whose prompt
+    and answer it quotes) do not answer it."""
+    if not prompt.startswith(GRADER_INTRO):
+        return prompt
+    lines = [line for line in prompt.splitlines() if line.startswith(REQUIREMENT)]
+    return "\n".join([GRADER_INTRO, *lines[:1]])
 
 
 @dataclass
@@ -106,7 +140,10 @@ _COMPLETION_IDS = itertools.count(1)
 def _completion(decision: Decision, answer: Mapping[str, Any], body: Any) -> dict[str, Any]:
     """A chat completion for an answer `{code, message}`: the message, then the code in a
     fenced block; cut at the request's `max_tokens`, counted as protocol.py counts."""
-    content = f"{answer.get('message', '')}\n\n```python\n{answer.get('code', '')}```\n"
+    code = str(answer.get("code", ""))
+    if code and not code.endswith("\n"):
+        code += "\n"  # else the closing fence would share the code's last line
+    content = f"{answer.get('message', '')}\n\n```python\n{code}```\n"
     max_tokens = body.get("max_tokens") if isinstance(body, dict) else None
     finish = "stop"
     if (

@@ -96,6 +96,11 @@ class Rule:
     many bytes of filler; `gzip` sends the body gzip-encoded; `trickle` sends the body one
     byte every that many seconds (`trickle_head`: the status line and headers too);
     `echo_auth` quotes the Authorization header it got in the answer's code and message.
+
+    `code` and `message` script the answer itself (in either protocol's shape), so a test
+    can give an answer that passes its task's checks or one that fails them. A rubric
+    check's grading request is matched on its first line ("Grade an answer against one
+    requirement.") and its requirement only, not on the task and answer it quotes.
     """
 
     match: str = ""
@@ -113,6 +118,8 @@ class Rule:
     trickle: float = 0.0
     trickle_head: bool = False
     echo_auth: bool = False
+    code: str | None = None
+    message: str | None = None
 
     def __post_init__(self) -> None:
         owner = "sandbox rule"
@@ -167,8 +174,11 @@ class Rule:
             integer=True,
             optional=True,
         )
-        if self.body is not None and not isinstance(self.body, str):
-            raise SettingError(f"{owner} body must be a string or null, got {self.body!r}")
+        for name in ("body", "code", "message"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise SettingError(
+                    f"{owner} {name} must be a string or null, got {getattr(self, name)!r}"
+                )
         _check_number(owner, "delay", self.delay, what="seconds >= 0")
         _check_bool(owner, "hang", self.hang)
         _check_bool(owner, "retry_after_date", self.retry_after_date)

@@ -24,6 +24,7 @@ from pytest_roadmap.sandbox.answers import (
     chat_answer,
     method_not_allowed,
     openai_prompt,
+    rule_text,
 )
 from pytest_roadmap.sandbox.config import Rule, SandboxConfig
 from pytest_roadmap.sandbox.paths import (
@@ -372,6 +373,8 @@ class SandboxState:
             decision.trickle_head = rule.trickle_head
             if rule.body is not None:
                 decision.raw = rule.body
+            elif rule.code is not None or rule.message is not None:
+                decision.payload = {"code": rule.code or "", "message": rule.message or ""}
             elif rule.size is not None:
                 decision.padding = rule.size
             elif rule.echo_auth:
@@ -394,6 +397,7 @@ class SandboxState:
         return decision
 
     def _take_rule(self, config: SandboxConfig, message: str) -> Rule | None:
+        message = rule_text(message)
         for index, rule in enumerate(config.rules):
             if rule.match not in message:
                 continue

@@ -9,6 +9,7 @@ distribution's metadata, so that distribution's plugin registers first; both ord
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tests.support.redis_server import run_url
 REPO = Path(__file__).resolve().parents[2]
 # What a checkout may hold that is no part of the source.
 LOCAL_ONLY = (".git", ".venv", ".tox", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
+LOCAL_ONLY += ("roadmap-report", "ROADMAP_PROGRESS.json", "site")
 
 
 @pytest.fixture(scope="session")
@@ -161,3 +163,103 @@ def test_the_wheel_ships_the_redis_scripts_and_a_run_uses_them(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout
     assert len([e for e in sandbox.log() if e["path"] == "/api/codebase/chat"]) == 3
+
+
+# -- the README, as a newcomer follows it ------------------------------------------------
+
+README = REPO / "README.md"
+# The README marks the blocks a test runs as written: this comment, then a fenced block.
+RUN_AS_WRITTEN = "<!-- Run as written, in a fresh venv, by tests/e2e/test_install.py. -->"
+FIRST_TASK_FILE = (
+    "<!-- Written to roadmap_tasks/month1.toml of a new project and run by "
+    "tests/e2e/test_install.py. -->"
+)
+
+
+def readme_blocks(marker: str) -> list[str]:
+    """The fenced blocks that follow `marker` in the README, as their text."""
+    text = README.read_text(encoding="utf-8")
+    found = re.findall(re.escape(marker) + r"\n```[a-z]*\n(.*?)\n```", text, re.DOTALL)
+    assert found, f"no block marked {marker!r} in README.md"
+    return found
+
+
+def readme_commands() -> list[str]:
+    return [
+        line
+        for block in readme_blocks(RUN_AS_WRITTEN)
+        for line in block.splitlines()
+        if line.strip()
+    ]
+
+
+def newcomers_shell(site: Path, where: Path) -> dict[str, str]:
+    """The environment of a newcomer's shell in the fresh venv: its `bin` first on PATH, and
+    a `pip` there that installs into it (the venv has no pip of its own: see `venv`)."""
+    python = site.parents[2] / "bin" / "python"
+    tools = where / "tools"
+    tools.mkdir()
+    pip = tools / "pip"
+    pip.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pip --python "{python}" "$@"\n')
+    pip.chmod(0o755)
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "ROADMAP_", "BEAST_MODE_", "VIRTUAL_ENV"))
+    }
+    environ.pop("MAX_CONCURRENCY", None)
+    environ["PATH"] = os.pathsep.join([str(tools), str(python.parent), "/usr/bin", "/bin"])
+    return environ
+
+
+def shell(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_readme_marks_the_blocks_it_says_run_as_written() -> None:
+    commands = readme_commands()
+    assert commands[:2] == ["pip install .", "pytest --roadmap -n 3"]
+    used = " ".join(commands)
+    for everyday in ("-k", "-m", "--lf", "--co", "--junitxml", "--roadmap-plan", "roadmap status"):
+        assert everyday in used, everyday
+    # Every link into the repository leads to a file that is there.
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    local = [link for link in links if "://" not in link]
+    assert local and all((REPO / link).is_file() for link in local), local
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run_as_written(venv: Path, tmp_path: Path) -> None:
+    checkout = tmp_path / "pytest-roadmap"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(*LOCAL_ONLY))
+    env = newcomers_shell(venv, tmp_path)
+    for command in readme_commands():
+        done = shell(command, checkout, env)
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, f"{command}\n{out}"
+        if command.startswith("pytest --roadmap") and "--co" not in command:
+            assert "(sandbox)" in out and "Traceback" not in out, f"{command}\n{out}"
+    # What the commands said they would leave behind.
+    assert (checkout / "roadmap-report" / "report.html").is_file()
+    assert (checkout / "junit.xml").is_file()
+    assert not (checkout / "ROADMAP_PROGRESS.json").exists()  # the sandbox never touches it
+
+
+@pytest.mark.slow
+def test_the_readme_first_task_file_runs(venv: Path, tmp_path: Path) -> None:
+    (toml,) = readme_blocks(FIRST_TASK_FILE)
+    project = tmp_path / "project"
+    (project / "roadmap_tasks").mkdir(parents=True)
+    (project / "roadmap_tasks" / "month1.toml").write_text(toml + "\n", encoding="utf-8")
+    done = shell("pytest --roadmap -n 3", project, newcomers_shell(venv, tmp_path))
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    tasks = toml.count("[[tasks]]")
+    assert f"{tasks} passed" in out and "(sandbox)" in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -59,6 +60,21 @@ def test_retry_after_pauses_every_worker(roadmap: Roadmap) -> None:
     )
     result = roadmap.run("-n", "3", "--reruns", "0")
     result.assert_outcomes(passed=8)
+    # The attempts the 429 and the pause held back ran nothing and spent no retry: they show
+    # as refused (r), never as reruns, of which --reruns 0 allows none.
+    outcomes = result.parseoutcomes()
+    assert "rerun" not in outcomes and outcomes["refused"] >= 1
+    assert not re.search(r"\brerun\b", result.stdout.str(), re.IGNORECASE)
+    # The progress letters, between the monitor's lines: ".rr.r", "." ... "..   [100%]".
+    letters = "".join(
+        found.group(1)
+        for line in result.outlines
+        if (found := re.fullmatch(r"([.rRF]+)(?: +\[100%\])?", line))
+    )
+    assert letters.count("r") == outcomes["refused"] and "R" not in letters, letters
+    result.stdout.fnmatch_lines([f"*= 8 passed, {outcomes['refused']} refused in *"])
+    report = _report(roadmap)
+    assert sum(t["refusals"] for t in report["tasks"]) == outcomes["refused"]
     log = _api(roadmap)
     told = next(e for e in log if e["status"] == 429)
     # Nothing from any worker, health probes included, until the two seconds were over
@@ -66,7 +82,6 @@ def test_retry_after_pauses_every_worker(roadmap: Roadmap) -> None:
     quiet = [e for e in log if told["answered"] + 0.05 < e["arrived"] < told["answered"] + 1.98]
     assert quiet == []
     assert any(e["arrived"] >= told["answered"] + 1.98 for e in log)
-    report = _report(roadmap)
     assert [p["seconds"] for p in report["run"]["pauses"]] == [2.0]
     result.stdout.fnmatch_lines(["roadmap: every worker pauses 2 s: Retry-After 2 s on a 429"])
 

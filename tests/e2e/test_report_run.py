@@ -66,7 +66,7 @@ def test_report_json_matches_what_the_server_saw(roadmap: Roadmap) -> None:
         ]
     )
     result = roadmap.run("-n", "2", "--junitxml", "junit.xml")
-    assert result.parseoutcomes() == {"passed": 2, "failed": 1, "rerun": 1}
+    assert result.parseoutcomes() == {"passed": 2, "failed": 1, "refused": 1}
     report = json.loads((roadmap.pytester.path / "roadmap-report" / "report.json").read_text())
     assert report["schema_version"] == 2
     assert report["totals"] == {
@@ -280,6 +280,27 @@ def test_sigterm_ends_the_run_cleanly(roadmap: Roadmap) -> None:
     assert proc.returncode != 0
 
 
+# Appended to a copy of report.html (which has no script of its own): what Chromium drew of
+# each chart's line, in CSS pixels, into the DOM that --dump-dom prints.
+MEASURE_LINES = """
+<script>
+const drawn = {};
+for (const name of ["limit", "rate"]) {
+  const line = document.querySelector("#timeline path." + name);
+  const box = line && line.getBoundingClientRect();
+  drawn[name] = line && {width: box.width, length: line.getTotalLength(),
+                         stroke: getComputedStyle(line).stroke};
+}
+drawn.timeline = document.getElementById("timeline").getBoundingClientRect().width;
+const out = document.createElement("pre");
+out.id = "drawn";
+out.textContent = JSON.stringify(drawn);
+document.body.appendChild(out);
+</script>
+"""
+
+
+@pytest.mark.slow
 def test_html_report_of_a_real_run_renders_in_chromium(roadmap: Roadmap, tmp_path: Path) -> None:
     from tests.support.chromium import CHROMIUM, console_lines, run_chromium
 
@@ -293,14 +314,19 @@ def test_html_report_of_a_real_run_renders_in_chromium(roadmap: Roadmap, tmp_pat
         task_toml("bad"),
     )
     roadmap.sandbox.configure(
-        latency=0.1,
+        latency=0.5,
         rules=[
             {"match": "do flaky", "status": 503, "times": 1},
             {"match": "do bad", "status": 400, "body": "<script>alert(1)</script>"},
         ],
     )
-    roadmap.run("-n", "2", "--roadmap-health-interval", "0.3")
-    page = roadmap.pytester.path / "roadmap-report" / "report.html"
+    # A run of about two seconds, far shorter than the health interval: the monitor's
+    # status line never comes, and the charts still show the run.
+    roadmap.run("-n", "2", "--roadmap-health-interval", "60")
+    folder = roadmap.pytester.path / "roadmap-report"
+    run = json.loads((folder / "report.json").read_text())["run"]
+    assert run["duration_s"] < 60
+    page = folder / "report.html"
     done = run_chromium(page, tmp_path / "profile", "--dump-dom")
     dom = done.stdout
     assert 'id="timeline"' in dom
@@ -308,7 +334,24 @@ def test_html_report_of_a_real_run_renders_in_chromium(roadmap: Roadmap, tmp_pat
     assert sorted(set(re.findall(r'class="lane" data-worker="([^"]+)"', dom))) == sorted(workers)
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in dom
     assert "<script>alert(1)</script>" not in dom
+    assert "no samples recorded" not in dom
     assert console_lines(done.stderr) == []
+
+    # Both charts draw a line across the run: the limit from its start to its end, the
+    # request rate over the same span.
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text(encoding="utf-8") + MEASURE_LINES, encoding="utf-8")
+    done = run_chromium(measured, tmp_path / "profile2", "--dump-dom")
+    found = re.search(r'<pre id="drawn">(.*?)</pre>', done.stdout)
+    assert found is not None, done.stdout[-2000:]
+    drawn = json.loads(found.group(1))
+    assert console_lines(done.stderr) == []
+    chart = drawn["timeline"] * (1000 - 96 - 16) / 1000  # the axis, without the labels
+    for name, colour in (("limit", "rgb(51, 103, 214)"), ("rate", "rgb(142, 68, 173)")):
+        assert drawn[name] is not None, name
+        assert drawn[name]["stroke"] == colour
+        assert drawn[name]["width"] > 0.9 * chart, (name, drawn)
+        assert drawn[name]["length"] > 0
 
 
 def _tracker_marks(roadmap: Roadmap) -> dict[str, bool]:

@@ -33,6 +33,31 @@ def test_tasks_pass_and_the_server_saw_each_prompt(roadmap: Roadmap) -> None:
     )
 
 
+def test_pytest_timeouts_own_timeout_is_said_to_time_no_task(roadmap: Roadmap) -> None:
+    roadmap.tasks("month1", task_toml("slow"))
+    result = roadmap.run()
+    assert "pytest-timeout's timeout" not in result.stdout.str()
+    # A project whose ini file gives its ordinary tests a pytest-timeout timeout (this
+    # repository's own has 300 s): pytest-timeout says so in the header, and so does the
+    # roadmap, with what times the tasks instead; and it is true: a task slower than that
+    # timeout, within its own, passes.
+    roadmap.pytester.makeini("[pytest]\ntimeout = 1\n")
+    roadmap.sandbox.configure(latency=1.5)
+    result = roadmap.run("--roadmap-timeout", "10")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "roadmap: api=* timeout=10s",
+            "roadmap: pytest-timeout's timeout: 1.0s (ini file) does not apply to tasks: each "
+            "attempt's call has its own, from the task timeout",
+        ]
+    )
+    result.stdout.fnmatch_lines(["timeout: 1.0s"])
+    result = roadmap.run("--roadmap-timeout", "10", "--timeout", "0.5")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["roadmap: pytest-timeout's timeout: 0.5s (option --timeout) *"])
+
+
 def test_parallel_run_spreads_tasks_over_workers(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(8)))
     roadmap.sandbox.configure(latency=0.2)

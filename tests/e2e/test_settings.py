@@ -35,7 +35,7 @@ def test_defaults_of_the_original_system(one_task: Roadmap) -> None:
             "timeout=30s"
         ]
     )
-    result.stdout.fnmatch_lines(["roadmap (sandbox): 1 tasks: 1 completed*"])
+    result.stdout.fnmatch_lines(["roadmap (sandbox): 1 task: 1 completed*"])
     result.stdout.fnmatch_lines(["tracker: not updated (results came from the sandbox)"])
     assert not (one_task.pytester.path / "ROADMAP_PROGRESS.json").exists()
 

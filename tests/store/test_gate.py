@@ -15,7 +15,7 @@ from pytest_roadmap.gate import AdaptiveLimit, Change, ConcurrencyGate, GateTime
 from pytest_roadmap.monitor import Monitor
 from pytest_roadmap.recorder import RunRecorder
 from pytest_roadmap.results import RunRecord
-from pytest_roadmap.safeguards import GATE_KEY
+from pytest_roadmap.safeguards import GATE_KEY, REQUESTS_KEY
 from pytest_roadmap.store import Store, open_store
 from pytest_roadmap.tasks import Task
 from pytest_roadmap.wire import AttemptEnded
@@ -377,3 +377,56 @@ def test_shards_steer_one_limit_one_step_per_interval(store: Store) -> None:
     changes = first_seen.record.concurrency_changes + second_seen.record.concurrency_changes
     assert [(c.old, c.new) for c in changes] == [(4, 3), (3, 2)]
     second.stop()
+
+
+# -- the points of report.html's limit and rate charts --------------------------------------
+
+
+def charted_monitor(store: Store, clock: Callable[[], float]) -> tuple[Monitor, RunRecorder]:
+    """A lone controller's monitor whose interval never comes in the test: only the points
+    the run's start, its end and the test itself ask for."""
+    recorder = RunRecorder(
+        RunRecord(api="http://a", sandbox=False, model="m", workers=2, rate_limit=10.0, started=0)
+    )
+    store.gate_set_limit(GATE_KEY, 2)
+    monitor = Monitor(
+        store=store,
+        recorder=recorder,
+        interval=3600.0,
+        adaptive=None,
+        expected=lambda: 0,
+        write=lambda line: None,
+        clock=clock,
+    )
+    return monitor, recorder
+
+
+def test_a_run_shorter_than_the_interval_has_a_point_at_its_start_and_its_end(
+    store: Store,
+) -> None:
+    now = [1000.0]
+    monitor, recorder = charted_monitor(store, lambda: now[0])
+    monitor.start()
+    store.incr(REQUESTS_KEY, 6)
+    now[0] = 1002.0
+    monitor.stop()
+    points = [(s.at, s.limit, s.requests_per_s) for s in recorder.record.samples]
+    assert points == [(1000.0, 2, 0.0), (1002.0, 2, 3.0)]  # 6 requests in 2 s
+
+
+def test_a_point_too_close_to_the_last_is_left_out_and_the_end_takes_its_place(
+    store: Store,
+) -> None:
+    now = [1000.0]
+    monitor, recorder = charted_monitor(store, lambda: now[0])
+    monitor.start()
+    store.incr(REQUESTS_KEY, 2)
+    now[0] = 1001.0
+    assert monitor.sample() is not None  # a change of the pace, a second in
+    now[0] = 1001.05
+    assert monitor.sample() is None  # 50 ms later: a rate over it would be noise
+    store.incr(REQUESTS_KEY, 3)
+    now[0] = 1001.08
+    monitor.stop()  # the end, 80 ms after the last point, takes that point's place
+    points = [(s.at, s.requests_per_s) for s in recorder.record.samples]
+    assert points == [(1000.0, 0.0), (1001.08, pytest.approx(5 / 1.08))]

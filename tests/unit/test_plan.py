@@ -65,6 +65,15 @@ def test_latency_bound_is_tasks_times_latency_over_workers() -> None:
     assert plan.requests == 12 + 1 + 1  # tasks, a probe at the start, one per 5 s interval
 
 
+def test_the_plan_counts_one_of_a_kind_in_the_singular() -> None:
+    one = tasks(1)
+    known = history(0.5, [one[0].id], probes_per_s=1.0)  # half a probe in half a second
+    plan = make_plan(one, settings(), workers=1, distributed=True, history=known)
+    first, total = plan.lines()
+    assert first.startswith("roadmap plan: 1 task on 1 worker; ")
+    assert total.startswith("  total: 1 task, 2 requests (1 health probe), ")
+
+
 def test_rate_bound_counts_probes_and_retries() -> None:
     chosen = tasks(10)
     # Each task took 2 attempts last time: 1 expected retry per task.
@@ -169,7 +178,7 @@ def test_plan_run_leaves_python_tasks_out_with_a_note() -> None:
         completed=None,
     )
     assert plan.tasks == 3
-    assert any("1 Python tasks" in line for line in plan.lines())
+    assert any("1 Python task not planned" in line for line in plan.lines())
 
 
 def report(tasks_: list[dict[str, Any]], **plan: Any) -> dict[str, Any]:

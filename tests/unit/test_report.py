@@ -13,6 +13,7 @@ import pytest
 
 import pytest_roadmap.report as report_module
 from pytest_roadmap.atomic import write_atomic, write_many_atomic
+from pytest_roadmap.checks.verdict import CheckResult, Verdict
 from pytest_roadmap.errors import ReportError, RoadmapError
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.report import (
@@ -144,6 +145,15 @@ def sample_record() -> RunRecord:
         ),
     ]
     results[0].attempts[-1].usage = Usage(1200, 300)
+    # beta's answers failed their checks twice; alpha's has none.
+    wrong = Verdict(
+        (
+            CheckResult("parses", "parses as python", "passed", seconds=0.001),
+            CheckResult("contains", "contains 'class Beta'", "failed", "the code lacks it", 0.5),
+        )
+    )
+    for attempt in results[1].attempts:
+        attempt.checks = wrong
     results[3].attempts[-1].usage = Usage(100, 20)
     record = make_record(results, protocol="openai", token_rate=3000.0, price_in=2.5)
     record.concurrency_changes = [
@@ -242,6 +252,15 @@ def test_json_run_and_totals(record: RunRecord) -> None:
             "cost": {"limit": 1.0, "used": 0.00325},
             "stopped": None,
         },
+        "replay": None,
+    }
+    assert doc["checks"] == {
+        "tasks_checked": 1,
+        "answers_checked": 2,
+        "passed": 0,
+        "failed": 1,
+        "errors": 0,
+        "seconds": 1.002,
     }
     assert doc["totals"] == {
         "total": 5,
@@ -308,9 +327,14 @@ def test_json_tasks(record: RunRecord) -> None:
         "error": None,
         "output": None,
         "usage": {"prompt": 1200, "completion": 300, "total": 1500},
+        "answers": 0,
+        "checks": None,
         "cost": 0.003,
     }
     beta = tasks["beta"]
+    assert beta["answers"] == 2
+    assert [c["status"] for c in beta["checks"]] == ["passed", "failed"]
+    assert beta["checks"][1]["detail"] == "the code lacks it"
     assert (beta["outcome"], beta["attempts"], beta["duration_s"]) == ("failed", 2, 4.0)
     assert beta["error"] == "HTTP 500 from | server"  # one line
     assert beta["finished"] == "2025-01-10T12:00:05.500Z"
@@ -343,7 +367,7 @@ def test_unfinished_run_has_null_finish() -> None:
 
 
 def _documented_fields() -> set[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "report-json.md").read_text(encoding="utf-8")
     return set(re.findall(r"^\| `([^`]+)` \|", text, re.MULTILINE))
 
 
