@@ -161,7 +161,7 @@ class Monitor:
         kept. Returns it, or None when it came too soon after the one before."""
         limit = self._store.gate_limit(GATE_KEY)
         running, _waiting = self._store.gate_state(GATE_KEY)
-        healthy = (self._store.get(HEALTH_KEY) or OK) == OK
+        healthy = not probed_down(self._store.get(HEALTH_KEY))
         requests = self._store.incr(REQUESTS_KEY, 0)
         return self._point(self._clock(), limit, requests, running, healthy, last)
 
