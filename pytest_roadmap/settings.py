@@ -76,9 +76,10 @@ class Spec(Generic[T]):
         value: Any = self.default
         if value is None or value == "" or value == ():
             return "none"
-        if isinstance(self.parse, Number):
+        if isinstance(self.parse, Number | Rate):
             unit = self.parse.range.unit
-            return plain(value / self.parse.scale) + (f" {unit}" if unit else "")
+            scale = self.parse.scale if isinstance(self.parse, Number) else 1.0
+            return plain(value / scale) + (f" {unit}" if unit else "")
         if isinstance(value, int | float):
             return plain(value)
         return str(value)
