@@ -380,7 +380,8 @@ def make_plan(
                 one = _expected_tokens(task, history)
                 scaled = Usage(round(one.prompt * attempts), round(one.completion * attempts))
                 usage = scaled if usage is None else usage + scaled
-        requests = len(group) * (1.0 + retry_rate)
+        # Each answer is one request, and one more for each rubric check that grades it.
+        requests = sum(1 + task.gradings for task in group) * (1.0 + retry_rate)
         seconds: float | None = None
         bound = "latency"
         probes = 0.0

@@ -57,6 +57,9 @@ class Task:
     # read it (the wire carries no checks: every worker reads the task files itself).
     checks: tuple[Check, ...] = field(default=(), compare=False, repr=False)
     check_retries: int | None = None  # new answers asked for when one fails its checks
+    # Grading requests each answer takes (its rubric checks): the plan counts them, and
+    # unlike the checks they travel on the wire to the controller.
+    gradings: int = 0
 
     @property
     def keywords(self) -> tuple[str, ...]:
@@ -187,6 +190,7 @@ def task_from_entry(entry: object, where: str, source: str, folder: Path | None 
         source=source,
         checks=checks,
         check_retries=check_retries,
+        gradings=sum(1 for check in checks if check.kind == "rubric"),
     )
 
 

@@ -82,3 +82,17 @@ def test_verdict_round_trip_and_excerpt() -> None:
     shown = excerpt(text)
     assert shown.count("\n") == 5 and shown.endswith(" ...")
     assert all(len(line) <= 4 + 160 + 4 for line in shown.splitlines())  # indent, cut, " ..."
+
+
+def test_the_plan_counts_a_rubrics_grading_requests(tmp_path: Path) -> None:
+    from pytest_roadmap.plan import make_plan
+    from pytest_roadmap.settings import Sources, resolve_settings
+    from pytest_roadmap.tasks import task_from_entry
+
+    entry = {"id": "a", "title": "A", "prompt": "p", "month": 1, "week": 1}
+    graded = {**entry, "id": "b", "checks": [{"rubric": "Is good."}, {"rubric": "Is short."}]}
+    tasks = [task_from_entry(e, "f.toml", "f.toml", tmp_path) for e in (entry, graded)]
+    assert [t.gradings for t in tasks] == [0, 2]
+    settings = resolve_settings(Sources({}, {}, {}, tmp_path, tmp_path), 2)
+    plan = make_plan(tasks, settings, workers=2, distributed=True)
+    assert plan.rows[0].requests == 1 + 3  # a's answer; b's answer and its two gradings
