@@ -18,7 +18,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from pytest_roadmap.protocol import (
 from pytest_roadmap.retry import (
     OVERLOAD_STATUSES,
     TRANSIENT_STATUSES,
+    Abandoned,
     TaskFailure,
     parse_retry_after,
 )
@@ -119,6 +120,7 @@ class Deadline:
         self.seconds = seconds
         self.end = time.monotonic() + seconds
         self.fired = False
+        self.cancelled = False  # ended by an `Abort`, not by the clock
         self.active = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -145,6 +147,14 @@ class Deadline:
             for sock in self._sockets:
                 _cut(sock)
 
+    def cancel(self) -> None:
+        """End the request now, whatever the time: its sockets are cut, and so is any it
+        opens later."""
+        with self._lock:
+            self.fired = self.cancelled = True
+            for sock in self._sockets:
+                _cut(sock)
+
     def __enter__(self) -> Deadline:
         _current.deadline = self
         with self._lock:
@@ -162,6 +172,42 @@ class Deadline:
         with self._lock:
             self.active = False
             self._sockets.clear()
+
+
+class Abort:
+    """Ends, from another thread, what one attempt sends: the request in flight is cut and
+    no further one goes out. For an attempt sent ahead of its item (--roadmap-inflight)
+    that nobody waits for any more: its item timed out, or the run was interrupted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fired = False
+        self._deadline: Deadline | None = None
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            deadline = self._deadline
+        if deadline is not None:
+            deadline.cancel()
+
+    def follow(self, deadline: Deadline) -> None:
+        """`deadline` is the request this attempt sends now."""
+        with self._lock:
+            self._deadline = deadline
+            fired = self.fired
+        if fired:
+            deadline.cancel()
+
+
+@contextlib.contextmanager
+def abortable(abort: Abort) -> Iterator[None]:
+    """The requests this thread sends inside are ended when `abort` fires."""
+    _current.abort = abort
+    try:
+        yield
+    finally:
+        _current.abort = None
 
 
 class _Watchdog:
@@ -311,19 +357,37 @@ class RoadmapClient:
         self._redirect_hosts = redirect_hosts
         self._throttle = throttle or Unthrottled()
         self._on_request = on_request
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxies or netrc credentials picked up silently
-        for prefix in ("http://", "https://"):
-            self._session.mount(prefix, _DeadlineAdapter())
-        self._session.verify = str(ca_bundle) if ca_bundle else True
-        self._session.headers["User-Agent"] = "pytest-roadmap"
-        if headers:
-            self._session.headers.update(headers)
+        self._verify: str | bool = str(ca_bundle) if ca_bundle else True
+        self._headers = {"User-Agent": "pytest-roadmap", **(headers or {})}
         if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
+            self._headers["Authorization"] = f"Bearer {token}"
+        # One session per thread: requests does not promise that a Session is safe to share
+        # between threads, and with --roadmap-inflight a worker sends from several.
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    @property
+    def _session(self) -> requests.Session:
+        """This thread's session, made at its first request."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # no proxies or netrc credentials picked up silently
+            for prefix in ("http://", "https://"):
+                session.mount(prefix, _DeadlineAdapter())
+            session.verify = self._verify
+            session.headers.update(self._headers)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     def close(self) -> None:
-        self._session.close()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
     def redact(self, text: str) -> str:
         """The text with the token and the API's password masked, for anything shown."""
@@ -358,7 +422,10 @@ class RoadmapClient:
         limit = self.timeout if timeout is None else timeout
         deadline: Deadline | None = None
         history: list[requests.Response] = []
+        abort: Abort | None = getattr(_current, "abort", None)
         while True:
+            if abort is not None and abort.fired:
+                raise _abandoned(method, sent=deadline is not None)
             if self._on_request is not None:
                 self._on_request()
             # Nothing may stand between the throttle's admission and the send: a send that
@@ -366,14 +433,22 @@ class RoadmapClient:
             ticket = self._throttle.acquire(probe=probe)
             if deadline is None:  # the first hop starts the clock; later ones wait in it
                 deadline = Deadline(limit)
+                if abort is not None:
+                    abort.follow(deadline)
             elif deadline.passed():
-                raise self._too_slow(method, url, limit)
+                raise self._ended(method, url, deadline)
             try:
                 response = self._send(method, url, deadline, headers, kwargs)
             except TaskFailure as failure:
+                # No answer: the learned pace hears of load the network showed, and the
+                # run's log of what the request became.
                 words = _load_words(failure) if failure.overload else None
-                if words is not None:  # the learned pace hears of load the network showed
-                    self._throttle.settle(ticket, None, {}, overload=words)
+                self._throttle.settle(ticket, None, {}, overload=words)
+                raise
+            except BaseException:
+                # Ended from outside (the attempt's timeout, Ctrl-C): no answer either.
+                with contextlib.suppress(Exception):
+                    self._throttle.settle(ticket, None, {})
                 raise
             retry_after = None
             if response.status_code in OVERLOAD_STATUSES:
@@ -444,8 +519,8 @@ class RoadmapClient:
         try:
             with deadline:
                 left = deadline.remaining()
-                if left <= 0:
-                    raise self._too_slow(method, url, deadline.seconds)
+                if left <= 0 or deadline.cancelled:
+                    raise self._ended(method, url, deadline)
                 response = self._session.request(
                     method,
                     url,
@@ -462,12 +537,12 @@ class RoadmapClient:
                 if deadline.fired:
                     # Cut by the deadline: what arrived may look whole (http.client takes
                     # an end of stream inside the headers for their end) but is not.
-                    raise self._too_slow(method, url, deadline.seconds)
+                    raise self._ended(method, url, deadline)
         except TaskFailure:
             raise
         except (requests.exceptions.RequestException, OSError) as exc:
             if deadline.passed():
-                raise self._too_slow(method, url, deadline.seconds) from None
+                raise self._ended(method, url, deadline) from None
             raise self._network_failure(method, url, exc, deadline.seconds) from None
         # The body read so far becomes the response's content, as if requests had read it.
         response._content = body
@@ -486,8 +561,14 @@ class RoadmapClient:
                     transient=False,
                 )
             if deadline.passed():
-                raise self._too_slow(str(response.request.method), response.url, deadline.seconds)
+                raise self._ended(str(response.request.method), response.url, deadline)
         return bytes(data)
+
+    def _ended(self, method: str, url: str, deadline: Deadline) -> TaskFailure:
+        """The failure of a request its deadline ended: too slow, or abandoned."""
+        if deadline.cancelled:
+            return _abandoned(method, sent=True)
+        return self._too_slow(method, url, deadline.seconds)
 
     def _too_slow(self, method: str, url: str, limit: float) -> TaskFailure:
         return TaskFailure(
@@ -649,6 +730,11 @@ class RoadmapClient:
         ):
             return "connection closed before the whole answer arrived"
         return f"cannot connect: {self.redact(cause)}"
+
+
+def _abandoned(method: str, *, sent: bool) -> Abandoned:
+    what = "cut off" if sent else "not sent"
+    return Abandoned(f"{method} {what}: nobody waits for this attempt any more", sent=sent)
 
 
 def _load_words(failure: TaskFailure) -> str | None:

@@ -74,10 +74,13 @@ class RequestLog:
         entry[1:] = [status, at, wait, words]
 
     def take(self) -> list[Entry]:
-        """The entries since the last take (a request still unanswered goes now, as such)."""
+        """The entries since the last take. A request still unanswered stays for a later
+        take: with --roadmap-inflight other requests of this process are in flight when one
+        attempt's report takes the log. One that never gets its answer is never taken."""
         with self._lock:
-            taken, self._entries = self._entries, []
-            self._open.clear()
+            still = {id(entry) for entry in self._open.values()}
+            taken = [e for e in self._entries if id(e) not in still]
+            self._entries = [e for e in self._entries if id(e) in still]
             return taken
 
 

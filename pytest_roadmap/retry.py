@@ -60,6 +60,21 @@ class TaskFailure(Exception):
         return self.reason
 
 
+class Abandoned(TaskFailure):
+    """A request ended by its own side: the attempt it belonged to is no longer waited for
+    (its item timed out, or the run was interrupted). Nobody reports it as the attempt's
+    outcome; it only tells the safeguards what became of the request."""
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        # Cut mid-request, the API may have done the work: the budgets keep its worst case.
+        super().__init__(reason, transient=True, overload=sent)
+        self.sent = sent
+
+    @property
+    def outage(self) -> bool:
+        return False  # ended here: it says nothing of the API
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter and a cap: the wait after failed attempt n."""

@@ -7,6 +7,7 @@ run's, not the worker's, because all their state lives in the store.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,9 @@ class _Throttles:
     A task's first request in a batch with `betweenTasks` is also a start, so it reserves
     the start spacing in the same atomic reservation (see `Store.reserve_all`). `doubt`
     says why the API looks down (`HealthProbe.doubt`); only health probes go out then.
+
+    The batch and the start are the sending thread's own: with --roadmap-inflight a worker
+    sends its tasks' requests from several threads, each for its own task.
     """
 
     def __init__(
@@ -106,11 +110,30 @@ class _Throttles:
     ) -> None:
         self.run = run
         self.pacer = pacer
-        self.batch: RateLimiter | None = None
-        self.start: RateLimiter | None = None  # armed for the next request only
+        self._local = threading.local()
         self.stop = stop
         self.doubt: Callable[[float], str | None] | None = None
         self.log = RequestLog()  # what was sent and answered, for the compliance section
+
+    @property
+    def batch(self) -> RateLimiter | None:
+        """The rate limit of the batch this thread's task is in, if it has one."""
+        limiter: RateLimiter | None = getattr(self._local, "batch", None)
+        return limiter
+
+    @batch.setter
+    def batch(self, limiter: RateLimiter | None) -> None:
+        self._local.batch = limiter
+
+    @property
+    def start(self) -> RateLimiter | None:
+        """The start spacing, armed for this thread's next request only."""
+        limiter: RateLimiter | None = getattr(self._local, "start", None)
+        return limiter
+
+    @start.setter
+    def start(self, limiter: RateLimiter | None) -> None:
+        self._local.start = limiter
 
     def acquire(self, *, probe: bool = False) -> Ticket:
         with store_failures_are_transient():
@@ -164,6 +187,8 @@ class _Throttles:
         if isinstance(ticket, Ticket):
             with store_failures_are_transient():
                 self.log.answered(ticket, status, headers, retry_after, self.pacer.store.clock())
+                if status is None and overload is None:
+                    return  # no answer, and nothing that says why: nothing to learn
                 self.pacer.answered(
                     ticket, status, headers, overload=overload, retry_after=retry_after
                 )
