@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -93,6 +94,11 @@ class ConcurrencyGate:
         self.poll = poll
         self._held: dict[int, Slot] = {}
         self._lock = threading.Lock()
+        # One waiting ticket per process, its threads in line behind it: a ticket is served
+        # only once every earlier one has been, so threads that queued together but try in
+        # turns of `poll` would be served one per poll (--roadmap-inflight: 32 slots took
+        # 0.3 s with room for all), and each would poll the store.
+        self._line = _Line()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -122,6 +128,28 @@ class ConcurrencyGate:
         if self._stop.is_set():
             raise RuntimeError(f"gate {self.key!r} is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._line.enter(timeout):
+            raise GateTimeout(f"no slot of gate {self.key!r} came free within {timeout} s")
+        try:
+            slot = self._acquire(deadline, timeout)
+        finally:
+            self._line.leave()
+        with self._lock:
+            self._held[slot.ticket] = slot
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(
+                    target=self._beat, name=f"roadmap-gate-{self.key}", daemon=True
+                )
+                self._heartbeat.start()
+        return slot
+
+    @property
+    def queued(self) -> int:
+        """This process's threads waiting for a slot (one of them with a ticket in line)."""
+        return self._line.length
+
+    def _acquire(self, deadline: float | None, timeout: float | None) -> Slot:
+        """Queue one ticket in the store and poll until it holds a slot (by `deadline`)."""
         ticket = self.store.gate_enqueue(self.key, self.holder, self.lease)
         try:
             while True:
@@ -150,15 +178,7 @@ class ConcurrencyGate:
             with contextlib.suppress(StoreError):
                 self.store.gate_release(self.key, ticket)
             raise
-        slot = Slot(self, ticket)
-        with self._lock:
-            self._held[ticket] = slot
-            if self._heartbeat is None:
-                self._heartbeat = threading.Thread(
-                    target=self._beat, name=f"roadmap-gate-{self.key}", daemon=True
-                )
-                self._heartbeat.start()
-        return slot
+        return Slot(self, ticket)
 
     def close(self) -> None:
         """Stop the heartbeat and release every slot this gate still holds."""
@@ -212,6 +232,41 @@ class ConcurrencyGate:
                         if self._held.pop(slot.ticket, None) is not None:
                             slot._lost = True
                             log.warning("gate %r: slot %d was reclaimed", self.key, slot.ticket)
+
+
+class _Line:
+    """One process's threads in the order they came, first come first served."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._waiting: deque[object] = deque()
+
+    @property
+    def length(self) -> int:
+        with self._turn:
+            return len(self._waiting)
+
+    def enter(self, timeout: float | None) -> bool:
+        """Wait to be first in line; False (and out of line) after `timeout` seconds."""
+        me = object()
+        with self._turn:
+            self._waiting.append(me)
+            try:
+                if self._turn.wait_for(lambda: self._waiting[0] is me, timeout):
+                    return True
+            except BaseException:
+                self._waiting.remove(me)
+                self._turn.notify_all()
+                raise
+            self._waiting.remove(me)
+            self._turn.notify_all()
+            return False
+
+    def leave(self) -> None:
+        """The first in line is done: the next one's turn."""
+        with self._turn:
+            self._waiting.popleft()
+            self._turn.notify_all()
 
 
 @dataclass(frozen=True)

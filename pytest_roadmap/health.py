@@ -8,6 +8,7 @@ into an outage another worker has already met.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -74,6 +75,9 @@ class HealthProbe:
         self._timeout = min(timeout, 10.0)
         self._sleep = sleep
         self._clock = clock
+        # One look (and probe) at a time per process: with --roadmap-inflight many threads
+        # of one worker ask at once, and would all find nobody probing and probe.
+        self._probing = threading.Lock()
 
     def invalidate(self) -> None:
         """A task met an outage answer: no task goes out until a probe says the API is up."""
@@ -102,27 +106,28 @@ class HealthProbe:
         pause = 0.2
         detail = ""
         while True:
-            shared = self._store.get(HEALTH_KEY)
-            if shared == OK:
-                return None
-            if shared is not None and shared.startswith(DOWN + ": "):
-                detail = shared[len(DOWN) + 2 :]
-            turn = self._store.get(PROBE_KEY)
-            if turn == PROBING:
-                wait = POLL  # another worker's answer is shared in a moment
-            elif turn == FAILED:
-                wait, pause = pause, min(pause * 1.5, 2.0)
-            else:
-                self._store.put(PROBE_KEY, PROBING, ttl=self._timeout + 1.0)
-                healthy, detail = self._prober.probe(self._path, self._timeout)
-                self._store.incr(PROBES_KEY)
-                if healthy:
-                    self._store.put(HEALTH_KEY, OK, ttl=self._share)
-                    self._store.put(PROBE_KEY, OK, ttl=0.001)  # anyone may probe next
+            with self._probing:
+                shared = self._store.get(HEALTH_KEY)
+                if shared == OK:
                     return None
-                self._store.put(PROBE_KEY, FAILED, ttl=min(pause, 1.0))
-                self._store.put(HEALTH_KEY, f"{DOWN}: {detail}", ttl=None)
-                wait, pause = pause, min(pause * 1.5, 2.0)
+                if shared is not None and shared.startswith(DOWN + ": "):
+                    detail = shared[len(DOWN) + 2 :]
+                turn = self._store.get(PROBE_KEY)
+                if turn == PROBING:
+                    wait = POLL  # another worker's answer is shared in a moment
+                elif turn == FAILED:
+                    wait, pause = pause, min(pause * 1.5, 2.0)
+                else:
+                    self._store.put(PROBE_KEY, PROBING, ttl=self._timeout + 1.0)
+                    healthy, detail = self._prober.probe(self._path, self._timeout)
+                    self._store.incr(PROBES_KEY)
+                    if healthy:
+                        self._store.put(HEALTH_KEY, OK, ttl=self._share)
+                        self._store.put(PROBE_KEY, OK, ttl=0.001)  # anyone may probe next
+                        return None
+                    self._store.put(PROBE_KEY, FAILED, ttl=min(pause, 1.0))
+                    self._store.put(HEALTH_KEY, f"{DOWN}: {detail}", ttl=None)
+                    wait, pause = pause, min(pause * 1.5, 2.0)
             waited = self._clock() - started
             if waited >= self._wait:
                 return f"API unhealthy for {self._wait:g} s: {detail}"
