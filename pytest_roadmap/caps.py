@@ -29,21 +29,22 @@ def capped_settings(settings: Settings, caps: SafeguardCaps) -> Settings:
     return replace(settings, rate_limit=rate, health_interval=interval, adaptive=adaptive)
 
 
-def concurrency_ceiling(workers: int, caps: SafeguardCaps | None) -> int:
-    """The most tasks that may do API work at once: the worker count, capped by the file."""
+def concurrency_ceiling(slots: int, caps: SafeguardCaps | None) -> int:
+    """The most tasks that may do API work at once: the run's slots (workers x requests in
+    flight per worker), capped by the file."""
     if caps is None or caps.max_total_concurrency is None:
-        return workers
-    return max(1, min(workers, caps.max_total_concurrency))
+        return slots
+    return max(1, min(slots, caps.max_total_concurrency))
 
 
-def cap_lines(
-    before: Settings, after: Settings, workers: int, caps: SafeguardCaps, source: str
-) -> list[str]:
+def cap_lines(before: Settings, after: Settings, caps: SafeguardCaps, source: str) -> list[str]:
     """One header line saying what the file's safeguards lowered, or none."""
     parts = []
-    ceiling = concurrency_ceiling(workers, caps)
-    if ceiling < workers:
-        parts.append(f"at most {ceiling} tasks at once ({workers} workers)")
+    workers, inflight = before.workers, before.inflight
+    ceiling = concurrency_ceiling(workers * inflight, caps)
+    if ceiling < workers * inflight:
+        each = f" x {inflight} in flight" if inflight > 1 else ""
+        parts.append(f"at most {ceiling} tasks at once ({workers} workers{each})")
     if after.rate_limit < before.rate_limit:
         parts.append(f"rate {after.rate_limit:g}/s (not {before.rate_limit:g})")
     if after.health_interval < before.health_interval:

@@ -60,9 +60,11 @@ def configure(config: pytest.Config) -> None:
     caps: tuple[str, ...] = ()
     if plan is not None:
         capped = capped_settings(settings, plan.safeguards)
-        caps = tuple(cap_lines(settings, capped, settings.workers, plan.safeguards, plan.source))
+        caps = tuple(cap_lines(settings, capped, plan.safeguards, plan.source))
         settings = capped
-    ceiling = concurrency_ceiling(settings.workers, plan.safeguards if plan else None)
+    ceiling = concurrency_ceiling(
+        settings.workers * settings.inflight, plan.safeguards if plan else None
+    )
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         if not settings.tasks_dir.is_dir():
             raise pytest.UsageError(

@@ -271,10 +271,10 @@ class Deadline:
         elif guessed:
             pace = (
                 f"{shown_seconds(per)} a task (the task timeout: none has ended yet, none "
-                f"is running) on {self.workers} workers"
+                f"is running), {self.workers} at a time"
             )
         else:
-            pace = f"{shown_seconds(per)} a task on {self.workers} workers"
+            pace = f"{shown_seconds(per)} a task, {self.workers} at a time"
         left = max(0.0, self.cut - now)
         return (
             f"deadline {shown_seconds(self.info.seconds)} (--roadmap-deadline, ends {ends}); "

@@ -30,6 +30,11 @@ def counted(count: int, noun: str, plural: str = "") -> str:
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
+def shown_workers(workers: int, inflight: int) -> str:
+    """The workers of a run as the reports show them: "2", or "2 x 32 requests in flight"."""
+    return f"{workers} x {inflight} requests in flight" if inflight > 1 else str(workers)
+
+
 def _escaped(char: str) -> str:
     named = _NAMED.get(char)
     if named is not None:

@@ -22,6 +22,12 @@ OPTIONS: tuple[tuple[str | None, str, str | None, str], ...] = (
     ),
     (None, "concurrency", None, "Workers when -n is not given."),
     (
+        "--roadmap-inflight",
+        "roadmap_inflight",
+        "roadmap_inflight",
+        "Task requests each worker keeps in flight (env ROADMAP_INFLIGHT; default 1): the run's concurrency is workers x this. Raise it rather than -n when answers are slow and the API takes many at once; the limits and budgets hold whatever it is.",
+    ),
+    (
         "--roadmap-rate-limit",
         "roadmap_rate_limit",
         "roadmap_rate_limit",

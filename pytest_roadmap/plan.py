@@ -169,7 +169,7 @@ class Plan:
     """What a run of the selected tasks is expected to take."""
 
     rows: list[Row]
-    workers: int
+    workers: int  # tasks at once: workers x requests in flight, as the batch file allows
     startup_s: float
     finish_s: float
     between_batches_s: float
@@ -179,6 +179,8 @@ class Plan:
     protocol: str = "beast"
     skipped: int = 0  # selected, but not to be sent (--roadmap-resume, the queue limit)
     notes: list[str] = field(default_factory=list)
+    processes: int | None = None  # worker processes, when not one per task at once
+    inflight: int = 1  # requests each keeps in flight (--roadmap-inflight)
 
     @property
     def tasks(self) -> int:
@@ -212,8 +214,15 @@ class Plan:
 
     def lines(self) -> list[str]:
         """The plan as the terminal shows it: one line per batch, then the total."""
+        where = counted(self.workers, "worker")
+        if self.inflight > 1:
+            processes = self.processes or self.workers
+            where = (
+                f"{self.workers} at once ({counted(processes, 'worker')} x {self.inflight} "
+                "in flight)"
+            )
         out = [
-            f"roadmap plan: {counted(self.tasks, 'task')} on {counted(self.workers, 'worker')}; "
+            f"roadmap plan: {counted(self.tasks, 'task')} on {where}; "
             "latency "
             f"{self.latency_from}, {self.retry_rate:.2f} retries a task; nothing was sent"
         ]
@@ -328,8 +337,10 @@ def make_plan(
     batches: BatchPlan | None = None,
     history: History | None = None,
     skipped: int = 0,
+    processes: int | None = None,
 ) -> Plan:
-    """The plan for `tasks` (the ones to be sent, in run order) on `workers` workers."""
+    """The plan for `tasks` (the ones to be sent, in run order) with `workers` of them at
+    once; start-up is that of `processes` workers (default: `workers`)."""
     if settings.expected_latency is not None:
         fallback, latency_from = (
             settings.expected_latency,
@@ -404,7 +415,7 @@ def make_plan(
     plan = Plan(
         rows=rows or [Row("", 0, 0.0, 0.0, 0.0, "latency")],
         workers=workers,
-        startup_s=_startup(history, workers, distributed),
+        startup_s=_startup(history, processes or workers, distributed),
         finish_s=history.finish_s if history and history.finish_s is not None else FINISH_S,
         between_batches_s=batches.between_batches if batches else 0.0,
         latency_from=latency_from,
@@ -412,6 +423,8 @@ def make_plan(
         unknown=unknown if fallback is not None else 0,
         protocol=settings.protocol,
         skipped=skipped,
+        processes=processes,
+        inflight=settings.inflight,
     )
     if settings.protocol == OPENAI and not priced(settings.price_in, settings.price_out):
         plan.notes.append("no cost: give --roadmap-price-in and --roadmap-price-out")
@@ -518,17 +531,20 @@ def plan_run(
     completed: frozenset[str] | None,
 ) -> Plan:
     """The plan of a run's selection (in collection order): put in run order, without the
-    tasks it will not send, on the workers the batch file allows."""
+    tasks it will not send, on the workers (each with its requests in flight) the batch file
+    allows."""
     given = list(tasks)
     # Python tasks (a prompt-less Task) send what their test sends: nothing to plan.
     python = sum(1 for t in given if not t.prompt)
     ordered = run_order([t for t in given if t.prompt], batches)
     kept, left = planned_tasks(ordered, completed, settings.max_queue)
-    ceiling = concurrency_ceiling(max(1, workers), batches.safeguards if batches else None)
+    slots = max(1, workers) * settings.inflight
+    ceiling = concurrency_ceiling(slots, batches.safeguards if batches else None)
     plan = make_plan(
         kept,
         settings,
         workers=ceiling,
+        processes=max(1, workers),
         distributed=distributed,
         batches=batches,
         history=history,

@@ -234,6 +234,7 @@ class RunRecord:
     requests_sent: int = 0  # requests the run sent, health probes included, as the store counted
     prediction: dict[str, Any] | None = None  # what the plan expected (plan.py)
     replay: str | None = None  # --roadmap-replay: the report whose answers were judged again
+    inflight: int = 1  # task requests each worker kept in flight (--roadmap-inflight)
 
     @property
     def usage(self) -> Usage | None:

@@ -486,6 +486,7 @@ class Controller:
                 sandbox=settings.sandbox,
                 model=settings.model,
                 workers=settings.workers,
+                inflight=settings.inflight,
                 rate_limit=settings.rate_limit,
                 started=time.time(),
                 run_id=run_id,

@@ -323,6 +323,18 @@ CONCURRENCY = Spec[int](
     WORKERS,
     help="Workers when -n is not given.",
 )
+MAX_INFLIGHT = 256
+INFLIGHT = Spec[int](
+    "requests in flight per worker",
+    "--roadmap-inflight",
+    "ROADMAP_INFLIGHT",
+    "roadmap_inflight",
+    1,
+    _integer(1, MAX_INFLIGHT),
+    help="Task requests each worker keeps in flight (env ROADMAP_INFLIGHT; default 1): the "
+    "run's concurrency is workers x this. Raise it rather than -n when answers are slow and "
+    "the API takes many at once; the limits and budgets hold whatever it is.",
+)
 RATE_LIMIT = Spec[float](
     "rate limit",
     "--roadmap-rate-limit",
@@ -827,6 +839,7 @@ class Settings:
     token: str | None = field(repr=False)
     workers: int
     rate_limit: float
+    inflight: int  # task requests each worker keeps in flight (--roadmap-inflight)
     burst: int
     timeout: float
     tasks_dir: Path

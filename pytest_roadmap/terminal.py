@@ -13,10 +13,17 @@ from pytest_roadmap.usage import shown_cost, shown_usage
 
 
 def header_line(settings: Settings, api_url: str, workers: int, distributed: bool) -> str:
-    """What the run will do; `workers` only when xdist really runs the tasks in workers."""
+    """What the run will do; `workers` only when xdist really runs the tasks in workers,
+    and the requests each keeps in flight when more than one."""
     url = escape_controls(shown_url(api_url))
     where = f"{url} (sandbox)" if settings.sandbox else url
-    shown = str(workers) if distributed else "0 (in-process, one task at a time)"
+    inflight = settings.inflight
+    if distributed:
+        shown = str(workers) + (f" inflight={inflight}" if inflight > 1 else "")
+    elif inflight > 1:
+        shown = f"0 (in-process) inflight={inflight}"
+    else:
+        shown = "0 (in-process, one task at a time)"
     protocol = f" protocol={settings.protocol}" if settings.protocol != BEAST else ""
     tokens = f" tokens={settings.token_rate:g}/min" if settings.token_rate is not None else ""
     return (

@@ -15,7 +15,7 @@ from html import escape as escape_html
 
 from pytest_roadmap.budgets import budget_rows
 from pytest_roadmap.compliance import compliance_rows, of_record
-from pytest_roadmap.display import counted, escape_controls
+from pytest_roadmap.display import counted, escape_controls, shown_workers
 from pytest_roadmap.report.markdown import dogfooding_text
 from pytest_roadmap.results import (
     FAILED,
@@ -419,7 +419,7 @@ def _settings(record: RunRecord) -> str:
         ("Run id", escape(record.run_id or "-")),
         ("Started", iso_utc(record.started) if record.started else "-"),
         ("Finished", iso_utc(record.finished) if record.finished else "-"),
-        ("Workers", str(record.workers)),
+        ("Workers", shown_workers(record.workers, record.inflight)),
         ("Rate limit", f"{record.rate_limit:g} requests/s"),
         (
             "Health",

@@ -117,6 +117,7 @@ RUN_FIELDS: Fields[RunRecord] = (
     ("finished", lambda r: _iso(r.finished)),
     ("duration_s", lambda r: _number(r.duration_s)),
     ("workers", lambda r: r.workers),
+    ("inflight", lambda r: r.inflight),
     ("rate_limit", lambda r: _number(r.rate_limit)),
     ("concurrency_changes", lambda r: [section(CHANGE_FIELDS, c) for c in r.concurrency_changes]),
     ("rate_changes", lambda r: [section(RATE_FIELDS, c) for c in r.rate_changes]),

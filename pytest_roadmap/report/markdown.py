@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pytest_roadmap.budgets import budget_rows
 from pytest_roadmap.compliance import compliance_rows, of_record
-from pytest_roadmap.display import escape_controls
+from pytest_roadmap.display import escape_controls, shown_workers
 from pytest_roadmap.errors import ReportError
 from pytest_roadmap.results import (
     DOGFOODING_COUNTERS,
@@ -96,7 +96,7 @@ def _summary(record: RunRecord) -> list[str]:
         ("Started", iso_utc(record.started) if record.started else "-"),
         ("Finished", iso_utc(record.finished) if record.finished else "-"),
         ("Duration", _seconds(record.duration_s)),
-        ("Workers", str(record.workers)),
+        ("Workers", shown_workers(record.workers, record.inflight)),
         ("Rate limit", f"{record.rate_limit:g} requests/s"),
         ("Tasks", str(len(record.results))),
         ("Passed", str(passed)),

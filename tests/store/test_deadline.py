@@ -68,7 +68,7 @@ def test_a_task_that_cannot_finish_is_not_started(store: Store) -> None:
     clock.now = deadline.cut - 1.5
     why = deadline.check(tasks[0])
     assert why is not None and "it would not finish before the reports" in why
-    assert "forecast: 2.0 s a task on 3 workers" in why
+    assert "forecast: 2.0 s a task, 3 at a time" in why
 
 
 def test_lower_priority_waits_for_room_for_the_higher_ones_after_it(store: Store) -> None:
@@ -105,7 +105,7 @@ def test_with_no_task_time_known_a_lower_priority_waits_for_the_first_to_end(
     # It waited for the measurement, 2 s a task: room for two or three more in the 4 s left
     # on two workers, and six of priority 1 are still to run.
     assert clock.now >= 1002.0
-    assert why is not None and "forecast: 2.0 s a task on 2 workers" in why
+    assert why is not None and "forecast: 2.0 s a task, 2 at a time" in why
     assert "more tasks, and 6 of higher priority are still to run" in why
     assert store.incr(RUNNING_KEY, 0) == 0
 

@@ -212,6 +212,7 @@ def test_json_run_and_totals(record: RunRecord) -> None:
         "finished": "2025-01-10T12:00:20.000Z",
         "duration_s": 20.0,
         "workers": 2,
+        "inflight": 1,
         "rate_limit": 5.0,
         "concurrency_changes": [
             {
