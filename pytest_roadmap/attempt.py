@@ -14,15 +14,12 @@ from typing import Any
 
 import pytest
 
-from pytest_roadmap.budgets import BudgetSpent, retry_spent_words
+from pytest_roadmap.budgets import retry_spent_words
 from pytest_roadmap.checks.verdict import ChecksErrored, ChecksFailed
 from pytest_roadmap.collect import TaskItem, is_roadmap_item
-from pytest_roadmap.pacing import QuotaExhausted
 from pytest_roadmap.results import FAILED, PASSED, SKIPPED
 from pytest_roadmap.retry import FINAL, TaskFailure, make_final
 from pytest_roadmap.run import AttemptState, RunConfig, TaskRunner
-from pytest_roadmap.safeguards import store_failures_are_transient
-from pytest_roadmap.sequencing import ShardsMissing
 from pytest_roadmap.usage import USAGE_PROPERTIES, usage_of, usage_properties
 from pytest_roadmap.wire import AttemptEnded, TaskStarting, ended_task, python_task
 
@@ -104,48 +101,26 @@ class AttemptHooks:
         runner = self.runner
         runner.current = item.nodeid
         state = runner.state(item.nodeid)
-        guards = runner.safeguards()
         failed_before = max(0, int(getattr(item, "execution_count", 1)) - 1)
-        batch = None
-        if isinstance(item, TaskItem) and runner.sequencer is not None:
-            batch = runner.sequencer.batch_of(item.task.id)
-            if failed_before == 0:
-                # Batch barriers and dependencies: wait here, where no slot is held yet.
-                try:
-                    with store_failures_are_transient():
-                        reason = runner.sequencer.wait_turn(item.task)
-                except ShardsMissing as exc:
-                    # Fails in the call phase, like an unhealthy API: one line, no traceback.
-                    state.unhealthy = str(exc)
-                    return
-                if reason is not None:
-                    pytest.skip(reason)
-        deadline = runner.deadline
-        if deadline is not None and isinstance(item, TaskItem):
-            if failed_before == 0 and (why := deadline.check(item.task)) is not None:
-                pytest.skip(why)
-            delay = guards.backoff.wait(failed_before) if failed_before else 0.0
-            if failed_before and (why := deadline.check_retry(item.task, delay)) is not None:
-                state.unhealthy = f"not retried: {why}"  # fails in the call, as unhealthy does
+        task = item.task if isinstance(item, TaskItem) else None
+        state.ahead = None
+        if task is not None and failed_before == 0 and runner.ahead is not None:
+            ahead = runner.ahead.claim(item.nodeid)
+            if ahead is not None:
+                # Its first attempt went ahead on one of the worker's threads, through the
+                # very gates below: its outcome is this setup's.
+                state.ahead = ahead
+                ahead.wait_prepared(runner.ahead.refill)
+                batch = runner.sequencer.batch_of(task.id) if runner.sequencer else None
+                runner.safeguards().enter_batch(batch)  # for a rubric's grading, if any
+                state.unhealthy = ahead.unhealthy
+                if ahead.skip is not None:
+                    pytest.skip(ahead.skip)
                 return
-        guards.enter_batch(batch)
-        try:
-            state.unhealthy = guards.before_attempt(failed_before, state.last_error, state.refusals)
-        except QuotaExhausted as stopped:
-            pytest.skip(str(stopped))
-        if state.unhealthy is None:
-            if isinstance(item, TaskItem):
-                try:  # before the slot: waiting for room in the budgets blocks no one
-                    state.spend = guards.admit_spend(item.task)
-                except BudgetSpent as spent:
-                    pytest.skip(str(spent))
-            between = self.run.plan.between_tasks if self.run.plan else 0.0
-            state.slot = guards.acquire_slot(batch, between)
-            if isinstance(item, TaskItem):
-                # Here rather than in the call: a long wait for the token budget must not
-                # count against the attempt's timeout.
-                state.reserved = guards.reserve_tokens(item.task)
-        elif not isinstance(item, TaskItem):
+        reason = runner.prepare(task, state, failed_before)
+        if reason is not None:
+            pytest.skip(reason)
+        if state.unhealthy is not None and task is None:
             raise TaskFailure(state.unhealthy, transient=False)
 
     @pytest.hookimpl(trylast=True)
@@ -197,13 +172,16 @@ class AttemptHooks:
             usage = usage_of(item.answer)
             if item.verdict is not None:
                 checks = run.secrets.mask_all(item.verdict.to_list())
+        started, finished = call.start, call.stop
+        if call.when == "call" and (ahead := self.runner.attempt_times(item.nodeid)):
+            started, finished = ahead  # sent ahead: the request's own times
         report.roadmap = AttemptEnded(  # type: ignore[attr-defined]
             task=task,
             attempt=attempt,
             phase=call.when,
             worker=self.runner.worker,
-            started=call.start,
-            finished=call.stop,
+            started=started,
+            finished=finished,
             batch=batch_name,
             error=error,
             overload=overload,

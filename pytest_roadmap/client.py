@@ -625,10 +625,12 @@ class RoadmapClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         reserved: int | None = None,
+        timeout: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """Ask the API for one task's work, in the run's protocol; the answer (`code`,
         `message`, and with the OpenAI protocol `usage`), or a TaskFailure saying why not.
+        `timeout`: this request's deadline, if not the client's.
 
         With a token budget, the request first reserves its estimated tokens, unless the
         caller already did (`reserved`: the tokens reserved); the answer's usage corrects it.
@@ -641,7 +643,7 @@ class RoadmapClient:
         if reserved is None and self.tokens is not None:
             reserved = self.tokens.estimate(protocol.estimate(prompt, system), max_tokens)
             self.tokens.reserve(reserved)
-        response = self.post(protocol.chat_path, json=body, headers=headers)
+        response = self.post(protocol.chat_path, json=body, headers=headers, timeout=timeout)
         answer, usage = self.answer_and_usage(response)
         if self.tokens is not None and reserved is not None:
             self.tokens.settle(reserved, usage)

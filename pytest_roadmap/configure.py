@@ -20,6 +20,7 @@ from pytest_roadmap.caps import cap_lines, capped_settings, concurrency_ceiling
 from pytest_roadmap.collect import RUN_PROTOCOL, RUNNER, TaskItem
 from pytest_roadmap.controller import ControllerHooks
 from pytest_roadmap.errors import RoadmapError
+from pytest_roadmap.inflight import AheadPool
 from pytest_roadmap.interrupt import handle_sigterm
 from pytest_roadmap.options import PLAN_WORKERS, sources_of
 from pytest_roadmap.plan import History, read_history
@@ -108,7 +109,7 @@ def configure(config: pytest.Config) -> None:
     runner: TaskRunner | None = None
     if role is Role.ALONE:
         alone = runner = TaskRunner(run, controller.where, "main", store=controller.store)
-        controller.running = lambda: {alone.current} if alone.current else set()
+        controller.running = lambda: alone.running()
     _register(config, run, runner=runner, controller=controller, undo=handle_sigterm())
 
 
@@ -138,6 +139,12 @@ def _register(
     if runner is not None:
         config.stash[RUNNER] = runner
         manager.register(AttemptHooks(run, runner), "roadmap-attempts")
+        if run.settings.inflight > 1 and not run.replay:
+            from pytest_roadmap.inflight.hooks import InflightHooks
+
+            runner.ahead = AheadPool(run.settings.inflight, runner.send_ahead)
+            worker = run.role is Role.WORKER
+            manager.register(InflightHooks(runner.ahead, worker=worker), "roadmap-inflight")
 
 
 class ProcessHooks:

@@ -7,13 +7,16 @@ the only process. It hears every report, from its workers or its own items.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pytest_roadmap.interrupt import interruption
+from pytest_roadmap.progress import tasks_from_task_files
 from pytest_roadmap.results import FAILED, RERUN
 from pytest_roadmap.run import Controller
+from pytest_roadmap.tasks import Task
 from pytest_roadmap.terminal import REFUSED_STATUS, summary_lines
 from pytest_roadmap.wire import TaskStarting, from_wire, refused_for_load
 
@@ -23,8 +26,13 @@ class ControllerHooks:
 
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
+        self.describe: Callable[[str], Task | None] | None = None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # The task of a node id, for a crash report of a task that never reported: read
+        # from the task files only then (an xdist controller collects nothing).
+        tasks_dir = self.controller.run.settings.tasks_dir
+        self.describe = tasks_from_task_files(tasks_dir, session.config.rootpath)
         terminal = session.config.pluginmanager.get_plugin("terminalreporter")
         say = (lambda line: _status(terminal, line)) if terminal else (lambda line: None)
         self.controller.start_monitor(say)
@@ -39,7 +47,7 @@ class ControllerHooks:
                 # xdist's report for a task whose worker crashed mid-attempt.
                 node = getattr(report, "node", None)
                 worker = node.gateway.id if node is not None else "?"
-                self.controller.worker_crashed(report.nodeid, worker, report.outcome)
+                self.controller.worker_crashed(report.nodeid, worker, report.outcome, self.describe)
         elif isinstance(message, TaskStarting):
             self.controller.task_starting(report.nodeid, message)
         else:

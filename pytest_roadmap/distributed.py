@@ -41,8 +41,14 @@ class XdistHooks:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         # Only for the default `--dist load`; another mode the user chose is kept.
         if config.getoption("dist") == "load":
-            scheduler = OrderedScheduling(config, log)
-            self.controller.running = scheduler.running  # what is mid-attempt at the end
+            controller = self.controller
+            inflight = controller.run.settings.inflight
+            # A worker with K requests in flight holds K tasks (see pytest_roadmap/inflight/):
+            # one more would wait on it for a thread while another worker has one free.
+            scheduler = OrderedScheduling(config, log, hold=max(2, inflight))
+            # What is mid-attempt at the end: the task each worker runs; with requests in
+            # flight, every task a worker holds (each began its attempt's setup on arrival).
+            controller.running = scheduler.held if inflight > 1 else scheduler.running
             return scheduler
         return None
 
@@ -56,7 +62,7 @@ class OrderedScheduling(LoadScheduling):
     deadlock. Plain LoadScheduling breaks that after a crash: it re-queues the dead worker's
     tasks behind later ones on the survivors. Here earlier tasks wait for a worker whose
     queue they can head (the replacement xdist starts), and each worker holds at most its
-    running task and the next one.
+    running task and the next one (`hold`, 2; with --roadmap-inflight K, K).
 
     It also starts as soon as the first worker has collected, instead of waiting for all
     of them: on a small machine the last of N interpreters is ready seconds after the first
@@ -67,12 +73,22 @@ class OrderedScheduling(LoadScheduling):
 
     collection: list[str] | None  # set by LoadScheduling.__init__; declared for mypy
 
+    def __init__(self, config: pytest.Config, log: Any = None, *, hold: int = 2) -> None:
+        super().__init__(config, log)
+        self.hold = hold  # tasks a worker holds at most
+
     def running(self) -> set[str]:
         """Node ids of the tasks the workers are running: the head of each worker's queue
         (a task leaves it once it has ended)."""
         if self.collection is None:
             return set()
         return {self.collection[queue[0]] for queue in self.node2pending.values() if queue}
+
+    def held(self) -> set[str]:
+        """Node ids of every task a worker holds and has not reported."""
+        if self.collection is None:
+            return set()
+        return {self.collection[n] for queue in self.node2pending.values() for n in queue}
 
     @property
     def collection_is_completed(self) -> bool:
@@ -121,10 +137,10 @@ class OrderedScheduling(LoadScheduling):
                     other.shutdown()
             return
         queue = self.node2pending[node]
-        if len(queue) >= 2:
+        if len(queue) >= self.hold:
             return
         top = max(queue, default=-1)
-        fits = [index for index in self.pending if index > top][: 2 - len(queue)]
+        fits = [index for index in self.pending if index > top][: self.hold - len(queue)]
         if not fits:
             return
         for index in fits:

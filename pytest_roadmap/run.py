@@ -25,16 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_roadmap.batches import BatchPlan
-from pytest_roadmap.budgets import Spend
+from pytest_roadmap.budgets import BudgetSpent, Spend
 from pytest_roadmap.caps import adaptive_limit
 from pytest_roadmap.checks.verdict import ChecksErrored, ChecksFailed, Verdict
 from pytest_roadmap.deadline import Deadline, deadline_info, info_key, process_age
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
 from pytest_roadmap.errors import RoadmapError
 from pytest_roadmap.health import PROBES_KEY
+from pytest_roadmap.inflight import AheadPool, Prefetch
 from pytest_roadmap.interrupt import StopCheck
 from pytest_roadmap.monitor import Monitor
-from pytest_roadmap.pacing import REFUSED_KEY, Pacer
+from pytest_roadmap.pacing import REFUSED_KEY, Pacer, QuotaExhausted
 from pytest_roadmap.plan import History, Plan, collection_order, plan_run
 from pytest_roadmap.progress import ProgressKeeper, tasks_from_task_files
 from pytest_roadmap.protocol import PROTOCOLS, Usage
@@ -49,8 +50,9 @@ from pytest_roadmap.safeguards import (
     batch_gate_key,
     budgets_of,
     pacer_of,
+    store_failures_are_transient,
 )
-from pytest_roadmap.sequencing import Sequencer
+from pytest_roadmap.sequencing import Sequencer, ShardsMissing
 from pytest_roadmap.settings import Settings
 from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store, StoreError
@@ -152,6 +154,7 @@ class AttemptState:
     spend: Spend | None = None  # its worst case, held in the run's token and cost budgets
     answers: int = 0  # answers the task got, across its attempts (each one judged)
     failures: int = 0  # attempts the API failed (a task with checks counts them)
+    ahead: Prefetch | None = None  # this attempt, sent ahead of the item (--roadmap-inflight)
 
 
 class TaskRunner:
@@ -177,6 +180,8 @@ class TaskRunner:
         self.deadline: Deadline | None = None  # with --roadmap-deadline, once tasks are selected
         self.current: str | None = None  # the node id whose attempt started last
         self._states: dict[str, AttemptState] = {}
+        # With --roadmap-inflight K > 1: the next items' first attempts, sent ahead.
+        self.ahead: AheadPool | None = None
 
     @cached_property
     def saved(self) -> SavedAnswers:
@@ -254,9 +259,60 @@ class TaskRunner:
     def state(self, nodeid: str) -> AttemptState:
         return self._states.setdefault(nodeid, AttemptState())
 
+    def prepare(self, task: Task | None, state: AttemptState, failed_before: int) -> str | None:
+        """An attempt's setup: the task's turn (batch barriers, dependencies), the deadline,
+        the backoff after `failed_before` failed attempts, a pause of the run, a healthy
+        API, room in the budgets, a concurrency slot and the token budget, in that order.
+        `task` is None for a Python test that asks for the client. Returns why the attempt
+        is skipped, or None; then `state.unhealthy` says why it fails in its call, if it
+        does, and `state` holds what it took (`release_state` gives it back)."""
+        guards = self.safeguards()
+        batch = None
+        if task is not None and self.sequencer is not None:
+            batch = self.sequencer.batch_of(task.id)
+            if failed_before == 0:
+                # Batch barriers and dependencies: wait here, where no slot is held yet.
+                try:
+                    with store_failures_are_transient():
+                        reason = self.sequencer.wait_turn(task)
+                except ShardsMissing as exc:
+                    # Fails in the call phase, like an unhealthy API: one line, no traceback.
+                    state.unhealthy = str(exc)
+                    return None
+                if reason is not None:
+                    return reason
+        deadline = self.deadline
+        if deadline is not None and task is not None:
+            if failed_before == 0 and (why := deadline.check(task)) is not None:
+                return why
+            delay = guards.backoff.wait(failed_before) if failed_before else 0.0
+            if failed_before and (why := deadline.check_retry(task, delay)) is not None:
+                state.unhealthy = f"not retried: {why}"  # fails in the call, as unhealthy does
+                return None
+        guards.enter_batch(batch)
+        try:
+            state.unhealthy = guards.before_attempt(failed_before, state.last_error, state.refusals)
+        except QuotaExhausted as stopped:
+            return str(stopped)
+        if state.unhealthy is not None:
+            return None
+        if task is not None:
+            try:  # before the slot: waiting for room in the budgets blocks no one
+                state.spend = guards.admit_spend(task)
+            except BudgetSpent as spent:
+                return str(spent)
+        between = self.run.plan.between_tasks if self.run.plan else 0.0
+        state.slot = guards.acquire_slot(batch, between)
+        if task is not None:
+            # Here rather than in the call: a long wait for the token budget must not count
+            # against the attempt's timeout.
+            state.reserved = guards.reserve_tokens(task)
+        return None
+
     def call(self, nodeid: str, task: Task, attempt: int) -> dict[str, Any]:
-        """The call phase of a task file's item: one chat request under the safeguards.
-        Raises `TaskFailure`, or `QuotaExhausted` once the API's quota is gone."""
+        """The call phase of a task file's item: one chat request under the safeguards, or
+        the answer of the one sent ahead for it. Raises `TaskFailure`, or `QuotaExhausted`
+        once the API's quota is gone."""
         if self.run.replay:
             return self.saved.answer(task.id)
         state = self.state(nodeid)
@@ -264,14 +320,77 @@ class TaskRunner:
             # Health already had its full wait; another attempt would only wait again.
             raise TaskFailure(state.unhealthy, transient=False)
         try:
-            spend, state.spend = state.spend, None
-            return self.safeguards().chat(task, attempt, state.reserved, spend)
+            if state.ahead is not None and self.ahead is not None:
+                return state.ahead.result(self.ahead.refill)
+            return self.send(task, attempt, state)
         except TaskFailure as failure:
             if failure.transient and not failure.refused:
                 self.api_failed(nodeid, task, failure)
             raise
+
+    def send(
+        self, task: Task, attempt: int, state: AttemptState, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One chat request under the safeguards, with what `prepare` took in `state`; the
+        slot goes back as soon as the answer is in. `timeout`: its deadline, if not the
+        run's task timeout."""
+        try:
+            spend, state.spend = state.spend, None
+            guards = self.safeguards()
+            return guards.chat(task, attempt, state.reserved, spend, timeout=timeout)
         finally:
-            self.release(nodeid)
+            self.release_state(state)
+
+    def send_ahead(self, ahead: Prefetch) -> None:
+        """A task's first attempt, on a thread of the `AheadPool`: its setup's gates, then its
+        request (`prepare`, `send`), with an `AttemptState` of its own that it gives back
+        itself. Its item takes the outcome in its setup and call."""
+        from pytest_roadmap.client import Abort, abortable  # a process that runs tasks
+
+        abort = Abort()
+        ahead.on_abandon(abort.fire)
+        state = AttemptState()
+        try:
+            ahead.skip = self.prepare(ahead.task, state, 0)
+            ahead.unhealthy = state.unhealthy
+            if ahead.skip is not None or state.unhealthy is not None or ahead.abandoned:
+                self.release_state(state)
+        except BaseException:
+            self.release_state(state)
+            raise
+        ahead.prepared.set()
+        if ahead.skip is not None or state.unhealthy is not None or ahead.abandoned:
+            return
+        ahead.started = time.time()
+        try:
+            with abortable(abort):
+                # Its item's own timeout: pytest-timeout times only the main thread, and the
+                # item waits for nothing once the answer is in.
+                ahead.answer = self.send(ahead.task, 1, state, timeout=ahead.task.timeout)
+        except BaseException as exc:
+            ahead.error = exc
+        finally:
+            ahead.finished = time.time()
+
+    def running(self) -> set[str]:
+        """Node ids mid-attempt in this process (without xdist): the item whose attempt
+        started last, and those whose attempt went ahead and has not been reported."""
+        running = {self.current} if self.current else set()
+        return running | (self.ahead.held() if self.ahead is not None else set())
+
+    def attempt_times(self, nodeid: str) -> tuple[float, float] | None:
+        """The start and end of an attempt sent ahead, as the timeline shows it: from its
+        request's start to its answer, plus the time its item took to judge it; None for an
+        attempt the item made itself. Asked once, by the attempt's report."""
+        state = self._states.get(nodeid)
+        ahead = state.ahead if state is not None else None
+        if state is None or ahead is None:
+            return None
+        state.ahead = None
+        if ahead.started is None or ahead.finished is None:
+            return None
+        judged = max(0.0, time.time() - (ahead.delivered or time.time()))
+        return ahead.started, ahead.finished + judged
 
     def api_failed(self, nodeid: str, task: Task, error: BaseException) -> None:
         """An attempt the API failed (or that timed out). A task with checks has reruns for
@@ -380,8 +499,11 @@ class TaskRunner:
         run's budgets, if its call never took it (a setup that failed after the hold, such
         as a project's own setup hook): nothing was sent, so nothing is counted."""
         state = self._states.get(nodeid)
-        if state is None:
-            return
+        if state is not None:
+            self.release_state(state)
+
+    def release_state(self, state: AttemptState) -> None:
+        """What one attempt's `state` holds, given back (see `release`)."""
         if state.slot is not None:
             state.slot.release()
             state.slot = None
@@ -401,6 +523,8 @@ class TaskRunner:
             self.deadline.ended(task_id)
 
     def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
         if self._safeguards is not None:
             self._safeguards.close()
         if self._owns_store and self._store is not None:
@@ -569,8 +693,20 @@ class Controller:
         if outcome != RERUN:
             self.keeper.ended(result)
 
-    def worker_crashed(self, nodeid: str, worker: str, outcome: str) -> None:
-        """xdist's report for a task whose worker crashed mid-attempt."""
+    def worker_crashed(
+        self,
+        nodeid: str,
+        worker: str,
+        outcome: str,
+        describe: Callable[[str], Task | None] | None = None,
+    ) -> None:
+        """xdist's report for a task whose worker crashed mid-attempt. One whose setup was
+        never reported (its worker died before it, or with --roadmap-inflight before its
+        answer came) gets its task from `describe`."""
+        if describe is not None and not self.recorder.seen(nodeid):
+            task = describe(nodeid)
+            if task is not None:
+                self.recorder.task_seen(nodeid, task)
         self.recorder.crashed(nodeid, worker, f"worker {worker} crashed", time.time())
         task_id = nodeid.rsplit("::", 1)[-1]
         if self.sequencer is not None and outcome == FAILED:

@@ -395,13 +395,15 @@ class Safeguards:
         *,
         model: str | None = None,
         check: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Send one task's prompt (its tokens already `reserved` in the budget, if any, and
         its worst case held in the run's budgets as `spend`); a failure that smells of
         overload re-arms the probe. `model` asks another model than the run's; `check`
-        names the check a request is for (a rubric's grading), in its trace header."""
+        names the check a request is for (a rubric's grading), in its trace header;
+        `timeout` is the request's deadline, if not the run's task timeout."""
         with self._settled(spend) as settle:
-            answer = self._chat(task, attempt, reserved, model, check)
+            answer = self._chat(task, attempt, reserved, model, check, timeout)
             settle(Usage.from_dict(answer.get("usage")))
             return answer
 
@@ -439,6 +441,7 @@ class Safeguards:
         reserved: int | None,
         model: str | None = None,
         check: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         headers = {TASK_HEADER: task.id, ATTEMPT_HEADER: str(attempt)}
         if check is not None:
@@ -453,6 +456,7 @@ class Safeguards:
                     max_tokens=task.max_tokens,
                     temperature=task.temperature,
                     reserved=reserved,
+                    timeout=timeout,
                     **extra,
                 )
         except TaskFailure as failure:
