@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -67,6 +68,19 @@ def test_each_worker_keeps_k_requests_in_flight_and_no_more(
         assert _at(task["started"]) <= sent["arrived"] + 0.05
         assert _at(task["finished"]) >= sent["answered"] - 0.05
         assert task["duration_s"] < 0.4 + 0.5
+
+
+@pytest.mark.redis
+def test_k_in_flight_on_a_redis_store(roadmap: Roadmap, redis_url: str) -> None:
+    """The threads of a worker share its Redis client, as they share an SQLite store."""
+    _tasks(roadmap, 16)
+    roadmap.sandbox.configure(latency=0.3)
+    run_id = f"inflight-{uuid.uuid4().hex[:8]}"
+    store = ("--roadmap-store", redis_url, "--roadmap-run-id", run_id)
+    result = roadmap.run("-n", "2", "--roadmap-inflight", "4", "--no-roadmap-adaptive", *store)
+    result.assert_outcomes(passed=16)
+    assert max_in_flight(roadmap.sandbox.log()) == 8
+    assert len(roadmap.chats()) == 16
 
 
 @pytest.mark.slow
