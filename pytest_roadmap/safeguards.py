@@ -356,10 +356,12 @@ class Safeguards:
         if batch is not None and batch.max_concurrency is not None:
             gate = self._batch_gates.get(batch.index)
             if gate is None:
-                gate = ConcurrencyGate(
+                made = ConcurrencyGate(
                     self.store, holder=self.holder, key=batch_gate_key(batch), lease=GATE_LEASE
                 )
-                self._batch_gates[batch.index] = gate
+                # One gate per batch in a process, whichever of its threads made it first:
+                # its threads queue behind one ticket of it (gate.py).
+                gate = self._batch_gates.setdefault(batch.index, made)
             slots.append(gate.acquire())
         slots.append(self.gate.acquire())
         if batch is not None and between_tasks > 0:

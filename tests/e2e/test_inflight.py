@@ -5,6 +5,7 @@ worker and an interruption."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -199,6 +200,25 @@ def test_the_token_budget_is_never_passed_with_k_in_flight(roadmap: Roadmap) -> 
     assert used <= 400
     outcomes = result.parseoutcomes()
     assert outcomes["passed"] == len(chats) and outcomes["skipped"] == 10 - len(chats)
+
+
+@pytest.mark.slow
+def test_a_batchs_own_limits_hold_for_every_thread(roadmap: Roadmap) -> None:
+    """A batch's concurrency, rate and start spacing (betweenTasks), as
+    tests/e2e/test_batches.py checks them for one request per worker."""
+    names = _tasks(roadmap, 8)
+    roadmap.sandbox.configure(latency=0.8)
+    plan = roadmap.pytester.path / "plan.json"
+    batch = {"name": "slow", "tasks": names, "maxConcurrency": 3, "rateLimit": 4}
+    plan.write_text(json.dumps({"batches": [batch], "delays": {"betweenTasks": 300}}))
+    batches = ("--roadmap-batches", str(plan), "--no-roadmap-adaptive")
+    result = roadmap.run("-n", "2", "--roadmap-inflight", "4", *batches)
+    result.assert_outcomes(passed=8)
+    entries = roadmap.sandbox.log()
+    assert max_in_flight(entries) == 3
+    assert max_in_window(entries, 1.0) <= 4
+    starts = sorted(e["arrived"] for e in roadmap.chats())
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.3
 
 
 def test_batches_and_dependencies_keep_their_order(roadmap: Roadmap) -> None:
