@@ -182,3 +182,23 @@ def test_capacity_that_drops_and_comes_back_brings_the_limit_down_and_up(
         if e["capacity"] == 4 and e["arrived"] > min(r["arrived"] for r in refused)
     )
     assert max(e["in_flight"] for e in chats if e["arrived"] > dip_over) >= 2
+
+
+@pytest.mark.slow
+def test_a_gateway_counting_calendar_minutes_is_paced_to_its_budget(roadmap: Roadmap) -> None:
+    # A LiteLLM proxy's per-deployment rpm: 429s say only llm_provider-retry-after: 60,
+    # answers say the budget left with no reset. The work needs two calendar minutes' budget.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(24)))
+    roadmap.sandbox.configure(latency=0.05, rpm=20, gateway_headers=True)
+    result = roadmap.run("-n", "4")
+    result.assert_outcomes(passed=24)
+    chats = roadmap.chats()
+    refused = [e for e in chats if e["status"] == 429]
+    assert len(refused) <= 0.1 * len(chats), [e["arrived"] % 60 for e in refused]
+    minutes = {int(e["arrived"] // 60) for e in chats if e["status"] == 200}
+    assert len(minutes) == 2  # the budget of the first minute was used whole
+    # A task's own answers keep the shared health fresh: no probe after the first ones.
+    probes = [e for e in _api(roadmap) if e["path"] == "/api/health"]
+    assert len(probes) <= 2, [e["arrived"] for e in probes]
+    report = _report(roadmap)
+    assert not [c for c in report["run"].get("rate_changes", []) if "429" in c["reason"]]
