@@ -75,6 +75,12 @@ POLICY_HOLD = 60.0
 # allows for two hosts' clocks.
 MINUTE = 60.0
 TURN_MARGIN = 0.5
+# The slowest such a budget is spread: a send every 2 s. Spread thinner (a few left with a
+# minute to go), the sends wait in the limiter, inside the attempt's timer, n workers times
+# the spacing: against a LiteLLM proxy at 6 a minute the run went at 0.08/s and its tasks
+# timed out in the limiter. Sent at this pace, the budget runs out before the turn and the
+# run pauses at 0 until it, holding no slot.
+MINUTE_FLOOR = 0.5
 # Pauses this short are waited out inside a request; longer ones end the attempt unsent,
 # and the task waits in its next setup, holding no slot.
 INLINE_PAUSE = 1.0
@@ -281,7 +287,7 @@ def on_headers(pace: Pace, limits: Limits, now: float, ceiling: float) -> list[E
     if limits.steady:
         pace.policy_rate, pace.policy_until = limits.steady, now + POLICY_HOLD
     elif limits.remaining > 0:
-        pace.header_rate = limits.remaining / max(limits.reset, 0.05)
+        pace.header_rate = max(limits.floor, limits.remaining / max(limits.reset, 0.05))
         pace.header_until = now + limits.reset
     events: list[Event] = []
     if limits.announced and limits.announced != pace.announced:
@@ -306,6 +312,7 @@ class Limits:
     source: str  # the header family, for the reasons
     announced: str = ""  # "5 requests per 1 s" when the server says its quota
     steady: float = 0.0  # requests/s the announced quota allows for good (0: unknown)
+    floor: float = 0.0  # the budget is never spread thinner than this (requests/s)
 
 
 _PARAM = re.compile(r";\s*([a-z]+)=(\d+(?:\.\d+)?)")
@@ -378,7 +385,8 @@ def _triple(
     raw = get(reset.lower())
     if raw is None and now is not None and left is not None and quota is not None:
         said = f"{quota} {unit} a minute ({limit}, no reset)"
-        return Limits(left, minute_turn(now), remaining, said)
+        floor = MINUTE_FLOOR if unit == "requests" else 0.0
+        return Limits(left, minute_turn(now), remaining, said, floor=floor)
     seconds = duration((raw or "").strip())
     if left is None or seconds is None:
         return None

@@ -11,6 +11,7 @@ import pytest
 
 from pytest_roadmap.health import HEALTH_KEY, OK, SUSPECT, HealthProbe
 from pytest_roadmap.pacing import (
+    MINUTE_FLOOR,
     RATE_HOLD,
     TURN_MARGIN,
     Limits,
@@ -63,6 +64,7 @@ def test_a_budget_with_no_reset_lasts_until_the_calendar_minute_turns() -> None:
         45.0 + TURN_MARGIN,
         "x-ratelimit-remaining-requests",
         "20 requests a minute (x-ratelimit-limit-requests, no reset)",
+        floor=MINUTE_FLOOR,
     )
     assert minute_turn(NOW) == pytest.approx(45.0 + TURN_MARGIN)
     # Without a clock, or without the limit beside it, it is no budget (as before).
@@ -85,8 +87,15 @@ def test_a_budget_with_no_reset_is_spread_to_the_turn_and_paused_at_zero() -> No
     assert [e.reason for e in events] == [
         "the API announces 20 requests a minute (x-ratelimit-limit-requests, no reset)"
     ]
-    # Nine left over the 45.5 s to the turn: the whole budget is used in this minute.
-    assert pace.rate(10.0, NOW + 1) == pytest.approx(9 / (45.0 + TURN_MARGIN))
+    # Nine left over the 45.5 s to the turn would be a send every 5 s, each waiting in the
+    # limiter inside its attempt's timer: never thinner than a send every 2 s, and the
+    # budget is used whole before the turn.
+    assert 9 / (45.0 + TURN_MARGIN) < MINUTE_FLOOR
+    assert pace.rate(10.0, NOW + 1) == pytest.approx(MINUTE_FLOOR)
+    many = parse_limits({**said, "x-ratelimit-remaining-requests": "40"}, NOW)
+    assert many is not None
+    on_headers(pace, many, NOW, 10.0)
+    assert pace.rate(10.0, NOW + 1) == pytest.approx(40 / (45.0 + TURN_MARGIN))
     turn = NOW + 45.0 + TURN_MARGIN
     assert pace.rate(10.0, turn + 0.1) == 10.0  # the next minute: the next answer says
     none_left = {"x-ratelimit-limit-requests": "20", "x-ratelimit-remaining-requests": "0"}
