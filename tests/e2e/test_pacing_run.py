@@ -195,10 +195,22 @@ def test_a_gateway_counting_calendar_minutes_is_paced_to_its_budget(roadmap: Roa
     chats = roadmap.chats()
     refused = [e for e in chats if e["status"] == 429]
     assert len(refused) <= 0.1 * len(chats), [e["arrived"] % 60 for e in refused]
-    minutes = {int(e["arrived"] // 60) for e in chats if e["status"] == 200}
-    assert len(minutes) == 2  # the budget of the first minute was used whole
-    # A task's own answers keep the shared health fresh: no probe after the first ones.
+    per_minute: dict[int, int] = {}
+    for entry in chats:
+        if entry["status"] == 200:
+            minute = int(entry["arrived"] // 60)
+            per_minute[minute] = per_minute.get(minute, 0) + 1
+    # Two minutes' work, three calendar minutes when it starts late in one; a whole
+    # minute's budget was used in one of them.
+    assert len(per_minute) <= 3 and max(per_minute.values()) == 20, per_minute
+    # A task's own answers keep the shared health fresh (for one health interval, 5 s,
+    # renewed at most every half interval per process): after the first, a probe goes out
+    # only when no task was answered for at least half of it (the pause till the turn).
     probes = [e for e in _api(roadmap) if e["path"] == "/api/health"]
-    assert len(probes) <= 2, [e["arrived"] for e in probes]
+    answered = [e["answered"] for e in chats if e["status"] == 200]
+    for probe in probes[1:]:
+        before = [at for at in answered if at < probe["arrived"]]
+        assert not before or probe["arrived"] - max(before) >= 2.5 - 0.5, probe
+    assert len(probes) <= 4, [e["arrived"] for e in probes]
     report = _report(roadmap)
     assert not [c for c in report["run"].get("rate_changes", []) if "429" in c["reason"]]
