@@ -200,9 +200,10 @@ def test_a_gateway_counting_calendar_minutes_is_paced_to_its_budget(roadmap: Roa
         if entry["status"] == 200:
             minute = int(entry["arrived"] // 60)
             per_minute[minute] = per_minute.get(minute, 0) + 1
-    # Two minutes' work, three calendar minutes when it starts late in one; a whole
-    # minute's budget was used in one of them.
-    assert len(per_minute) <= 3 and max(per_minute.values()) == 20, per_minute
+    # Two minutes' work, three calendar minutes when it starts late in one; nearly a whole
+    # minute's budget was used in one of them (the pace spreads the budget to the turn, so
+    # the last send of a minute may fall just past it).
+    assert len(per_minute) <= 3 and max(per_minute.values()) >= 18, per_minute
     # A task's own answers keep the shared health fresh (for one health interval, 5 s,
     # renewed at most every half interval per process): after the first, a probe goes out
     # only when no task was answered for at least half of it (the pause till the turn).

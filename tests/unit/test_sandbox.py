@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -984,3 +985,13 @@ def test_rpm_queue_holds_a_request_until_the_next_window(
     # The second waited for the window after the first's: a gateway that queues.
     assert int(entries[1]["answered"] // 0.5) > int(entries[0]["arrived"] // 0.5)
     assert entries[1]["answered"] - entries[1]["arrived"] <= 0.5 + 0.2
+
+
+def test_the_suites_reset_turns_every_knob_off() -> None:
+    """Each test gets the session's sandbox back with every knob off (RemoteSandbox.OFF): a
+    knob missing there leaks one test's misbehaving server into the next."""
+    from tests.support.project import RemoteSandbox
+
+    knobs = {f.name for f in dataclasses.fields(SandboxConfig)}
+    assert set(RemoteSandbox.OFF) == knobs
+    assert SandboxConfig(**RemoteSandbox.OFF) == SandboxConfig()
