@@ -21,11 +21,22 @@ many runs each held. A run still going at --timeout is killed with its workers.
     quota10            after 10 answers every request gets 429 with Retry-After: 3600,
                        default -n, 30 tasks; then a --roadmap-resume run on the tracker it
                        left, against the server with the quota lifted
+    gateway            a LiteLLM proxy's per-deployment rpm (--rpm 20 per calendar minute,
+                       --gateway-headers: 429 with llm_provider-retry-after: 60 only, 2xx
+                       with x-ratelimit-*-requests and no reset), default -n 4, 40 tasks
+    gateway-queue      the same proxy holding over-limit requests until the next minute
+                       (--rpm-queue) instead of refusing them
+    gateway-told       the gateway, the user telling the run its limit
+                       (--roadmap-rate-limit 20/min): health probes eat that rate
     nolimits           no limits: the runs of rows 1-3 of docs/benchmarks.md (--rows),
                        with the rate limits they name; row 3 against plain xdist
                        functions doing the same requests (extra_ms_per_task); it has
                        no checks: "no slower" means against the same script run on the
                        code from before, on the same machine
+
+The gateway scenarios' bound is the issue's: the calendar minutes the work needs,
+ceil(M / rpm) * 60 s (`minutes_bound_s`), judged with 1.3x; `windows_over_rpm` counts the
+calendar minutes in which the sandbox admitted more than rpm (always 0: it refuses).
 
 L is 250 ms in all but nolimits (--latency-ms changes it everywhere, --tasks M).
 
@@ -109,6 +120,8 @@ class Scenario:
     quota: int | None = None
     plain: bool = False  # also time plain xdist functions doing the same requests
     files: int = 2  # task files to spread the tasks over
+    rpm: int | None = None  # a gateway's chat requests per calendar minute
+    extra: tuple[str, ...] = ()  # more pytest options
     checks: Callable[[Mapping[str, Any], int], dict[str, bool]] = field(
         default=lambda run, tasks: {}
     )
@@ -148,6 +161,14 @@ def capacity_414_checks(run: Mapping[str, Any], tasks: int) -> dict[str, bool]:
         "refused_at_most_10pc": run["refused_share"] <= 0.10,
         "limit_came_back_up_in_report": bool(run["limit_came_back_up"]),
         "server_saw_more_than_1_in_flight_after_the_dip": phases[-1] > 1,
+    }
+
+
+def gateway_checks(run: Mapping[str, Any], tasks: int) -> dict[str, bool]:
+    return {
+        "all_passed": run["passed"] == tasks,
+        "refused_at_most_10pc": run["refused_share"] <= 0.10,
+        "wall_within_1.3x_minutes_bound_plus_startup": _within(run, 1.3),
     }
 
 
@@ -241,6 +262,25 @@ def _scenarios(options: argparse.Namespace) -> list[Scenario]:
                 checks=quota_checks,
             )
         )
+    gateways = {
+        "gateway": ((), ()),
+        "gateway-queue": (("--rpm-queue",), ()),
+        "gateway-told": ((), ("--roadmap-rate-limit", "20/min")),
+    }
+    for name, (server, client) in gateways.items():
+        if every or name in wanted:
+            found.append(
+                Scenario(
+                    name,
+                    tasks(40),
+                    latency(250.0),
+                    workers=4,
+                    rpm=20,
+                    sandbox_args=("--rpm", "20", "--gateway-headers", *server),
+                    extra=client,
+                    checks=gateway_checks,
+                )
+            )
     if every or "nolimits" in wanted:
         # The runs of docs/benchmarks.md rows 1-3, with the rate limits those rows name.
         rows = {
@@ -275,6 +315,8 @@ def physical_bound(scenario: Scenario, schedule_offset: float = 0.0) -> float:
     `schedule_offset`: when the capacity schedule started, in seconds after the first
     request (the capacity before it is `capacity`).
     """
+    if scenario.rpm is not None:
+        return math.ceil(scenario.tasks / scenario.rpm) * 60.0
     latency = scenario.latency_ms / 1000.0
     rates = [scenario.server_rate or math.inf, scenario.client_rate or CLIENT_RATE]
     if latency > 0:
@@ -364,7 +406,7 @@ def roadmap_command(url: str, scenario: Scenario, extra: Iterable[str] = ()) -> 
         command += ["--roadmap-rate-limit", f"{scenario.client_rate:g}"]
     if scenario.tasks > DEFAULT_QUEUE:
         command += ["--roadmap-max-queue", "0"]
-    return [*command, *extra]
+    return [*command, *scenario.extra, *extra]
 
 
 def read_report(folder: Path) -> dict[str, Any] | None:
@@ -470,6 +512,17 @@ def figures(
         "changes": [f"{c['from']}->{c['to']}" for c in changes],
         "limit_came_back_up": came_back_up(changes),
     }
+    if scenario.rpm is not None:
+        admitted: dict[int, int] = {}
+        for entry in chat:
+            if entry["status"] == 200:
+                # A queued request went upstream in the minute it was answered in.
+                minute = int(float(entry["answered"] or entry["arrived"]) // 60)
+                admitted[minute] = admitted.get(minute, 0) + 1
+        result["minutes_used"] = len(admitted)
+        result["windows_over_rpm"] = sum(1 for n in admitted.values() if n > scenario.rpm)
+        result["timeouts"] = sum(1 for e in chat if e["answered"] is None)
+        result["tasks_sent_twice"] = len(chat) - len(tasks_of(chat)) - sum(refused.values())
     if scenario.steps:
         # The server's side of "came back up": chat requests answered 200 at once, among
         # those that arrived in each phase.
@@ -626,7 +679,7 @@ def run_scenario(scenario: Scenario, repeat: int, timeout: float) -> dict[str, A
 
 def main() -> None:
     names = ["all", "capacity2", "rate4-noheaders", "rate5-headers", "capacity-4-1-4"]
-    names += ["quota10", "nolimits"]
+    names += ["quota10", "gateway", "gateway-queue", "gateway-told", "nolimits"]
     parser = BenchmarkParser(__doc__)
     parser.add_argument(
         "--scenario", nargs="+", choices=names, default=["all"], help="scenarios to run"

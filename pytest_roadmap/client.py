@@ -44,7 +44,7 @@ from pytest_roadmap.retry import (
     TRANSIENT_STATUSES,
     Abandoned,
     TaskFailure,
-    parse_retry_after,
+    retry_after_of,
 )
 from pytest_roadmap.settings import MAX_BODY, shown_size
 
@@ -452,7 +452,7 @@ class RoadmapClient:
                 raise
             retry_after = None
             if response.status_code in OVERLOAD_STATUSES:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = retry_after_of(response.headers)
             self._throttle.settle(
                 ticket, response.status_code, response.headers, retry_after=retry_after
             )
@@ -667,7 +667,7 @@ class RoadmapClient:
         phrase = escape_controls((response.reason or "")[:SHOWN_REASON])
         status = response.status_code
         if not 200 <= status < 300:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_of(response.headers)
             wait = f"; Retry-After {retry_after:g} s" if retry_after is not None else ""
             said = self._error_words(text)
             raise TaskFailure(

@@ -31,14 +31,18 @@ Entry = list[Any]
 
 
 def asked_wait(
-    status: int | None, headers: Mapping[str, str], retry_after: float | None
+    status: int | None,
+    headers: Mapping[str, str],
+    retry_after: float | None,
+    now: float | None = None,
 ) -> tuple[float, str]:
-    """How long an answer asked the whole run to wait, and in which words ((0, "") if not)."""
+    """How long an answer asked the whole run to wait, and in which words ((0, "") if not);
+    `now` places a gateway's budget with no reset (see `pacing.parse_limits`)."""
     wait, words = 0.0, ""
     if status in REFUSED_STATUSES and retry_after is not None and retry_after > 0:
         wait, words = retry_after, f"Retry-After {retry_after:g} s on a {status}"
     if status is not None:
-        for limits in (parse_limits(headers), parse_token_limits(headers)):
+        for limits in (parse_limits(headers, now), parse_token_limits(headers, now)):
             if limits is not None and limits.remaining <= 0 and limits.reset > wait:
                 wait, words = limits.reset, f"{limits.source} 0 for {limits.reset:g} s"
     return wait, words
@@ -70,7 +74,7 @@ class RequestLog:
             entry = self._open.pop(id(ticket), None)
         if entry is None:
             return
-        wait, words = asked_wait(status, headers, retry_after)
+        wait, words = asked_wait(status, headers, retry_after, at)
         entry[1:] = [status, at, wait, words]
 
     def take(self) -> list[Entry]:

@@ -1,13 +1,16 @@
 """The health probe: one answer shared by every worker, and waiting out an unhealthy API.
 
-The shared answer is "ok" for one health interval; "down" once a probe failed or a task met
-an outage answer (a 503, or no answer at all), and it stays "down" until a probe says the
+The shared answer is "ok" for one health interval, renewed by a probe or by a task's own 2xx
+answer (fresh proof of health: while tasks succeed no probe is sent, so probes do not eat a
+rate limit the user set to the server's); "down" once a probe failed or a task met an
+outage answer (a 503, or no answer at all), and it stays "down" until a probe says the
 API is back. Every task request checks it right before it is sent, so no worker sends a task
 into an outage another worker has already met.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +81,22 @@ class HealthProbe:
         # One look (and probe) at a time per process: with --roadmap-inflight many threads
         # of one worker ask at once, and would all find nobody probing and probe.
         self._probing = threading.Lock()
+        self._confirmed = -math.inf
+
+    def confirm(self) -> None:
+        """A task got a 2xx answer: the API is up, as a probe would have found.
+
+        Renews a shared "ok" (or sets one where none is), at most once per half interval per
+        process, so a busy run adds few store writes; never over a "down": only a probe
+        judges a doubt a task raised (a 503 another worker met may be an outage this answer,
+        sent before it, knows nothing of)."""
+        now = self._clock()
+        if now < self._confirmed + self._share / 2:
+            return
+        if self._store.get(HEALTH_KEY) not in (None, OK):
+            return
+        self._store.put(HEALTH_KEY, OK, ttl=self._share)
+        self._confirmed = now
 
     def invalidate(self) -> None:
         """A task met an outage answer: no task goes out until a probe says the API is up."""

@@ -15,7 +15,10 @@ Users rarely know their API's limits, and the limits move. So every answer teach
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
   the run so the remaining budget lasts until the reset, and pause it at 0;
-  `x-ratelimit-remaining-tokens` at 0 pauses it until `x-ratelimit-reset-tokens`.
+  `x-ratelimit-remaining-tokens` at 0 pauses it until `x-ratelimit-reset-tokens`. A
+  gateway's `x-ratelimit-remaining-*` with no reset is a budget per calendar minute;
+- a 429 for a request sent while the server's window was already known spent (after a
+  refusal in it, or a budget at 0 until its turn) says nothing new of the rate.
 
 All of it is one JSON document in the store (`PACE_KEY`), changed only by compare-and-set,
 so every worker and every CI shard sharing the store learns as one client. The rules are
@@ -63,6 +66,21 @@ MIN_RATE = 0.05
 RATE_HOLD = 1.0
 # A quota the server announced stands this long after the last answer that said it.
 POLICY_HOLD = 60.0
+# A budget said with no reset (a LiteLLM proxy's `x-ratelimit-remaining-requests`) is one
+# per calendar minute: the gateways that send it so count per deployment and UTC minute
+# (LiteLLM keys its counters "%H-%M"), and LLM providers state their limits per minute.
+# Spread over the time to the minute's turn, the budget is used whole in every minute,
+# which a full minute from each answer would not (that decays: about 63% of it); a server
+# counting a sliding minute says so in its own `remaining` after the turn. TURN_MARGIN
+# allows for two hosts' clocks.
+MINUTE = 60.0
+TURN_MARGIN = 0.5
+# The slowest such a budget is spread: a send every 2 s. Spread thinner (a few left with a
+# minute to go), the sends wait in the limiter, inside the attempt's timer, n workers times
+# the spacing: against a LiteLLM proxy at 6 a minute the run went at 0.08/s and its tasks
+# timed out in the limiter. Sent at this pace, the budget runs out before the turn and the
+# run pauses at 0 until it, holding no slot.
+MINUTE_FLOOR = 0.5
 # Pauses this short are waited out inside a request; longer ones end the attempt unsent,
 # and the task waits in its next setup, holding no slot.
 INLINE_PAUSE = 1.0
@@ -101,6 +119,7 @@ class Pace:
     policy_until: float = 0.0
     announced: str = ""  # the server's announced limit, as it last said it
     until: float = 0.0  # nothing is sent before this
+    refused_until: float = 0.0  # the server's window known spent ends then (a 429, a 0 left)
     until_reason: str = ""
     stop: str = ""  # the quota is exhausted: why the run stops
 
@@ -205,10 +224,20 @@ def on_success(pace: Pace, epoch: int, in_use: bool, now: float, maximum: int) -
 
 
 def on_throttled(
-    pace: Pace, sent_at: float, now: float, accepted: float | None, ceiling: float
+    pace: Pace,
+    sent_at: float,
+    now: float,
+    accepted: float | None,
+    ceiling: float,
+    hold: float = RATE_HOLD,
 ) -> Event | None:
     """A 429: the send rate is above the server's. Cut to what it was accepting, once per
-    burst (requests sent within `RATE_HOLD` of the last cut are the same burst)."""
+    burst (requests sent within `RATE_HOLD` of the last cut are the same burst), and never
+    for a request sent while the server's window was already known spent: it refused
+    because the window is full, which the run knew. `hold`: how long this refusal's
+    window lasts (its Retry-After, else `RATE_HOLD`)."""
+    if sent_at < pace.refused_until:
+        return None
     if pace.peak > 0 and sent_at < pace.cut_at + RATE_HOLD:
         return None
     old = pace.rate(ceiling, now)
@@ -218,6 +247,7 @@ def on_throttled(
         peak = max(peak, pace.peak)
     pace.peak = max(MIN_RATE, min(old, peak))
     pace.cut_at = now
+    pace.refused_until = max(pace.refused_until, now + hold)
     new = pace.rate(ceiling, now)
     words = (
         f"it accepted {accepted:g} requests in the second before"
@@ -257,7 +287,7 @@ def on_headers(pace: Pace, limits: Limits, now: float, ceiling: float) -> list[E
     if limits.steady:
         pace.policy_rate, pace.policy_until = limits.steady, now + POLICY_HOLD
     elif limits.remaining > 0:
-        pace.header_rate = limits.remaining / max(limits.reset, 0.05)
+        pace.header_rate = max(limits.floor, limits.remaining / max(limits.reset, 0.05))
         pace.header_until = now + limits.reset
     events: list[Event] = []
     if limits.announced and limits.announced != pace.announced:
@@ -266,6 +296,7 @@ def on_headers(pace: Pace, limits: Limits, now: float, ceiling: float) -> list[E
         events.append(Event("rate", now, old, new, f"the API announces {limits.announced}"))
     if limits.remaining <= 0:
         on_pause(pace, limits.reset, now, f"{limits.source} 0")  # routine pacing: no line
+        pace.refused_until = max(pace.refused_until, now + limits.reset)
     return events
 
 
@@ -281,6 +312,7 @@ class Limits:
     source: str  # the header family, for the reasons
     announced: str = ""  # "5 requests per 1 s" when the server says its quota
     steady: float = 0.0  # requests/s the announced quota allows for good (0: unknown)
+    floor: float = 0.0  # the budget is never spread thinner than this (requests/s)
 
 
 _PARAM = re.compile(r";\s*([a-z]+)=(\d+(?:\.\d+)?)")
@@ -292,13 +324,15 @@ def _whole(text: str | None) -> int | None:
     return int(text)
 
 
-def parse_limits(headers: Mapping[str, str]) -> Limits | None:
+def parse_limits(headers: Mapping[str, str], now: float | None = None) -> Limits | None:
     """The request budget a server announces, in any of three header families; None if none.
 
     `RateLimit-Limit/Remaining/Reset` (IETF draft, delta seconds), `RateLimit: "p";r=R;t=S`
     with `RateLimit-Policy: "p";q=Q;w=W` (the newer draft), and `x-ratelimit-limit-requests`
     / `-remaining-requests` / `-reset-requests` (durations like "1s" or "6m0s"). Values that
-    do not parse are ignored, as if the header were absent.
+    do not parse are ignored, as if the header were absent. Given `now` (seconds since the
+    epoch), an `x-ratelimit-*` pair with no reset is a budget until the next calendar
+    minute (`MINUTE`).
     """
     get = _lower(headers)
     found = _triple(get, "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -321,32 +355,55 @@ def parse_limits(headers: Mapping[str, str]) -> Limits | None:
         "x-ratelimit-limit-requests",
         "x-ratelimit-remaining-requests",
         "x-ratelimit-reset-requests",
+        now=now,
     )
 
 
+def minute_turn(now: float) -> float:
+    """Seconds from `now` until the next calendar minute begins, and a margin for clocks."""
+    return MINUTE - now % MINUTE + TURN_MARGIN
+
+
 def _triple(
-    get: Callable[[str], str | None], limit: str, remaining: str, reset: str, unit: str = "requests"
+    get: Callable[[str], str | None],
+    limit: str,
+    remaining: str,
+    reset: str,
+    unit: str = "requests",
+    now: float | None = None,
 ) -> Limits | None:
     """A limit / remaining / reset family of headers, as `Limits`; None unless both the
-    remaining budget and the reset parse."""
-    left = _whole(get(remaining.lower()))
-    seconds = duration((get(reset.lower()) or "").strip())
-    if left is None or seconds is None:
-        return None
+    remaining budget and the reset parse. With `now`, a remaining budget and its limit
+    with no reset header at all are a budget per calendar minute."""
+    said_left = get(remaining.lower())
+    left = _whole(said_left)
+    if left is None and said_left is not None and re.fullmatch(r"\s*-\d{1,12}\s*", said_left):
+        # A LiteLLM proxy that counts without enforcing goes below 0: none is left.
+        left = 0
     quota = _whole(get(limit.lower()))
     said = f"{quota} {unit} ({limit})" if quota is not None else ""
+    raw = get(reset.lower())
+    if raw is None and now is not None and left is not None and quota is not None:
+        said = f"{quota} {unit} a minute ({limit}, no reset)"
+        floor = MINUTE_FLOOR if unit == "requests" else 0.0
+        return Limits(left, minute_turn(now), remaining, said, floor=floor)
+    seconds = duration((raw or "").strip())
+    if left is None or seconds is None:
+        return None
     return Limits(left, seconds, remaining, said)
 
 
-def parse_token_limits(headers: Mapping[str, str]) -> Limits | None:
+def parse_token_limits(headers: Mapping[str, str], now: float | None = None) -> Limits | None:
     """The token budget a server announces in OpenAI's `x-ratelimit-remaining-tokens` /
-    `-reset-tokens`; None if it does not."""
+    `-reset-tokens` (with `now`, a gateway's pair with no reset: until the minute's turn);
+    None if it does not."""
     return _triple(
         _lower(headers),
         "x-ratelimit-limit-tokens",
         "x-ratelimit-remaining-tokens",
         "x-ratelimit-reset-tokens",
         "tokens",
+        now=now,
     )
 
 
@@ -449,7 +506,8 @@ class Pacer:
     ) -> None:
         """Learn from one answer: `status` None with `overload` for a network failure that
         smells of load (its words), else the HTTP status and headers."""
-        limits = parse_limits(headers) if status is not None else None
+        now = self.store.clock()
+        limits = parse_limits(headers, now) if status is not None else None
         refused = status in (429, 503)
         if refused:
             self.store.incr(REFUSED_KEY)
@@ -457,7 +515,6 @@ class Pacer:
         elif status is not None and self.mode == "aimd":
             # Counted once answered, off the path from admission to send.
             self.store.incr(f"{ACCEPTED_KEY}:{int(ticket.sent_at / BUCKET)}")
-        now = self.store.clock()
         if retry_after is not None and refused:
             words = f"Retry-After {retry_after:g} s on a {status}"
             if retry_after > self.max_wait:
@@ -469,12 +526,13 @@ class Pacer:
             self._change(lambda p: _listed(on_pause(p, retry_after, now, words)))
         if limits is not None:
             self._change(lambda p: on_headers(p, limits, now, self.ceiling))
-        tokens = parse_token_limits(headers) if status is not None else None
+        tokens = parse_token_limits(headers, now) if status is not None else None
         if tokens is not None and tokens.remaining <= 0:
             # The server's token budget is spent until its reset: nobody sends before (a
             # routine pause, like a request budget at 0: no line).
             def spent(pace: Pace) -> list[Event]:
                 on_pause(pace, tokens.reset, now, f"{tokens.source} 0")
+                pace.refused_until = max(pace.refused_until, now + tokens.reset)
                 return []
 
             self._change(spent)
@@ -485,7 +543,8 @@ class Pacer:
                 # Far over the server's rate, its window is full: nobody sends until it has
                 # drained. A probe just past the learned rate overshot by a request or so.
                 probe = 0 < pace.peak < pace.rate(self.ceiling, now)
-                event = on_throttled(pace, ticket.sent_at, now, accepted, self.ceiling)
+                hold = RATE_HOLD if retry_after is None else max(RATE_HOLD, retry_after)
+                event = on_throttled(pace, ticket.sent_at, now, accepted, self.ceiling, hold)
                 if event is None or probe or retry_after is not None:
                     return _listed(event)
                 return _listed(event, on_pause(pace, RATE_HOLD, now, "429"))

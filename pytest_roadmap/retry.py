@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pytest_roadmap.display import escape_controls
@@ -131,3 +131,20 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     if seconds < 0 or seconds != seconds:
         return None
     return min(seconds, 3600.0)
+
+
+def retry_after_of(
+    headers: Mapping[str, str], now: Callable[[], float] = time.time
+) -> float | None:
+    """The wait an answer asks for: `Retry-After`, or where it is absent a gateway's copy
+    of a provider's, under a prefix (a LiteLLM proxy sends `llm_provider-retry-after` and no
+    `Retry-After`); None if none parses. `-retry-after-ms` and other units are not read."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    if "retry-after" in lowered:
+        return parse_retry_after(lowered["retry-after"], now)
+    for name in sorted(lowered):  # sorted: two prefixes give the same answer every time
+        if name.endswith("-retry-after"):
+            found = parse_retry_after(lowered[name], now)
+            if found is not None:
+                return found
+    return None

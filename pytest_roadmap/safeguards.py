@@ -451,7 +451,7 @@ class Safeguards:
         extra = {"model": model} if model is not None else {}
         try:
             with store_failures_are_transient():
-                return self.client.chat(
+                answer = self.client.chat(
                     task.prompt,
                     headers=headers,
                     system=task.system,
@@ -461,6 +461,8 @@ class Safeguards:
                     timeout=timeout,
                     **extra,
                 )
+                self.health.confirm()
+                return answer
         except TaskFailure as failure:
             # A 503 or no answer may be an outage: no task goes out before a probe says
             # the API is up (a 503 for capacity costs that probe). A 429 is an answer: the

@@ -131,6 +131,32 @@ def _build_parser() -> argparse.ArgumentParser:
         "tokens, and send x-ratelimit-*-tokens headers",
     )
     parser.add_argument(
+        "--rpm",
+        type=number_argument(int, "a whole number >= 1", lambda v: v >= 1),
+        default=None,
+        help="an LLM gateway's limit: most chat requests per fixed window (a calendar "
+        "minute unless --rpm-window), beyond it 429",
+    )
+    parser.add_argument(
+        "--rpm-window",
+        type=number_argument(float, "seconds > 0", lambda v: finite(v) and 0 < v <= 3600),
+        default=60.0,
+        help="length of the --rpm window, counted from the epoch (default 60)",
+    )
+    parser.add_argument(
+        "--rpm-queue",
+        action="store_true",
+        help="hold a chat request over --rpm until a window with room (at most one "
+        "window ahead) instead of refusing it",
+    )
+    parser.add_argument(
+        "--gateway-headers",
+        action="store_true",
+        help="answer as a LiteLLM proxy: 429s say llm_provider-retry-after and no "
+        "Retry-After, chat 2xx say x-ratelimit-limit/remaining-requests (and -tokens) "
+        "with no reset",
+    )
+    parser.add_argument(
         "--failure-rate",
         type=number_argument(float, "a share from 0 to 1", lambda v: 0 <= v <= 1),
         default=0.0,
@@ -168,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         quota=args.quota,
         quota_retry_after=args.quota_retry_after,
         token_limit=args.token_limit,
+        rpm=args.rpm,
+        rpm_window=args.rpm_window,
+        rpm_queue=args.rpm_queue,
+        gateway_headers=args.gateway_headers,
     )
     server = SandboxServer(config, host=args.host, port=args.port, log_path=args.log)
     stop = threading.Event()

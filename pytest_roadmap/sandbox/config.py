@@ -220,6 +220,16 @@ class SandboxConfig:
     answer then says where that budget stands in `x-ratelimit-*-tokens` headers.
     `failure_rate` answers that share of chat
     requests 500, drawn from `random.Random(seed)`; `down` answers 503 everywhere.
+
+    `rpm` imitates an LLM gateway's per-deployment limit (a LiteLLM proxy's `rpm`): at most
+    that many chat requests per fixed window of `rpm_window` seconds, counted from the
+    epoch (calendar minutes at 60, as LiteLLM keys its counters by the UTC minute); health
+    requests are not counted. Beyond it 429 with `Retry-After` saying when the window turns,
+    or with `rpm_queue` the request is held until a later window with room (at most one
+    window ahead; 429 when there is none). `gateway_headers` answers as the proxy does: a
+    429 carries its wait only as `llm_provider-retry-after: <rpm_window>` (the router's
+    fixed 60), and every chat 2xx says `x-ratelimit-limit-requests` /
+    `-remaining-requests` (and the `-tokens` pair with `token_limit`) with no reset.
     """
 
     latency: float = 0.0
@@ -236,6 +246,10 @@ class SandboxConfig:
     quota: int | None = None
     quota_retry_after: int = 3600
     token_limit: int | None = None
+    rpm: int | None = None
+    rpm_window: float = 60.0
+    rpm_queue: bool = False
+    gateway_headers: bool = False
 
     def __post_init__(self) -> None:
         owner = "sandbox setting"
@@ -286,6 +300,20 @@ class SandboxConfig:
             integer=True,
             optional=True,
         )
+        _check_number(
+            owner,
+            "rpm",
+            self.rpm,
+            what="a whole number of chat requests per window >= 1",
+            low=1,
+            integer=True,
+            optional=True,
+        )
+        _check_number(
+            owner, "rpm_window", self.rpm_window, what="seconds > 0", low_open=True, high=3600.0
+        )
+        _check_bool(owner, "rpm_queue", self.rpm_queue)
+        _check_bool(owner, "gateway_headers", self.gateway_headers)
         _check_number(
             owner,
             "quota_retry_after",

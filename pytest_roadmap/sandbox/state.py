@@ -71,6 +71,7 @@ class SandboxState:
         self._in_flight = 0
         self._accepted: deque[float] = deque()  # monotonic arrivals inside the rate window
         self._tokens: deque[tuple[float, int]] = deque()  # (monotonic, tokens) of the minute
+        self._windows: dict[int, int] = {}  # rpm: chat requests admitted per fixed window
         self._schedule_start = time.monotonic()  # where capacity_schedule counts from
         self._quota_used = 0  # chat answers 2xx, and admitted ones on their way to it
         self._epoch = 0  # one per reset, so a request from before it frees no quota after
@@ -140,6 +141,7 @@ class SandboxState:
             self._rng = random.Random(self._config.seed)
             self._accepted.clear()
             self._tokens.clear()
+            self._windows.clear()
             self._schedule_start = time.monotonic()
             self._quota_used = 0
             self._epoch += 1
@@ -200,8 +202,13 @@ class SandboxState:
                 entry["capacity"] = self._capacity_locked()
             self._entries.append(entry)
             decision = self._token_refusal_locked(entry, path)
-            if decision is None:
+            if decision is None and is_chat:
+                decision = self._rpm_refusal_locked(entry)
+            held = 0.0
+            if decision is None or decision.admitted:
+                held = decision.wait if decision is not None else 0.0
                 decision = self._decide_locked(entry, method, path, message, model, auth)
+                decision.wait += held
             if openai:
                 as_openai(decision, body)
                 self._count_tokens_locked(decision)
@@ -213,7 +220,50 @@ class SandboxState:
                     self._quota_used += 1
                     decision.quota_epoch = self._epoch
             decision.headers.update(self._rate_headers_locked(decision))
+            if is_chat and self._config.gateway_headers and 200 <= decision.status < 300:
+                decision.headers.update(self._gateway_headers_locked(held))
             return decision
+
+    def _rpm_refusal_locked(self, entry: dict[str, Any]) -> Decision | None:
+        """A gateway's fixed-window limit: None to go on now, a 429, or (queueing) an
+        admission marker whose `wait` holds the request until a window with room."""
+        config = self._config
+        if config.rpm is None or config.down:
+            return None
+        now = time.time()  # windows are the wall clock's, as a gateway counts them
+        window = int(now // config.rpm_window)
+        for old in [w for w in self._windows if w < window]:
+            del self._windows[old]
+        if self._windows.get(window, 0) < config.rpm:
+            self._windows[window] = self._windows.get(window, 0) + 1
+            return None
+        turn = (window + 1) * config.rpm_window - now
+        if config.rpm_queue and self._windows.get(window + 1, 0) < config.rpm:
+            self._windows[window + 1] = self._windows.get(window + 1, 0) + 1
+            return Decision(entry, 200, admitted=True, wait=turn)
+        if config.gateway_headers:
+            # LiteLLM's router says a fixed 60 whatever is left of the minute, and the proxy
+            # passes it on with the provider prefix only.
+            wait = {"llm_provider-retry-after": f"{config.rpm_window:g}"}
+        else:
+            wait = {"Retry-After": str(max(1, math.ceil(turn)))}
+        return Decision(entry, 429, {"error": "rpm limit exceeded"}, headers=wait)
+
+    def _gateway_headers_locked(self, held: float) -> dict[str, str]:
+        """What a LiteLLM proxy says of the deployment's budget on a 2xx: limit and
+        remaining in the window the request was counted in, never a reset."""
+        config = self._config
+        found: dict[str, str] = {}
+        if config.rpm is not None:
+            window = int((time.time() + held) // config.rpm_window)
+            left = max(0, config.rpm - self._windows.get(window, 0))
+            found["x-ratelimit-limit-requests"] = str(config.rpm)
+            found["x-ratelimit-remaining-requests"] = str(left)
+        if config.token_limit is not None:
+            used, _ = self._token_window_locked()
+            found["x-ratelimit-limit-tokens"] = str(config.token_limit)
+            found["x-ratelimit-remaining-tokens"] = str(max(0, config.token_limit - used))
+        return found
 
     def _token_window_locked(self) -> tuple[int, float]:
         """Tokens answered in the last minute, and seconds until the oldest leaves it."""
@@ -232,6 +282,8 @@ class SandboxState:
         if used < limit:
             return None
         retry = {"Retry-After": str(max(1, math.ceil(reset)))}
+        if self._config.gateway_headers:
+            retry = {"llm_provider-retry-after": "60"}  # the router's fixed wait, prefixed
         return Decision(entry, 429, {"error": "token rate limit exceeded"}, headers=retry)
 
     def _count_tokens_locked(self, decision: Decision) -> None:
@@ -242,6 +294,8 @@ class SandboxState:
         usage = decision.entry.get("usage")
         if decision.admitted and isinstance(usage, dict):
             self._tokens.append((time.monotonic(), int(usage["total"])))
+        if self._config.gateway_headers:
+            return  # a gateway says its budget without a reset (_gateway_headers_locked)
         used, reset = self._token_window_locked()
         decision.headers.update(
             {

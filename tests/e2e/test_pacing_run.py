@@ -182,3 +182,36 @@ def test_capacity_that_drops_and_comes_back_brings_the_limit_down_and_up(
         if e["capacity"] == 4 and e["arrived"] > min(r["arrived"] for r in refused)
     )
     assert max(e["in_flight"] for e in chats if e["arrived"] > dip_over) >= 2
+
+
+@pytest.mark.slow
+def test_a_gateway_counting_calendar_minutes_is_paced_to_its_budget(roadmap: Roadmap) -> None:
+    # A LiteLLM proxy's per-deployment rpm: 429s say only llm_provider-retry-after: 60,
+    # answers say the budget left with no reset. The work needs two calendar minutes' budget.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(24)))
+    roadmap.sandbox.configure(latency=0.05, rpm=20, gateway_headers=True)
+    result = roadmap.run("-n", "4")
+    result.assert_outcomes(passed=24)
+    chats = roadmap.chats()
+    refused = [e for e in chats if e["status"] == 429]
+    assert len(refused) <= 0.1 * len(chats), [e["arrived"] % 60 for e in refused]
+    per_minute: dict[int, int] = {}
+    for entry in chats:
+        if entry["status"] == 200:
+            minute = int(entry["arrived"] // 60)
+            per_minute[minute] = per_minute.get(minute, 0) + 1
+    # Two minutes' work, three calendar minutes when it starts late in one; nearly a whole
+    # minute's budget was used in one of them (the pace spreads the budget to the turn, so
+    # the last send of a minute may fall just past it).
+    assert len(per_minute) <= 3 and max(per_minute.values()) >= 18, per_minute
+    # A task's own answers keep the shared health fresh (for one health interval, 5 s,
+    # renewed at most every half interval per process): after the first, a probe goes out
+    # only when no task was answered for at least half of it (the pause till the turn).
+    probes = [e for e in _api(roadmap) if e["path"] == "/api/health"]
+    answered = [e["answered"] for e in chats if e["status"] == 200]
+    for probe in probes[1:]:
+        before = [at for at in answered if at < probe["arrived"]]
+        assert not before or probe["arrived"] - max(before) >= 2.5 - 0.5, probe
+    assert len(probes) <= 4, [e["arrived"] for e in probes]
+    report = _report(roadmap)
+    assert not [c for c in report["run"].get("rate_changes", []) if "429" in c["reason"]]

@@ -19,7 +19,7 @@ def read_report(roadmap: Roadmap, folder: str = "roadmap-report") -> dict[str, A
 
 
 def planned_seconds(output: str) -> float:
-    match = re.search(r"requests \((\d+) health probes\), ([0-9.]+) s \(start-up", output)
+    match = re.search(r"requests \((\d+) health probes?\), ([0-9.]+) s \(start-up", output)
     assert match is not None, output
     return float(match.group(2))
 

@@ -32,6 +32,10 @@ class RemoteSandbox(SandboxSubprocess):
         "quota": None,
         "quota_retry_after": 3600,
         "token_limit": None,
+        "rpm": None,
+        "rpm_window": 60.0,
+        "rpm_queue": False,
+        "gateway_headers": False,
     }
 
     def restore(self) -> None:

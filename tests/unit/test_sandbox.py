@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -714,6 +715,10 @@ def test_control_config_changes_settings_and_rules(
         (b'{"rate_limit_headers": "github"}', "'x-ratelimit'"),
         (b'{"rate_limit_headers": null}', "rate_limit_headers"),
         (b'{"quota": -1}', "quota"),
+        (b'{"rpm": 0}', "rpm"),
+        (b'{"rpm_window": 0}', "rpm_window"),
+        (b'{"rpm_queue": "yes"}', "rpm_queue"),
+        (b'{"gateway_headers": 1}', "gateway_headers"),
         (b'{"quota": 2.5}', "quota"),
         (b'{"quota_retry_after": 1.5}', "quota_retry_after"),
         (b'{"quota_retry_after": null}', "quota_retry_after"),
@@ -936,3 +941,57 @@ def test_main_reports_a_taken_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err.strip() == (
         f"roadmap-sandbox: cannot serve on 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_rpm_counts_chat_requests_per_fixed_window_as_a_gateway_says_it(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    # An hour's window: the test never straddles its turn.
+    sandbox.configure(rpm=2, rpm_window=3600.0, gateway_headers=True)
+    health = http.get(sandbox.url + HEALTH_PATH, timeout=10)
+    answers = [chat(http, sandbox, f"task {i}") for i in range(3)]
+    assert health.status_code == 200  # a gateway does not count GET /models
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    said = [
+        (a.headers["x-ratelimit-limit-requests"], a.headers["x-ratelimit-remaining-requests"])
+        for a in answers[:2]
+    ]
+    assert said == [("2", "1"), ("2", "0")]
+    refused = answers[2].headers
+    assert refused["llm_provider-retry-after"] == "3600" and "Retry-After" not in refused
+    for answer in answers:
+        assert not [name for name in answer.headers if "reset" in name.lower()]
+
+
+def test_rpm_without_gateway_headers_says_when_the_window_turns(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(rpm=1, rpm_window=3600.0)
+    assert chat(http, sandbox, "first").status_code == 200
+    refused = chat(http, sandbox, "second")
+    assert refused.status_code == 429
+    turn = 3600 - time.time() % 3600
+    assert abs(int(refused.headers["Retry-After"]) - turn) <= 2
+    assert "llm_provider-retry-after" not in refused.headers
+
+
+def test_rpm_queue_holds_a_request_until_the_next_window(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    sandbox.configure(rpm=1, rpm_window=0.5, rpm_queue=True)
+    first, second = (chat(http, sandbox, f"task {i}") for i in range(2))
+    assert (first.status_code, second.status_code) == (200, 200)
+    entries = chat_entries(sandbox)
+    # The second waited for the window after the first's: a gateway that queues.
+    assert int(entries[1]["answered"] // 0.5) > int(entries[0]["arrived"] // 0.5)
+    assert entries[1]["answered"] - entries[1]["arrived"] <= 0.5 + 0.2
+
+
+def test_the_suites_reset_turns_every_knob_off() -> None:
+    """Each test gets the session's sandbox back with every knob off (RemoteSandbox.OFF): a
+    knob missing there leaks one test's misbehaving server into the next."""
+    from tests.support.project import RemoteSandbox
+
+    knobs = {f.name for f in dataclasses.fields(SandboxConfig)}
+    assert set(RemoteSandbox.OFF) == knobs
+    assert SandboxConfig(**RemoteSandbox.OFF) == SandboxConfig()
