@@ -412,7 +412,7 @@ class TaskRunner:
         check could not judge it. A rubric's grading goes through the safeguards."""
         if not task.checks:
             return None
-        from pytest_roadmap.checks import Context, judge
+        from pytest_roadmap.checks import Context, check_retries, judge
 
         state = self.state(nodeid)
         state.answers += 1
@@ -439,7 +439,7 @@ class TaskRunner:
         paragraph = self.run.redact_lines(verdict.paragraph())
         if verdict.errored:
             raise ChecksErrored(verdict, paragraph)
-        retries = task.check_retries if task.check_retries is not None else settings.check_retries
+        retries = check_retries(task.checks, task.check_retries, settings.check_retries)
         raise ChecksFailed(verdict, paragraph, retry=state.answers <= retries)
 
     def _grade(self, task: Task, attempt: int, prompt: str, usages: list[Usage]) -> str:

@@ -16,7 +16,7 @@ import pytest
 from pytest_roadmap.attempt import retryable
 from pytest_roadmap.batches import BatchPlan, dependency_problems, run_order
 from pytest_roadmap.budgets import unbounded_tasks
-from pytest_roadmap.checks import most_seconds
+from pytest_roadmap.checks import check_retries, most_seconds
 from pytest_roadmap.collect import TaskFile, TaskItem, is_roadmap_item, odd_task_files
 from pytest_roadmap.run import FREEZE_FROM, Controller, Role, RunConfig, TaskRunner
 from pytest_roadmap.settings import Settings
@@ -150,13 +150,11 @@ class SelectionHooks:
                 reruns = task.retries if task and task.retries is not None else settings.reruns
                 # New answers for a wrong one are reruns too; the runner keeps each kind
                 # to its own count (TaskRunner.call, TaskRunner.judge).
-                more = 0
-                if task is not None and task.checks:
-                    more = (
-                        task.check_retries
-                        if task.check_retries is not None
-                        else settings.check_retries
-                    )
+                more = (
+                    check_retries(task.checks, task.check_retries, settings.check_retries)
+                    if task is not None
+                    else 0
+                )
                 item.add_marker(marks.flaky(reruns + more))
             if item.get_closest_marker("timeout") is None:
                 seconds = task.timeout if task and task.timeout else settings.timeout

@@ -30,6 +30,7 @@ __all__ = [
     "CheckResult",
     "Context",
     "Verdict",
+    "check_retries",
     "judge",
     "most_seconds",
     "read_checks",
@@ -110,3 +111,11 @@ def most_seconds(checks: Sequence[Check], command_timeout: float, request_timeou
         elif isinstance(check, Rubric):
             total += request_timeout
     return total
+
+
+def check_retries(checks: Sequence[Check], own: int | None, run: int) -> int:
+    """New answers a task may ask for when one fails its checks: its own `check_retries`,
+    else the run's; none without checks."""
+    if not checks:
+        return 0
+    return own if own is not None else run

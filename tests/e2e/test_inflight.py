@@ -337,18 +337,7 @@ def leftovers() -> Iterator[list[int]]:
 
 
 def _spawn(roadmap: Roadmap, *extra: str) -> subprocess.Popen[bytes]:
-    return roadmap.spawn(
-        "--roadmap",
-        "-n",
-        "2",
-        "--roadmap-api",
-        roadmap.sandbox.url,
-        "--roadmap-rate-limit",
-        "500",
-        "--roadmap-health-interval",
-        "0.5",
-        *extra,
-    )
+    return roadmap.spawn_run(*extra)
 
 
 @pytest.mark.slow

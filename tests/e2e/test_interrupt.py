@@ -45,18 +45,7 @@ def _wait(condition: Callable[[], bool], what: str, proc: subprocess.Popen[bytes
 def _start(roadmap: Roadmap, *extra: str) -> subprocess.Popen[bytes]:
     roadmap.tasks("month1", *(task_toml(t, title=f"Work {t}") for t in ALL))
     roadmap.sandbox.configure(rules=[{"match": f"do {t} ", "hang": True} for t in HUNG])
-    return roadmap.spawn(
-        "--roadmap",
-        "-n",
-        "2",
-        "--roadmap-api",
-        roadmap.sandbox.url,
-        "--roadmap-rate-limit",
-        "500",
-        "--roadmap-health-interval",
-        "0.5",
-        *extra,
-    )
+    return roadmap.spawn_run(*extra)
 
 
 def _stuck(roadmap: Roadmap) -> bool:

@@ -152,6 +152,22 @@ class Roadmap:
             stderr=subprocess.STDOUT,
         )
 
+    def spawn_run(self, *extra: str) -> subprocess.Popen[bytes]:
+        """`spawn` of a two-worker roadmap run against the sandbox, paced as `args` paces
+        in-process runs."""
+        return self.spawn(
+            "--roadmap",
+            "-n",
+            "2",
+            "--roadmap-api",
+            self.sandbox.url,
+            "--roadmap-rate-limit",
+            "500",
+            "--roadmap-health-interval",
+            "0.5",
+            *extra,
+        )
+
     def run_subprocess(self, *args: str, timeout: float = 120) -> pytest.RunResult:
         return self.pytester.runpytest_subprocess(*self.args(*args), timeout=timeout)
 
