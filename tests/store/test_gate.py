@@ -102,7 +102,8 @@ def test_fifo_across_threads(store: Store) -> None:
             # Start the next thread only once this one is queued, to fix the order. A
             # process queues its threads itself, behind one ticket in the store.
             wait_for(lambda queued=index + 1: gate.queued == queued)
-            assert gate.state() == (1, 1)
+            # The first thread enters the line before its ticket reaches the store.
+            wait_for(state_is(gate, 1, 1))
         first.release()
         for thread in threads:
             thread.join(PATIENCE)
