@@ -439,3 +439,88 @@ def test_the_setting_is_checked(roadmap: Roadmap) -> None:
         ["*invalid requests in flight per worker '0' from option --roadmap-inflight: must be*"]
     )
     assert Path(roadmap.pytester.path).is_dir()
+
+
+# --- pytest's everyday options with K requests in flight ------------------------------
+
+
+def _with_cache(args: list[str]) -> list[str]:
+    """`args` without the suite's `-p no:cacheprovider`: `--lf` needs pytest's cache."""
+    kept: list[str] = []
+    for arg in args:
+        if arg == "no:cacheprovider" and kept and kept[-1] == "-p":
+            kept.pop()
+            continue
+        kept.append(arg)
+    return kept
+
+
+@pytest.mark.slow
+def test_last_failed_sends_only_the_failed_tasks_again(roadmap: Roadmap) -> None:
+    names = _tasks(roadmap, 12)
+    # Two tasks fail every attempt of the first run (3 each), then answer.
+    roadmap.sandbox.configure(
+        latency=0.1,
+        rules=[
+            {"match": "do t03 ", "status": 500, "times": 3},
+            {"match": "do t08 ", "status": 500, "times": 3},
+        ],
+    )
+    inflight = ("-n", "2", "--roadmap-inflight", "4", "--roadmap-retry-delay", "20")
+    first = roadmap.pytester.runpytest(*_with_cache(roadmap.args(*inflight)))
+    assert first.parseoutcomes() == {"passed": 10, "failed": 2, "rerun": 4}
+    assert sorted({e["task"] for e in roadmap.chats()}) == names
+    seen = len(roadmap.sandbox.log())
+
+    again = roadmap.pytester.runpytest(*_with_cache(roadmap.args(*inflight, "--lf")))
+    assert again.parseoutcomes() == {"passed": 2}
+    later = [e for e in roadmap.sandbox.log()[seen:] if e["path"] == "/api/codebase/chat"]
+    assert sorted(e["task"] for e in later) == ["t03", "t08"]
+    assert all(e["status"] == 200 for e in later)
+    # The tracker keeps the first run's ten and adds the two.
+    progress = json.loads((roadmap.pytester.path / "ROADMAP_PROGRESS.json").read_text())
+    done = sorted(t["name"] for t in progress["tasks"].values() if t["completed"])
+    assert done == [f"Task {n}" for n in names]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dist", ["loadfile", "loadscope", "worksteal", "loadgroup"])
+def test_other_xdist_modes_keep_k_requests_in_flight(roadmap: Roadmap, dist: str) -> None:
+    """xdist's other schedulers hand a worker its tasks their own way (a whole file, stolen
+    work); each worker still keeps K requests in flight, never more, each task sent once."""
+    first = [task_toml(f"a{n:02d}") for n in range(8)]
+    second = [task_toml(f"b{n:02d}", month=2) for n in range(8)]
+    roadmap.tasks("month1", *first)
+    roadmap.tasks("month2", *second)
+    roadmap.sandbox.configure(latency=0.4)
+    result = roadmap.run(
+        "-n", "2", "--dist", dist, "--roadmap-inflight", "3", "--no-roadmap-adaptive"
+    )
+    result.assert_outcomes(passed=16)
+    chats = roadmap.chats()
+    assert sorted(e["task"] for e in chats) == sorted(
+        [*(f"a{n:02d}" for n in range(8)), *(f"b{n:02d}" for n in range(8))]
+    )
+    # More than one request per worker went at once, and never more than workers x K.
+    assert 2 < max_in_flight(roadmap.sandbox.log()) <= 6
+
+
+@pytest.mark.slow
+def test_exitfirst_stops_sending_after_the_first_failure(roadmap: Roadmap) -> None:
+    """-x: the run stops at the first failed task; what was already in flight ends, nothing
+    more is sent, and no task is reported that did not run."""
+    roadmap.tasks(
+        "month1",
+        task_toml("bad") + '[[tasks.checks]]\ncontains = "no such words"\n',
+        *(task_toml(f"t{n:02d}") for n in range(30)),
+    )
+    roadmap.sandbox.configure(latency=0.3)
+    result = roadmap.run("-n", "0", "--roadmap-inflight", "3", "-x")
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 1
+    assert outcomes.get("passed", 0) < 30
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # At most the K requests in flight when it stopped, and those the pool had refilled
+    # before the main thread saw the failure, beyond the items that ran.
+    ran = 1 + outcomes.get("passed", 0)
+    assert len(roadmap.chats()) <= ran + 3
