@@ -1,6 +1,7 @@
 """Per-task cost of pytest-roadmap against plain pytest functions sending the same request.
 
-M tasks go to a zero-latency sandbox (its own process) with no effective rate limit,
+M tasks go to a sandbox (its own process; no latency unless `--latency-ms`) with no
+effective rate limit,
 through `pytest --roadmap -n N`, and M plain test functions that each do the same
 requests.post go through `pytest -n N -p no:roadmap`; the two alternate, `--repeat` times
 each. The extra per task is (median plugin wall - median plain wall) / M, and the same for
@@ -8,6 +9,7 @@ CPU (the runs' processes and their children). A probe conftest in both folders t
 plugin's write_reports, so the share of the extra that is the report shows apart.
 
     python benchmarks/overhead_bench.py --tasks 2000 --workers 2
+    python benchmarks/overhead_bench.py --tasks 120 --workers 6 --latency-ms 200 --files 4
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def main() -> None:
     parser = BenchmarkParser(__doc__)
     parser.tasks(2000, help="M, tasks and plain functions")
     parser.workers(2, help="N, xdist workers for both")
+    parser.latency(0.0)
     parser.files(20)
     parser.repeat(3)
     parser.timeout(600.0)
@@ -87,7 +90,7 @@ def main() -> None:
 
     plugin_runs: list[dict[str, Any]] = []
     plain_runs: list[dict[str, Any]] = []
-    with Sandbox(latency_ms=0) as sandbox, tempfile.TemporaryDirectory() as tmp:
+    with Sandbox(latency_ms=options.latency_ms) as sandbox, tempfile.TemporaryDirectory() as tmp:
         roadmap_dir, plain_dir = Path(tmp, "roadmap"), Path(tmp, "plain")
         write_tasks(roadmap_dir, options.tasks, options.files)
         write_plain_tests(plain_dir, options.tasks, options.files, sandbox.url)
@@ -119,6 +122,7 @@ def main() -> None:
             "scenario": {
                 "tasks": tasks,
                 "workers": options.workers,
+                "latency_ms": options.latency_ms,
                 "repeat": options.repeat,
                 "nodelay": options.nodelay,
             },
