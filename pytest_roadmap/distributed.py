@@ -45,7 +45,11 @@ class XdistHooks:
             inflight = controller.run.settings.inflight
             # A worker with K requests in flight holds K tasks (see pytest_roadmap/inflight/):
             # one more would wait on it for a thread while another worker has one free.
-            scheduler = OrderedScheduling(config, log, hold=max(2, inflight))
+            # With one, it holds three: xdist's worker loop takes the task after the next
+            # before it starts the next one, so with two each task waited for the
+            # controller's answer to the last one's report (13% of a worker's time at
+            # -n 6 with 200 ms answers, docs/benchmarks.md).
+            scheduler = OrderedScheduling(config, log, hold=inflight if inflight > 1 else 3)
             # What is mid-attempt at the end: the task each worker runs; with requests in
             # flight, every task a worker holds (each began its attempt's setup on arrival).
             controller.running = scheduler.held if inflight > 1 else scheduler.running
@@ -62,7 +66,7 @@ class OrderedScheduling(LoadScheduling):
     deadlock. Plain LoadScheduling breaks that after a crash: it re-queues the dead worker's
     tasks behind later ones on the survivors. Here earlier tasks wait for a worker whose
     queue they can head (the replacement xdist starts), and each worker holds at most its
-    running task and the next one (`hold`, 2; with --roadmap-inflight K, K).
+    running task and the next two (`hold`, 3; with --roadmap-inflight K, K).
 
     It also starts as soon as the first worker has collected, instead of waiting for all
     of them: on a small machine the last of N interpreters is ready seconds after the first
@@ -73,7 +77,7 @@ class OrderedScheduling(LoadScheduling):
 
     collection: list[str] | None  # set by LoadScheduling.__init__; declared for mypy
 
-    def __init__(self, config: pytest.Config, log: Any = None, *, hold: int = 2) -> None:
+    def __init__(self, config: pytest.Config, log: Any = None, *, hold: int = 3) -> None:
         super().__init__(config, log)
         self.hold = hold  # tasks a worker holds at most
 
