@@ -230,6 +230,7 @@ def on_throttled(
     accepted: float | None,
     ceiling: float,
     hold: float = RATE_HOLD,
+    what: str = "429",
 ) -> Event | None:
     """A 429: the send rate is above the server's. Cut to what it was accepting, once per
     burst (requests sent within `RATE_HOLD` of the last cut are the same burst), and never
@@ -254,7 +255,7 @@ def on_throttled(
         if accepted
         else "it accepted none in the second before"
     )
-    return Event("rate", now, old, new, f"429 from the API ({words})")
+    return Event("rate", now, old, new, f"{what} from the API ({words})")
 
 
 def on_pause(pace: Pace, seconds: float, now: float, reason: str) -> Event | None:
@@ -536,7 +537,13 @@ class Pacer:
                 return []
 
             self._change(spent)
-        if status == 429 and self.mode == "aimd" and limits is None and tokens is None:
+        # A 503 sent while one request at a time was all the run allowed cannot be load:
+        # the server refuses by rate and says it with a 503 (nginx's limit_req does by
+        # default). Cutting the concurrency can do nothing more, and without a cut of the
+        # rate the next request (and the health probe before it) came as fast as the last,
+        # to be refused again, for as long as the run lasted.
+        by_rate = status == 429 or (status == 503 and ticket.limit <= 1)
+        if by_rate and self.mode == "aimd" and limits is None and tokens is None:
             accepted = self.accepted_rate(ticket.sent_at)
 
             def cut(pace: Pace) -> list[Event]:
@@ -544,10 +551,13 @@ class Pacer:
                 # drained. A probe just past the learned rate overshot by a request or so.
                 probe = 0 < pace.peak < pace.rate(self.ceiling, now)
                 hold = RATE_HOLD if retry_after is None else max(RATE_HOLD, retry_after)
-                event = on_throttled(pace, ticket.sent_at, now, accepted, self.ceiling, hold)
+                what = "429" if status == 429 else f"{status} at one request in flight"
+                event = on_throttled(
+                    pace, ticket.sent_at, now, accepted, self.ceiling, hold, what=what
+                )
                 if event is None or probe or retry_after is not None:
                     return _listed(event)
-                return _listed(event, on_pause(pace, RATE_HOLD, now, "429"))
+                return _listed(event, on_pause(pace, RATE_HOLD, now, str(status)))
 
             self._change(cut)
         if self.mode != "aimd":

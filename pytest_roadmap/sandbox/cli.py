@@ -104,6 +104,19 @@ def _build_parser() -> argparse.ArgumentParser:
         help="answer 429 over the rate limit without Retry-After",
     )
     parser.add_argument(
+        "--rate-limit-spacing",
+        action="store_true",
+        help="count --rate-limit as nginx's limit_req without burst: a request sooner than "
+        "1/rate after the last admitted one is refused",
+    )
+    parser.add_argument(
+        "--rate-limit-status",
+        type=int,
+        choices=(429, 503),
+        default=429,
+        help="the status of a refusal over --rate-limit (nginx answers 503 by default)",
+    )
+    parser.add_argument(
         "--rate-limit-headers",
         choices=[name for name in RATE_LIMIT_HEADERS if name],
         default="",
@@ -191,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         capacity_retry_after=args.capacity_retry_after,
         rate_limit_retry_after=args.rate_limit_retry_after,
         rate_limit_headers=args.rate_limit_headers,
+        rate_limit_spacing=args.rate_limit_spacing,
+        rate_limit_status=args.rate_limit_status,
         quota=args.quota,
         quota_retry_after=args.quota_retry_after,
         token_limit=args.token_limit,

@@ -214,6 +214,10 @@ class SandboxConfig:
     floor(rate_limit) (at least 1; 429 beyond it, with `Retry-After` unless
     `rate_limit_retry_after` is false); `rate_limit_headers` names the family of headers
     that then tell every /api/ answer where the window stands (RATE_LIMIT_HEADERS).
+    `rate_limit_spacing` counts as nginx's `limit_req` without `burst` does instead: a
+    request less than 1 / rate_limit seconds after the last admitted one is refused;
+    `rate_limit_status` is the status of the refusal (429, or 503 as nginx answers by
+    default).
     `quota` answers every /api/ request 429 with `Retry-After: quota_retry_after` once that
     many chat requests were answered 2xx. `token_limit` (OpenAI protocol) answers 429 to a
     chat request while the answers of the last 60 s used that many tokens, and every /v1/
@@ -243,6 +247,8 @@ class SandboxConfig:
     capacity_retry_after: bool = True
     rate_limit_retry_after: bool = True
     rate_limit_headers: str = ""
+    rate_limit_spacing: bool = False
+    rate_limit_status: int = 429
     quota: int | None = None
     quota_retry_after: int = 3600
     token_limit: int | None = None
@@ -282,6 +288,11 @@ class SandboxConfig:
         object.__setattr__(self, "capacity_schedule", check_schedule(owner, self.capacity_schedule))
         _check_bool(owner, "capacity_retry_after", self.capacity_retry_after)
         _check_bool(owner, "rate_limit_retry_after", self.rate_limit_retry_after)
+        _check_bool(owner, "rate_limit_spacing", self.rate_limit_spacing)
+        if self.rate_limit_status not in (429, 503) or isinstance(self.rate_limit_status, bool):
+            raise SettingError(
+                f"{owner} rate_limit_status must be 429 or 503, got {self.rate_limit_status!r}"
+            )
         if self.rate_limit_headers not in RATE_LIMIT_HEADERS:
             allowed = ", ".join(repr(name) for name in RATE_LIMIT_HEADERS)
             raise SettingError(

@@ -70,6 +70,7 @@ class SandboxState:
         self._seq = 0
         self._in_flight = 0
         self._accepted: deque[float] = deque()  # monotonic arrivals inside the rate window
+        self._last_admitted = -math.inf  # the last of them, kept past the window (spacing)
         self._tokens: deque[tuple[float, int]] = deque()  # (monotonic, tokens) of the minute
         self._windows: dict[int, int] = {}  # rpm: chat requests admitted per fixed window
         self._schedule_start = time.monotonic()  # where capacity_schedule counts from
@@ -140,6 +141,7 @@ class SandboxState:
             self._rule_uses = [0] * len(self._config.rules)
             self._rng = random.Random(self._config.seed)
             self._accepted.clear()
+            self._last_admitted = -math.inf
             self._tokens.clear()
             self._windows.clear()
             self._schedule_start = time.monotonic()
@@ -380,11 +382,18 @@ class SandboxState:
             now = time.monotonic()
             while self._accepted and self._accepted[0] <= now - RATE_WINDOW:
                 self._accepted.popleft()
-            if len(self._accepted) >= max(1, math.floor(config.rate_limit)):
-                wait = max(1, math.ceil(self._accepted[0] + RATE_WINDOW - now))
+            if config.rate_limit_spacing:
+                refused = now - self._last_admitted < 1.0 / config.rate_limit
+            else:
+                refused = len(self._accepted) >= max(1, math.floor(config.rate_limit))
+            if refused:
+                oldest = self._accepted[0] if self._accepted else self._last_admitted
+                wait = max(1, math.ceil(oldest + RATE_WINDOW - now))
                 retry = {"Retry-After": str(wait)} if config.rate_limit_retry_after else {}
-                return Decision(entry, 429, {"error": "rate limit exceeded"}, headers=retry)
+                status = config.rate_limit_status
+                return Decision(entry, status, {"error": "rate limit exceeded"}, headers=retry)
             self._accepted.append(now)
+            self._last_admitted = now
         if path in HEALTH_PATHS:
             if method != "GET":
                 return method_not_allowed(entry, "GET")

@@ -110,6 +110,32 @@ def test_a_429_without_retry_after_lowers_the_shared_rate(roadmap: Roadmap) -> N
 
 
 @pytest.mark.slow
+def test_a_server_refusing_by_rate_with_503s_is_paced_not_hammered(roadmap: Roadmap) -> None:
+    """nginx's limit_req answers 503 by default and has no burst: a 503 is then a rate, not
+    load. At one request in flight the run cut its concurrency no further and learned
+    nothing, and every health probe took the server's next turn from the task sent right
+    after it: probe 200, task 503, for as long as the run lasted."""
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(16)))
+    roadmap.sandbox.configure(
+        latency=0.25,
+        rate_limit=4,
+        rate_limit_spacing=True,
+        rate_limit_status=503,
+        rate_limit_retry_after=False,
+    )
+    # The client's own default rate (10/s), above the server's.
+    result = roadmap.run_subprocess("-n", "3", "--roadmap-rate-limit", "10", timeout=240)
+    result.assert_outcomes(passed=16)
+    log = _api(roadmap)
+    refused = [e for e in log if e["status"] == 503]
+    assert refused, "the server never refused: this run proves nothing"
+    # Before the fix: 97 refusals and no answer at all in two minutes.
+    assert len(refused) <= 8, [(e["path"], round(e["arrived"], 2)) for e in refused]
+    changes = _report(roadmap)["run"]["rate_changes"]
+    assert changes and "503 at one request in flight" in changes[0]["reason"]
+
+
+@pytest.mark.slow
 def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
     # After 5 answers every request, health probes included, gets 429 with Retry-After 3600.

@@ -29,6 +29,8 @@ class RemoteSandbox(SandboxSubprocess):
         "capacity_retry_after": True,
         "rate_limit_retry_after": True,
         "rate_limit_headers": "",
+        "rate_limit_spacing": False,
+        "rate_limit_status": 429,
         "quota": None,
         "quota_retry_after": 3600,
         "token_limit": None,

@@ -188,6 +188,27 @@ def test_rate_limit_answers_429_with_retry_after(
     assert [e["status"] for e in sandbox.log()] == [200, 200, 429]
 
 
+def test_rate_limit_spacing_refuses_as_nginx_limit_req_does(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    """No burst: a request sooner than 1/rate after the last admitted one is refused (the
+    sliding window would admit two at once at 2/s), with nginx's 503 and no Retry-After."""
+    sandbox.configure(
+        rate_limit=2, rate_limit_spacing=True, rate_limit_status=503, rate_limit_retry_after=False
+    )
+    refusals: list[requests.Response] = []
+    deadline = time.monotonic() + 30  # safety net: three admissions take about 1 s
+    while sum(e["status"] == 200 for e in sandbox.log()) < 3:
+        assert time.monotonic() < deadline
+        response = http.get(sandbox.url + HEALTH_PATH, timeout=10)
+        if response.status_code != 200:
+            refusals.append(response)
+    assert refusals and {r.status_code for r in refusals} == {503}
+    assert all("Retry-After" not in r.headers for r in refusals)
+    admitted = [e["arrived"] for e in sandbox.log() if e["status"] == 200]
+    assert all(later - first >= 0.5 - 0.01 for first, later in zip(admitted, admitted[1:]))
+
+
 def test_failure_rate_is_seeded_and_replays_after_reset(
     sandbox: SandboxServer, http: requests.Session
 ) -> None:
@@ -773,6 +794,8 @@ def test_configure_rejects_bad_values(sandbox: SandboxServer) -> None:
         sandbox.configure(rate_limit=0)
     with pytest.raises(SettingError, match="status"):
         Rule(status=99)
+    with pytest.raises(SettingError, match="rate_limit_status must be 429 or 503, got 500"):
+        sandbox.configure(rate_limit=1, rate_limit_status=500)
 
 
 def test_url_needs_start() -> None:
@@ -909,6 +932,9 @@ def test_console_script_sets_the_pacing_knobs(http: requests.Session) -> None:
         "--no-rate-limit-retry-after",
         "--rate-limit-headers",
         "ratelimit-policy",
+        "--rate-limit-spacing",
+        "--rate-limit-status",
+        "503",
         "--quota",
         "10",
         "--quota-retry-after",
@@ -924,6 +950,7 @@ def test_console_script_sets_the_pacing_knobs(http: requests.Session) -> None:
     assert config["capacity_schedule"] == [[0.0, 4], [2.5, 1], [9.0, 4]]
     assert config["capacity_retry_after"] is False
     assert config["rate_limit_retry_after"] is False
+    assert (config["rate_limit_spacing"], config["rate_limit_status"]) == (True, 503)
     assert (config["rate_limit_headers"], config["quota"], config["quota_retry_after"]) == (
         "ratelimit-policy",
         10,
