@@ -49,7 +49,12 @@ class XdistHooks:
             # before it starts the next one, so with two each task waited for the
             # controller's answer to the last one's report (13% of a worker's time at
             # -n 6 with 200 ms answers, docs/benchmarks.md).
-            scheduler = OrderedScheduling(config, log, hold=inflight if inflight > 1 else 3)
+            # The third only while tasks are plenty: in a short run it would leave a worker
+            # with none (8 tasks on 4 workers went 3, 3, 2, 0).
+            if inflight > 1:
+                scheduler = OrderedScheduling(config, log, hold=inflight, least=inflight)
+            else:
+                scheduler = OrderedScheduling(config, log, hold=3, least=2)
             # What is mid-attempt at the end: the task each worker runs; with requests in
             # flight, every task a worker holds (each began its attempt's setup on arrival).
             controller.running = scheduler.held if inflight > 1 else scheduler.running
@@ -66,7 +71,8 @@ class OrderedScheduling(LoadScheduling):
     deadlock. Plain LoadScheduling breaks that after a crash: it re-queues the dead worker's
     tasks behind later ones on the survivors. Here earlier tasks wait for a worker whose
     queue they can head (the replacement xdist starts), and each worker holds at most its
-    running task and the next two (`hold`, 3; with --roadmap-inflight K, K).
+    running task and the next two (`hold`, 3, the third only while more than two tasks per
+    worker are pending; with --roadmap-inflight K, K).
 
     It also starts as soon as the first worker has collected, instead of waiting for all
     of them: on a small machine the last of N interpreters is ready seconds after the first
@@ -77,9 +83,13 @@ class OrderedScheduling(LoadScheduling):
 
     collection: list[str] | None  # set by LoadScheduling.__init__; declared for mypy
 
-    def __init__(self, config: pytest.Config, log: Any = None, *, hold: int = 3) -> None:
+    def __init__(
+        self, config: pytest.Config, log: Any = None, *, hold: int = 3, least: int = 2
+    ) -> None:
         super().__init__(config, log)
         self.hold = hold  # tasks a worker holds at most
+        # ... and more than `least` only while more than `least` per worker are pending.
+        self.least = min(least, hold)
 
     def running(self) -> set[str]:
         """Node ids of the tasks the workers are running: the head of each worker's queue
@@ -141,10 +151,14 @@ class OrderedScheduling(LoadScheduling):
                     other.shutdown()
             return
         queue = self.node2pending[node]
-        if len(queue) >= self.hold:
+        hold = self.hold
+        # The workers asked for, not those up yet: they join one after another.
+        if len(self.pending) <= self.least * max(len(self.nodes), self.numnodes):
+            hold = self.least
+        if len(queue) >= hold:
             return
         top = max(queue, default=-1)
-        fits = [index for index in self.pending if index > top][: self.hold - len(queue)]
+        fits = [index for index in self.pending if index > top][: hold - len(queue)]
         if not fits:
             return
         for index in fits:
