@@ -49,7 +49,7 @@ from pytest_roadmap.retry import (
 from pytest_roadmap.settings import MAX_BODY, shown_size
 
 if TYPE_CHECKING:
-    from pytest_roadmap.tokens import TokenBudget
+    from pytest_roadmap.tokens import Reservation, TokenBudget
 
 BODY_PREVIEW = 200
 MAX_REDIRECTS = 5
@@ -410,13 +410,15 @@ class RoadmapClient:
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         probe: bool = False,
+        on_send: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one throttled request, following redirects one throttled hop at a time.
 
         The response's body is already read (at most `max_body` bytes); every way this
         can go wrong is a TaskFailure that says what happened. A health `probe` goes out
-        while the API looks down; other requests then end unsent.
+        while the API looks down; other requests then end unsent. `on_send` hears that
+        the first hop is admitted and about to go out (an exception before it: unsent).
         """
         url = self.url(path)
         limit = self.timeout if timeout is None else timeout
@@ -432,6 +434,8 @@ class RoadmapClient:
             # goes out late lets the next reserved one crowd in behind it.
             ticket = self._throttle.acquire(probe=probe)
             if deadline is None:  # the first hop starts the clock; later ones wait in it
+                if on_send is not None:
+                    on_send()
                 deadline = Deadline(limit)
                 if abort is not None:
                     abort.follow(deadline)
@@ -624,7 +628,7 @@ class RoadmapClient:
         system: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
-        reserved: int | None = None,
+        reserved: Reservation | None = None,
         timeout: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
@@ -633,7 +637,8 @@ class RoadmapClient:
         `timeout`: this request's deadline, if not the client's.
 
         With a token budget, the request first reserves its estimated tokens, unless the
-        caller already did (`reserved`: the tokens reserved); the answer's usage corrects it.
+        caller already did (`reserved`); the answer's usage corrects the reservation, and
+        a request that never goes out gives it back.
         """
         protocol = self.protocol
         body = protocol.body(
@@ -641,9 +646,24 @@ class RoadmapClient:
         )
         body.update(extra)
         if reserved is None and self.tokens is not None:
-            reserved = self.tokens.estimate(protocol.estimate(prompt, system), max_tokens)
-            self.tokens.reserve(reserved)
-        response = self.post(protocol.chat_path, json=body, headers=headers, timeout=timeout)
+            tokens = self.tokens.estimate(protocol.estimate(prompt, system), max_tokens)
+            reserved = self.tokens.reserve(tokens)
+        sent = False
+
+        def going() -> None:
+            nonlocal sent
+            sent = True
+
+        try:
+            response = self.post(
+                protocol.chat_path, json=body, headers=headers, timeout=timeout, on_send=going
+            )
+        except BaseException:
+            if not sent and self.tokens is not None and reserved is not None:
+                # Paused, stopped or abandoned before the send: the server counted nothing.
+                with contextlib.suppress(Exception):
+                    self.tokens.give_back(reserved)
+            raise
         answer, usage = self.answer_and_usage(response)
         if self.tokens is not None and reserved is not None:
             self.tokens.settle(reserved, usage)
