@@ -499,8 +499,9 @@ class TaskRunner:
 
     def release(self, nodeid: str) -> None:
         """The attempt's concurrency slot back, if it holds one; and what it held in the
-        run's budgets, if its call never took it (a setup that failed after the hold, such
-        as a project's own setup hook): nothing was sent, so nothing is counted."""
+        run's budgets and token limit, if its call never took it (a setup that failed after
+        the hold, such as a project's own setup hook): nothing was sent, so nothing is
+        counted."""
         state = self._states.get(nodeid)
         if state is not None:
             self.release_state(state)
