@@ -55,7 +55,7 @@ def logged_window(window: float = WINDOW, margin: float = MARGIN) -> float:
     N per (1 + margin) minute, not per minute: a request goes out a little after its
     reserved time (its wake-up, the request limit's slot), so a minute of real sends spans
     a little more than a minute of reserved times. As long as every send goes out within
-    `margin` minutes (1.2 s at 2%) of its reserved time, any 60 s in which a server counts
+    `margin` x `window` (1.2 s at 2%) of its reserved time, any 60 s in which a server counts
     holds sends reserved within one logged window, hence at most N tokens. It costs the
     same 2% as the request limit's margin.
     """
@@ -73,17 +73,14 @@ class TokenBudget:
         *,
         sleep: Callable[[float], object] = time.sleep,
         margin: float = MARGIN,
-        window: float = WINDOW,
     ) -> None:
         if not (per_minute > 0 and math.isfinite(per_minute)):
             raise ValueError(f"tokens per minute must be a positive number, not {per_minute}")
-        if not (window > 0 and math.isfinite(window)):
-            raise ValueError(f"the window must be a positive number of seconds, not {window}")
         if not 0 <= margin < 1:
             raise ValueError(f"margin must be in [0, 1), not {margin}")
         self.store = store
         self.per_minute = per_minute
-        self.window = logged_window(window, margin)
+        self.window = logged_window(margin=margin)
         self._sleep = sleep
 
     def estimate(self, prompt: int, max_tokens: int | None = None) -> int:

@@ -109,8 +109,10 @@ def test_a_request_over_the_limit_goes_alone_once_the_minute_is_empty(store: Sto
 def test_bad_settings_are_one_clear_error(store: Store) -> None:
     with pytest.raises(ValueError, match="tokens per minute must be a positive number"):
         TokenBudget(store, 0.0)
-    with pytest.raises(ValueError, match="window must be a positive number of seconds"):
-        TokenBudget(store, 600.0, window=math.nan)
+    with pytest.raises(ValueError, match="tokens per minute must be a positive number"):
+        TokenBudget(store, math.nan)
+    with pytest.raises(ValueError, match=r"margin must be in \[0, 1\)"):
+        TokenBudget(store, 600.0, margin=1.0)
 
 
 class _Refusing:
