@@ -134,6 +134,21 @@ class Store(abc.ABC):
         WINDOW_AMOUNT.check(amount, f"amount of {key!r}")
         return self._window_settle(key, entry, amount)
 
+    def window_move(self, key: str, entry: int, window: float, limit: float) -> bool:
+        """Move `entry` of the sliding log `key` to now, if no window then holds more than
+        `limit`; True if it moved (or was no earlier than now already).
+
+        For a send that goes out later than its reserved time: at its real time, the windows
+        after it count it where a server does. The windows that would newly hold it are
+        those ending up to `window` after now, among them any entry already placed there;
+        if one of them has no room, the entry stays and the caller must not send.
+        """
+        _text(key, "key")
+        ENTRY.check(entry, f"entry of {key!r}")
+        WINDOW.check(window, f"window of {key!r}")
+        WINDOW_LIMIT.check(limit, f"limit of {key!r}")
+        return self._window_move(key, entry, window, limit)
+
     @abc.abstractmethod
     def _window_reserve(
         self, key: str, amount: int, window: float, limit: float
@@ -141,6 +156,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _window_settle(self, key: str, entry: int, amount: int) -> bool: ...
+
+    @abc.abstractmethod
+    def _window_move(self, key: str, entry: int, window: float, limit: float) -> bool: ...
 
     # -- concurrency gate ----------------------------------------------------------
 
@@ -313,6 +331,20 @@ def window_place(
         send = max(send, at + window)
         held -= taken
     return send
+
+
+def window_fits(
+    entries: Sequence[tuple[float, int]], at: float, amount: int, window: float, limit: float
+) -> bool:
+    """Whether `amount` at time `at` keeps every window that holds it within `limit`, with
+    the log's other `entries` (sorted by time, later ones included): the windows ending at
+    `at` and at each entry up to `window` after it, where the sums change.
+    store/lua/window_move.lua does the same, step for step."""
+    for end in [at, *(t for t, _ in entries if at < t < at + window)]:
+        held = sum(taken for t, taken in entries if end - window < t <= end)
+        if held + amount > limit:
+            return False
+    return True
 
 
 def _text(value: object, what: str) -> None:

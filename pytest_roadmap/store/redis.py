@@ -81,6 +81,7 @@ SCRIPTS = (
     "reserve",
     "window_reserve",
     "window_settle",
+    "window_move",
     "set_limit",
     "limit",
     "enqueue",
@@ -443,6 +444,10 @@ class RedisStore(Store):
 
     def _window_settle(self, key: str, entry: int, amount: int) -> bool:
         return bool(_as_int(self._run("window_settle", [self._window_key(key)], [entry, amount])))
+
+    def _window_move(self, key: str, entry: int, window: float, limit: float) -> bool:
+        args: list[str | int | float] = [entry, repr(float(window)), repr(float(limit))]
+        return bool(_as_int(self._run("window_move", [self._window_key(key)], args)))
 
     def _window_key(self, key: str) -> str:
         return f"{self._prefix}window:{key}"

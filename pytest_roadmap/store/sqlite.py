@@ -21,7 +21,13 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from pytest_roadmap.errors import SettingError
-from pytest_roadmap.store.base import Store, StoreError, TicketLost, window_place
+from pytest_roadmap.store.base import (
+    Store,
+    StoreError,
+    TicketLost,
+    window_fits,
+    window_place,
+)
 
 SCHEMA_VERSION = 2
 
@@ -228,6 +234,26 @@ class SQLiteStore(Store):
                 "UPDATE window_entry SET amount = ? WHERE key = ? AND id = ?", (amount, key, entry)
             )
         return cursor.rowcount == 1
+
+    def _window_move(self, key: str, entry: int, window: float, limit: float) -> bool:
+        with self._write() as (conn, now):
+            row = conn.execute(
+                "SELECT at, amount FROM window_entry WHERE key = ? AND id = ?", (key, entry)
+            ).fetchone()
+            if row is None:
+                return False
+            at, amount = float(row[0]), int(row[1])
+            if at >= now:
+                return True
+            others = conn.execute(
+                "SELECT at, amount FROM window_entry WHERE key = ? AND id != ? AND at > ?"
+                " ORDER BY at, id",
+                (key, entry, now - window),
+            ).fetchall()
+            if not window_fits(others, now, amount, window, limit):
+                return False
+            conn.execute("UPDATE window_entry SET at = ? WHERE id = ?", (now, entry))
+        return True
 
     # -- concurrency gate ------------------------------------------------------------
 

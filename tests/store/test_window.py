@@ -17,7 +17,7 @@ from multiprocessing.synchronize import Event
 import pytest
 
 from pytest_roadmap.store import Store, open_store
-from pytest_roadmap.store.base import window_place
+from pytest_roadmap.store.base import window_fits, window_place
 from tests.support.stores import spawn, wait_past
 
 PATIENCE = 60.0  # safety net for threads and processes; each ends long before
@@ -217,3 +217,36 @@ def test_redis_lost_log_waits_for_the_window_before_the_loss(redis_url: str) -> 
         # Ids after the loss never meet earlier ones.
         assert store.window_reserve("w", 1, 30.0, 100)[0] > entry
         assert not store.window_settle("w", entry, 0)
+
+
+def test_a_late_entry_moves_to_now_when_every_window_allows(store: Store) -> None:
+    entry, at = store.window_reserve("w", 60, 0.5, 100)
+    wait_past(store, at + 0.1)  # the send is late
+    assert store.window_move("w", entry, 0.5, 100)
+    # Moved to now: it holds the window that ends now, so 50 more wait for it to leave.
+    before = store.clock()
+    later = store.window_reserve("w", 50, 0.5, 100)[1]
+    assert later >= before + 0.4
+    assert not store.window_move("w", 12345, 0.5, 100)  # gone: nothing to move
+
+
+def test_a_late_entry_stays_when_a_window_after_now_would_pass_the_limit(store: Store) -> None:
+    first, at = store.window_reserve("w", 60, 1.0, 100)
+    # Placed once `first` leaves the window: with `first` moved later, they would share one.
+    queued = store.window_reserve("w", 60, 1.0, 100)[1]
+    assert queued == pytest.approx(at + 1.0)
+    wait_past(store, at + 0.2)
+    assert not store.window_move("w", first, 1.0, 100)
+    # A small one beside it fits: it moves.
+    small, small_at = store.window_reserve("w", 40, 1.0, 100)
+    assert small_at == pytest.approx(queued)  # after the last entry, and room beside it
+    wait_past(store, queued + 0.05)
+    assert store.window_move("w", small, 1.0, 100)
+
+
+def test_the_fit_rule_on_its_own() -> None:
+    entries = [(0.0, 60), (61.0, 30)]
+    assert window_fits(entries, 1.0, 40, 60.0, 100)  # windows ending at 1 and 61: 100, 70
+    assert not window_fits(entries, 1.0, 41, 60.0, 100)  # the one ending at 1 holds 101
+    assert window_fits([(61.0, 90)], 0.5, 10, 60.0, 100)
+    assert not window_fits([(61.0, 90)], 1.5, 11, 60.0, 100)  # ends at 61 with it: 101
