@@ -64,9 +64,10 @@ SHOWN_REASON = 80  # characters of the status line's reason phrase
 class Throttle(Interface):
     """The shared safeguards around every request: `acquire` blocks until one more may go
     out (a health `probe`, or any other request) and returns what the request carries to
-    its answer; `settle` hears the answer."""
+    its answer; `settle` hears the answer. `admit`, if given, is called last, once the
+    request may go: it may still refuse it (raise), and then nothing is sent."""
 
-    def acquire(self, *, probe: bool = False) -> Any: ...
+    def acquire(self, *, probe: bool = False, admit: Callable[[], None] | None = None) -> Any: ...
 
     def settle(
         self,
@@ -82,7 +83,9 @@ class Throttle(Interface):
 class Unthrottled:
     """A throttle that never waits and learns nothing."""
 
-    def acquire(self, *, probe: bool = False) -> Any:
+    def acquire(self, *, probe: bool = False, admit: Callable[[], None] | None = None) -> Any:
+        if admit is not None:
+            admit()
         return None
 
     def settle(
@@ -410,15 +413,15 @@ class RoadmapClient:
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         probe: bool = False,
-        on_send: Callable[[], None] | None = None,
+        admit: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one throttled request, following redirects one throttled hop at a time.
 
         The response's body is already read (at most `max_body` bytes); every way this
         can go wrong is a TaskFailure that says what happened. A health `probe` goes out
-        while the API looks down; other requests then end unsent. `on_send` hears that
-        the first hop is admitted and about to go out (an exception before it: unsent).
+        while the API looks down; other requests then end unsent. `admit` is the first
+        hop's last word before it goes out (see `Throttle`): returning, it is sent.
         """
         url = self.url(path)
         limit = self.timeout if timeout is None else timeout
@@ -432,10 +435,9 @@ class RoadmapClient:
                 self._on_request()
             # Nothing may stand between the throttle's admission and the send: a send that
             # goes out late lets the next reserved one crowd in behind it.
-            ticket = self._throttle.acquire(probe=probe)
+            first = deadline is None
+            ticket = self._throttle.acquire(probe=probe, admit=admit if first else None)
             if deadline is None:  # the first hop starts the clock; later ones wait in it
-                if on_send is not None:
-                    on_send()
                 deadline = Deadline(limit)
                 if abort is not None:
                     abort.follow(deadline)
@@ -649,18 +651,27 @@ class RoadmapClient:
             tokens = self.tokens.estimate(protocol.estimate(prompt, system), max_tokens)
             reserved = self.tokens.reserve(tokens)
         sent = False
+        budget, held = self.tokens, reserved
 
-        def going() -> None:
+        def admit() -> None:
             nonlocal sent
+            if budget is not None and held is not None and not budget.admit(held):
+                raise TaskFailure(
+                    "not sent: held up past its tokens' time, it no longer fits in the "
+                    "token limit's minute; it waits for room again",
+                    transient=True,
+                    refused=True,
+                )
             sent = True
 
         try:
             response = self.post(
-                protocol.chat_path, json=body, headers=headers, timeout=timeout, on_send=going
+                protocol.chat_path, json=body, headers=headers, timeout=timeout, admit=admit
             )
         except BaseException:
             if not sent and self.tokens is not None and reserved is not None:
-                # Paused, stopped or abandoned before the send: the server counted nothing.
+                # Paused, stopped, abandoned or too late before the send: the server counted
+                # nothing.
                 with contextlib.suppress(Exception):
                     self.tokens.give_back(reserved)
             raise

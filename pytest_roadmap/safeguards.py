@@ -135,7 +135,7 @@ class _Throttles:
     def start(self, limiter: RateLimiter | None) -> None:
         self._local.start = limiter
 
-    def acquire(self, *, probe: bool = False) -> Ticket:
+    def acquire(self, *, probe: bool = False, admit: Callable[[], None] | None = None) -> Ticket:
         with store_failures_are_transient():
             try:
                 pace, rate = self.pacer.before_send()
@@ -171,6 +171,10 @@ class _Throttles:
                     transient=True,
                     refused=True,
                 )
+            if admit is not None:
+                # Last, after every wait: the request's own word on going now (the token
+                # limit's, for a send held up past its tokens' time).
+                admit()
             ticket = Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
             self.log.sent(ticket, ticket.sent_at)
             return ticket

@@ -6,7 +6,10 @@ one atomic step (`Store.window_reserve`), at the earliest time when the entries 
 window before it and T add up to at most N. So a run that is idle sends a whole minute's N
 at once, and the next request waits until the oldest ones leave the window; a request of
 more than N goes alone, once the window is empty. The window is the minute plus the
-margin of the request limit (see `TokenBudget.__init__`).
+margin of the request limit (see `logged_window`), for sends that go out a little after
+their reserved time; a send held up longer (in the request limit's queue, which comes after
+the token wait) moves its entry to its real send time if every window from then on has
+room for it, and is not sent otherwise (`TokenBudget.admit`).
 
 The tokens a request will use are not known before its answer, so it reserves an estimate:
 its prompt by the rule of thumb of protocol.py, plus `max_tokens` if the task sets it, else
@@ -42,10 +45,11 @@ DEFAULT_COMPLETION = 256
 @dataclass(frozen=True)
 class Reservation:
     """A request's place in the token budget: its entry in the store's log, the tokens
-    it reserved, and the seconds it waited for them."""
+    it reserved, its send time (on the store's clock) and the seconds it waited for it."""
 
     entry: int
     tokens: int
+    at: float
     waited: float = 0.0
 
 
@@ -81,6 +85,9 @@ class TokenBudget:
         self.store = store
         self.per_minute = per_minute
         self.window = logged_window(margin=margin)
+        # A send later than its reserved time by more than this moves its entry to its real
+        # time (`admit`): half the margin, the rest left for the way to the server.
+        self.tolerance = margin * WINDOW / 2
         self._sleep = sleep
 
     def estimate(self, prompt: int, max_tokens: int | None = None) -> int:
@@ -101,7 +108,16 @@ class TokenBudget:
         wait = send_at - self.store.clock()
         if wait > 0:
             self._sleep(wait)
-        return Reservation(entry, tokens, max(wait, 0.0))
+        return Reservation(entry, tokens, send_at, max(wait, 0.0))
+
+    def admit(self, reservation: Reservation) -> bool:
+        """Right before the send: may it go now? A send held up after its reserved time
+        (by the request limit's queue) by more than the tolerance moves its entry to now,
+        where a server counts it, if every window from now on still has room; False if
+        one has not (the caller must not send, and gives the reservation back)."""
+        if self.store.clock() - reservation.at <= self.tolerance:
+            return True
+        return self.store.window_move(KEY, reservation.entry, self.window, self.per_minute)
 
     def settle(self, reservation: Reservation, usage: Usage | None) -> int:
         """Make the answer's `usage` the reservation's amount and learn the completion's

@@ -9,7 +9,8 @@ import pytest
 from pytest_roadmap.protocol import BEAST, OPENAI, PROTOCOLS, AnswerError, Usage, code_blocks
 from pytest_roadmap.retry import TaskFailure
 from pytest_roadmap.store import Store
-from pytest_roadmap.tokens import DEFAULT_COMPLETION, KEY, TokenBudget
+from pytest_roadmap.tokens import DEFAULT_COMPLETION, KEY, Reservation, TokenBudget
+from tests.support.stores import wait_past
 
 
 def test_openai_answer_becomes_code_message_and_usage() -> None:
@@ -118,7 +119,7 @@ def test_bad_settings_are_one_clear_error(store: Store) -> None:
 class _Refusing:
     """A throttle that never lets a request out, as a paused run's does."""
 
-    def acquire(self, *, probe: bool = False) -> object:
+    def acquire(self, *, probe: bool = False, admit: object = None) -> object:
         raise TaskFailure("not sent: every worker waits", transient=True, refused=True)
 
     def settle(self, ticket: object, status: object, headers: object, **kwargs: object) -> None:
@@ -145,3 +146,42 @@ def test_a_chat_that_never_went_out_gives_its_tokens_back(store: Store) -> None:
     finally:
         client.close()
     assert budget.reserve(600).waited == 0.0
+
+
+def test_a_send_held_up_past_its_tokens_time_moves_there_when_it_fits(store: Store) -> None:
+    budget = TokenBudget(store, 600.0, sleep=lambda s: None, margin=0.0)
+    on_time = budget.reserve(100)
+    assert budget.admit(on_time)  # not late: nothing to do
+    held_up = budget.reserve(200)
+    wait_past(store, held_up.at + 0.05)  # held up, as in the request limit's queue
+    assert budget.admit(held_up)  # moved to now: the minute after it counts it from now
+    budget.reserve(300)  # fills the minute
+    assert budget.reserve(1).waited >= 59.9  # once the first entry leaves
+
+
+def test_a_send_held_up_past_its_tokens_time_is_not_sent_when_a_later_minute_is_full(
+    store: Store,
+) -> None:
+    budget = TokenBudget(store, 600.0, sleep=lambda s: None, margin=0.0)
+    first = budget.reserve(600)
+    queued = budget.reserve(600)  # placed a minute after `first`
+    assert queued.at == pytest.approx(first.at + 60.0, abs=1e-6)
+    wait_past(store, first.at + 0.05)
+    assert not budget.admit(first)  # moved to now, it would share a minute with `queued`
+    from pytest_roadmap.client import RoadmapClient
+
+    given_back: list[Reservation] = []
+    give_back = budget.give_back
+
+    def recorded(reservation: Reservation) -> None:
+        given_back.append(reservation)
+        give_back(reservation)
+
+    budget.give_back = recorded  # type: ignore[method-assign]
+    client = RoadmapClient("http://127.0.0.1:9", model="m", tokens=budget)
+    try:
+        with pytest.raises(TaskFailure, match="not sent: held up past its tokens' time"):
+            client.chat("p", reserved=first)
+    finally:
+        client.close()
+    assert given_back == [first]  # never sent: its tokens are free again

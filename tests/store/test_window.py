@@ -36,8 +36,8 @@ def test_a_full_windows_worth_goes_at_once(store: Store) -> None:
     times = [store.window_reserve("w", amount, 30.0, 100)[1] for amount in (40, 40, 20)]
     assert all(now - 0.5 <= t <= store.clock() for t in times)
     # The next waits until the first leaves the window; the one after that, the second.
-    assert store.window_reserve("w", 10, 30.0, 100)[1] == pytest.approx(times[0] + 30.0)
-    assert store.window_reserve("w", 40, 30.0, 100)[1] == pytest.approx(times[1] + 30.0)
+    assert store.window_reserve("w", 10, 30.0, 100)[1] == pytest.approx(times[0] + 30.0, abs=1e-6)
+    assert store.window_reserve("w", 40, 30.0, 100)[1] == pytest.approx(times[1] + 30.0, abs=1e-6)
 
 
 def test_the_next_goes_once_the_oldest_has_left(store: Store) -> None:
@@ -69,14 +69,14 @@ def test_giving_back_lets_the_next_go_sooner(store: Store) -> None:
 def test_raising_an_entry_charges_the_placements_after_it(store: Store) -> None:
     entry, first = store.window_reserve("w", 30, 30.0, 100)
     assert store.window_settle("w", entry, 90)  # the answer used more than reserved
-    assert store.window_reserve("w", 50, 30.0, 100)[1] == pytest.approx(first + 30.0)
+    assert store.window_reserve("w", 50, 30.0, 100)[1] == pytest.approx(first + 30.0, abs=1e-6)
 
 
 def test_an_amount_over_the_limit_goes_alone(store: Store) -> None:
     first = store.window_reserve("w", 30, 30.0, 100)[1]
     big = store.window_reserve("w", 150, 30.0, 100)[1]
-    assert big == pytest.approx(first + 30.0)  # once the window is empty
-    assert store.window_reserve("w", 1, 30.0, 100)[1] == pytest.approx(big + 30.0)
+    assert big == pytest.approx(first + 30.0, abs=1e-6)  # once the window is empty
+    assert store.window_reserve("w", 1, 30.0, 100)[1] == pytest.approx(big + 30.0, abs=1e-6)
 
 
 def test_settling_an_entry_that_is_gone_is_false(store: Store) -> None:
@@ -234,12 +234,12 @@ def test_a_late_entry_stays_when_a_window_after_now_would_pass_the_limit(store: 
     first, at = store.window_reserve("w", 60, 1.0, 100)
     # Placed once `first` leaves the window: with `first` moved later, they would share one.
     queued = store.window_reserve("w", 60, 1.0, 100)[1]
-    assert queued == pytest.approx(at + 1.0)
+    assert queued == pytest.approx(at + 1.0, abs=1e-6)
     wait_past(store, at + 0.2)
     assert not store.window_move("w", first, 1.0, 100)
     # A small one beside it fits: it moves.
     small, small_at = store.window_reserve("w", 40, 1.0, 100)
-    assert small_at == pytest.approx(queued)  # after the last entry, and room beside it
+    assert small_at == pytest.approx(queued, abs=1e-6)  # after the last entry, and room beside it
     wait_past(store, queued + 0.05)
     assert store.window_move("w", small, 1.0, 100)
 
