@@ -18,6 +18,7 @@ and the whole run, process start to exit, against total / (N / 60) (`wall_ratio`
 
     python benchmarks/token_bench.py                       # -n 4, 20 tasks of 300, 3000/min
     python benchmarks/token_bench.py --repeat 3 --json tokens.json
+    python benchmarks/token_bench.py --rate-limit 0.5      # the request limit binds too
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def one_run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "--roadmap-token-rate",
             f"{args.rate:g}",
         ]
+        if args.rate_limit is not None:
+            command += ["--roadmap-rate-limit", f"{args.rate_limit:g}"]
         run = timed(command, root, timeout=args.timeout)
         entries = [e for e in sandbox.log() if e["path"] == OPENAI_CHAT]
     usages = [int(e["usage"]["total"]) for e in entries if e["usage"]]
@@ -119,6 +122,13 @@ def main() -> int:
     parser.rate(3000.0, help="tokens per minute")
     parser.latency(250.0)
     parser.add_argument("--no-max-tokens", action="store_true")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="--roadmap-rate-limit of the run (requests a second): a limit that queues the "
+        "requests a minute's tokens release at once",
+    )
     parser.repeat(1)
     parser.timeout(900.0)
     parser.output()
