@@ -49,7 +49,7 @@ from pytest_roadmap.retry import (
 from pytest_roadmap.settings import MAX_BODY, shown_size
 
 if TYPE_CHECKING:
-    from pytest_roadmap.tokens import TokenBudget
+    from pytest_roadmap.tokens import Reservation, TokenBudget
 
 BODY_PREVIEW = 200
 MAX_REDIRECTS = 5
@@ -64,9 +64,10 @@ SHOWN_REASON = 80  # characters of the status line's reason phrase
 class Throttle(Interface):
     """The shared safeguards around every request: `acquire` blocks until one more may go
     out (a health `probe`, or any other request) and returns what the request carries to
-    its answer; `settle` hears the answer."""
+    its answer; `settle` hears the answer. `admit`, if given, is called last, once the
+    request may go: it may still refuse it (raise), and then nothing is sent."""
 
-    def acquire(self, *, probe: bool = False) -> Any: ...
+    def acquire(self, *, probe: bool = False, admit: Callable[[], None] | None = None) -> Any: ...
 
     def settle(
         self,
@@ -82,7 +83,9 @@ class Throttle(Interface):
 class Unthrottled:
     """A throttle that never waits and learns nothing."""
 
-    def acquire(self, *, probe: bool = False) -> Any:
+    def acquire(self, *, probe: bool = False, admit: Callable[[], None] | None = None) -> Any:
+        if admit is not None:
+            admit()
         return None
 
     def settle(
@@ -410,13 +413,15 @@ class RoadmapClient:
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         probe: bool = False,
+        admit: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one throttled request, following redirects one throttled hop at a time.
 
         The response's body is already read (at most `max_body` bytes); every way this
         can go wrong is a TaskFailure that says what happened. A health `probe` goes out
-        while the API looks down; other requests then end unsent.
+        while the API looks down; other requests then end unsent. `admit` is the first
+        hop's last word before it goes out (see `Throttle`): returning, it is sent.
         """
         url = self.url(path)
         limit = self.timeout if timeout is None else timeout
@@ -430,7 +435,8 @@ class RoadmapClient:
                 self._on_request()
             # Nothing may stand between the throttle's admission and the send: a send that
             # goes out late lets the next reserved one crowd in behind it.
-            ticket = self._throttle.acquire(probe=probe)
+            first = deadline is None
+            ticket = self._throttle.acquire(probe=probe, admit=admit if first else None)
             if deadline is None:  # the first hop starts the clock; later ones wait in it
                 deadline = Deadline(limit)
                 if abort is not None:
@@ -624,7 +630,7 @@ class RoadmapClient:
         system: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
-        reserved: int | None = None,
+        reserved: Reservation | None = None,
         timeout: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
@@ -633,7 +639,8 @@ class RoadmapClient:
         `timeout`: this request's deadline, if not the client's.
 
         With a token budget, the request first reserves its estimated tokens, unless the
-        caller already did (`reserved`: the tokens reserved); the answer's usage corrects it.
+        caller already did (`reserved`); the answer's usage corrects the reservation, and
+        a request that never goes out gives it back.
         """
         protocol = self.protocol
         body = protocol.body(
@@ -641,9 +648,33 @@ class RoadmapClient:
         )
         body.update(extra)
         if reserved is None and self.tokens is not None:
-            reserved = self.tokens.estimate(protocol.estimate(prompt, system), max_tokens)
-            self.tokens.reserve(reserved)
-        response = self.post(protocol.chat_path, json=body, headers=headers, timeout=timeout)
+            tokens = self.tokens.estimate(protocol.estimate(prompt, system), max_tokens)
+            reserved = self.tokens.reserve(tokens)
+        sent = False
+        budget, held = self.tokens, reserved
+
+        def admit() -> None:
+            nonlocal sent
+            if budget is not None and held is not None and not budget.admit(held):
+                raise TaskFailure(
+                    "not sent: held up past its tokens' time, it no longer fits in the "
+                    "token limit's minute; it waits for room again",
+                    transient=True,
+                    refused=True,
+                )
+            sent = True
+
+        try:
+            response = self.post(
+                protocol.chat_path, json=body, headers=headers, timeout=timeout, admit=admit
+            )
+        except BaseException:
+            if not sent and self.tokens is not None and reserved is not None:
+                # Paused, stopped, abandoned or too late before the send: the server counted
+                # nothing.
+                with contextlib.suppress(Exception):
+                    self.tokens.give_back(reserved)
+            raise
         answer, usage = self.answer_and_usage(response)
         if self.tokens is not None and reserved is not None:
             self.tokens.settle(reserved, usage)

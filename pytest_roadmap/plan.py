@@ -30,8 +30,9 @@ from pytest_roadmap.display import counted
 from pytest_roadmap.protocol import OPENAI, PROTOCOLS, Usage
 from pytest_roadmap.results import FAILED, PASSED, Attempt, RunRecord
 from pytest_roadmap.settings import Settings
+from pytest_roadmap.store.base import window_place
 from pytest_roadmap.tasks import Task
-from pytest_roadmap.tokens import DEFAULT_COMPLETION
+from pytest_roadmap.tokens import DEFAULT_COMPLETION, logged_window
 from pytest_roadmap.usage import cost, priced, shown_cost
 
 # Start-up and end without a report that measured them: the controller's configure to the
@@ -314,6 +315,17 @@ def _startup(history: History | None, workers: int, distributed: bool) -> float:
     return STARTUP_BASE_S + STARTUP_PER_WORKER_S * workers
 
 
+def token_wait(amounts: Sequence[int], per_minute: float) -> float:
+    """When the last of requests of `amounts` tokens may go under the token limit, each
+    as early as the sliding minute (and its margin, tokens.py) allows: a minute's worth
+    at once, then the rest as the oldest leave the window."""
+    window = logged_window()
+    placed: list[tuple[float, int]] = []
+    for amount in amounts:
+        placed.append((window_place(0.0, placed, amount, window, per_minute), amount))
+    return placed[-1][0] if placed else 0.0
+
+
 def _expected_tokens(task: Task, history: History | None) -> Usage:
     """Tokens one attempt of `task` is expected to use: as recorded, else the estimate the
     token limit reserves (prompt by the rule of thumb, `max_tokens` or the mean completion)."""
@@ -372,6 +384,7 @@ def make_plan(
         busy = 0.0  # worker-seconds
         longest = 0.0
         usage: Usage | None = None
+        amounts: list[int] = []  # each task's expected tokens, for the token limit
         known = True
         for task in group:
             recorded = history.tasks.get(task.id) if history is not None else None
@@ -391,6 +404,7 @@ def make_plan(
                 one = _expected_tokens(task, history)
                 scaled = Usage(round(one.prompt * attempts), round(one.completion * attempts))
                 usage = scaled if usage is None else usage + scaled
+                amounts.append(scaled.total)
         # Each answer is one request, and one more for each rubric check that grades it.
         requests = sum(1 + task.gradings for task in group) * (1.0 + retry_rate)
         seconds: float | None = None
@@ -407,7 +421,7 @@ def make_plan(
                     "spacing": spacing,
                 }
                 if settings.token_rate is not None and usage is not None:
-                    bounds["tokens"] = usage.total / (settings.token_rate / 60.0)
+                    bounds["tokens"] = token_wait(amounts, settings.token_rate)
                 bound = max(bounds, key=lambda k: bounds[k])
                 seconds = bounds[bound]
         value = cost(usage, settings.price_in, settings.price_out) if usage else None

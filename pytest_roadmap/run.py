@@ -57,6 +57,7 @@ from pytest_roadmap.settings import Settings
 from pytest_roadmap.store import open_store
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import Task
+from pytest_roadmap.tokens import Reservation
 from pytest_roadmap.wire import AttemptEnded, Coordinates, TaskStarting
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ class AttemptState:
     last_error: BaseException | None = None
     refusals: int = 0  # attempts refused for load in a row (the task did not run)
     refused_since: float | None = None  # when that run of refusals began
-    reserved: int | None = None  # tokens this attempt reserved in the run's token budget
+    reserved: Reservation | None = None  # its place in the run's token budget, until sent
     spend: Spend | None = None  # its worst case, held in the run's token and cost budgets
     answers: int = 0  # answers the task got, across its attempts (each one judged)
     failures: int = 0  # attempts the API failed (a task with checks counts them)
@@ -336,8 +337,10 @@ class TaskRunner:
         run's task timeout."""
         try:
             spend, state.spend = state.spend, None
+            # The request settles its tokens (or gives them back if it never goes).
+            reserved, state.reserved = state.reserved, None
             guards = self.safeguards()
-            return guards.chat(task, attempt, state.reserved, spend, timeout=timeout)
+            return guards.chat(task, attempt, reserved, spend, timeout=timeout)
         finally:
             self.release_state(state)
 
@@ -496,8 +499,9 @@ class TaskRunner:
 
     def release(self, nodeid: str) -> None:
         """The attempt's concurrency slot back, if it holds one; and what it held in the
-        run's budgets, if its call never took it (a setup that failed after the hold, such
-        as a project's own setup hook): nothing was sent, so nothing is counted."""
+        run's budgets and token limit, if its call never took it (a setup that failed after
+        the hold, such as a project's own setup hook): nothing was sent, so nothing is
+        counted."""
         state = self._states.get(nodeid)
         if state is not None:
             self.release_state(state)
@@ -513,6 +517,10 @@ class TaskRunner:
             # worker's does, until the budgets' patience (--roadmap-max-wait) is over.
             with contextlib.suppress(StoreError):
                 self.safeguards().budgets.settle(spend, None)
+        if state.reserved is not None:
+            # Reserved in the setup, never sent (abandoned ahead, or the call never came).
+            reserved, state.reserved = state.reserved, None
+            self.safeguards().give_back_tokens(reserved)
 
     def ended(self, task_id: str, outcome: str) -> None:
         """A task's final outcome releases its dependants and, last of all, its batch; its

@@ -32,7 +32,7 @@ from pytest_roadmap.retry import Backoff, TaskFailure
 from pytest_roadmap.settings import Settings
 from pytest_roadmap.store.base import Store, StoreError
 from pytest_roadmap.tasks import Task
-from pytest_roadmap.tokens import TokenBudget
+from pytest_roadmap.tokens import Reservation, TokenBudget
 
 if TYPE_CHECKING:
     from pytest_roadmap.client import RoadmapClient
@@ -135,7 +135,7 @@ class _Throttles:
     def start(self, limiter: RateLimiter | None) -> None:
         self._local.start = limiter
 
-    def acquire(self, *, probe: bool = False) -> Ticket:
+    def acquire(self, *, probe: bool = False, admit: Callable[[], None] | None = None) -> Ticket:
         with store_failures_are_transient():
             try:
                 pace, rate = self.pacer.before_send()
@@ -171,6 +171,10 @@ class _Throttles:
                     transient=True,
                     refused=True,
                 )
+            if admit is not None:
+                # Last, after every wait: the request's own word on going now (the token
+                # limit's, for a send held up past its tokens' time).
+                admit()
             ticket = Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
             self.log.sent(ticket, ticket.sent_at)
             return ticket
@@ -376,23 +380,29 @@ class Safeguards:
             self._throttles.start = spacing
         return Slots(slots)
 
-    def reserve_tokens(self, task: Task) -> int | None:
+    def reserve_tokens(self, task: Task) -> Reservation | None:
         """Wait until the task's estimated tokens fit in the run's token budget (in the
-        attempt's setup, so the wait counts against no timeout); the tokens reserved, or
-        None without a budget."""
+        attempt's setup, so the wait counts against no timeout); the reservation, which
+        `chat` settles (or `give_back_tokens` if the attempt never sends), or None without
+        a budget."""
         if self.tokens is None:
             return None
         with store_failures_are_transient():
             prompt = self.protocol.estimate(task.prompt, task.system)
-            reserved = self.tokens.estimate(prompt, task.max_tokens)
-            self.tokens.reserve(reserved)
-            return reserved
+            return self.tokens.reserve(self.tokens.estimate(prompt, task.max_tokens))
+
+    def give_back_tokens(self, reserved: Reservation | None) -> None:
+        """The tokens of an attempt that ended before its request, free for the next one;
+        a store that cannot say keeps them (the safe side)."""
+        if self.tokens is not None and reserved is not None:
+            with contextlib.suppress(StoreError):
+                self.tokens.give_back(reserved)
 
     def chat(
         self,
         task: Task,
         attempt: int,
-        reserved: int | None = None,
+        reserved: Reservation | None = None,
         spend: Spend | None = None,
         *,
         model: str | None = None,
@@ -440,7 +450,7 @@ class Safeguards:
         self,
         task: Task,
         attempt: int,
-        reserved: int | None,
+        reserved: Reservation | None,
         model: str | None = None,
         check: str | None = None,
         timeout: float | None = None,

@@ -28,6 +28,10 @@ LEASE = Range(0, low_open=True, unit="seconds")
 TICKET = Range(integer=True)
 TTL = Range(0, low_open=True, unit="seconds")
 AMOUNT = Range(integer=True)
+WINDOW = Range(0, low_open=True, unit="seconds")
+WINDOW_LIMIT = Range(0, low_open=True)
+WINDOW_AMOUNT = Range(0, integer=True)
+ENTRY = Range(integer=True)
 
 
 class StoreError(Exception):
@@ -39,7 +43,8 @@ class TicketLost(StoreError):
 
 
 class Store(abc.ABC):
-    """Shared state for one run: GCRA reservations, gates with leases, small values.
+    """Shared state for one run: GCRA reservations, sliding windows, gates with leases,
+    small values.
 
     Gate semantics, shared by every backend: a ticket is a waiter until it acquires,
     then a holder until it is released, reclaimed or its lease expires. A ticket whose
@@ -95,6 +100,65 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
         """`reserve_all`, its arguments checked."""
+
+    # -- sliding windows -------------------------------------------------------------
+
+    def window_reserve(
+        self, key: str, amount: int, window: float, limit: float
+    ) -> tuple[int, float]:
+        """Place `amount` in the sliding log `key`; return the entry's id and send time.
+
+        The send time is the earliest t, no earlier than now nor than the log's latest
+        entry, at which the entries in (t - `window`, t] and `amount` add up to at most
+        `limit`; an amount over the limit goes once the window is empty. The entry is
+        recorded at t and entries older than the window are dropped, in one atomic step.
+        Times never go back, so the window ending at t is the only one to check: every
+        later window holds a part of it until a later entry checks its own. A key is used
+        with one window; the time is on the store's clock, slept to as `reserve`'s.
+        """
+        _text(key, "key")
+        WINDOW_AMOUNT.check(amount, f"amount of {key!r}")
+        WINDOW.check(window, f"window of {key!r}")
+        WINDOW_LIMIT.check(limit, f"limit of {key!r}")
+        return self._window_reserve(key, amount, window, limit)
+
+    def window_settle(self, key: str, entry: int, amount: int) -> bool:
+        """Set the amount of `entry` in the sliding log `key` (an answer's real usage).
+
+        Lowering it gives back room at once (a smaller entry never brings a window over);
+        raising it charges more, which the placements from then on see. False if the
+        entry has left the window already (nothing to correct).
+        """
+        _text(key, "key")
+        ENTRY.check(entry, f"entry of {key!r}")
+        WINDOW_AMOUNT.check(amount, f"amount of {key!r}")
+        return self._window_settle(key, entry, amount)
+
+    def window_move(self, key: str, entry: int, window: float, limit: float) -> bool:
+        """Move `entry` of the sliding log `key` to now, if no window then holds more than
+        `limit`; True if it moved (or was no earlier than now already).
+
+        For a send that goes out later than its reserved time: at its real time, the windows
+        after it count it where a server does. The windows that would newly hold it are
+        those ending up to `window` after now, among them any entry already placed there;
+        if one of them has no room, the entry stays and the caller must not send.
+        """
+        _text(key, "key")
+        ENTRY.check(entry, f"entry of {key!r}")
+        WINDOW.check(window, f"window of {key!r}")
+        WINDOW_LIMIT.check(limit, f"limit of {key!r}")
+        return self._window_move(key, entry, window, limit)
+
+    @abc.abstractmethod
+    def _window_reserve(
+        self, key: str, amount: int, window: float, limit: float
+    ) -> tuple[int, float]: ...
+
+    @abc.abstractmethod
+    def _window_settle(self, key: str, entry: int, amount: int) -> bool: ...
+
+    @abc.abstractmethod
+    def _window_move(self, key: str, entry: int, window: float, limit: float) -> bool: ...
 
     # -- concurrency gate ----------------------------------------------------------
 
@@ -246,6 +310,41 @@ class Store(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def window_place(
+    now: float, entries: Sequence[tuple[float, int]], amount: int, window: float, limit: float
+) -> float:
+    """Where `window_reserve` places `amount` in a log of (time, amount) `entries` sorted
+    by time, none older than the window at `now`. store/lua/window_reserve.lua does the
+    same, step for step."""
+    send = max(now, entries[-1][0]) if entries else now
+    first = 0
+    while first < len(entries) and entries[first][0] <= send - window:
+        first += 1  # out of the window ending at `send`, though not yet at `now`
+    held = sum(taken for _, taken in entries[first:])
+    # Too full: wait for the oldest entries to leave, one after another. An amount over
+    # the limit waits for all of them.
+    for at, taken in entries[first:]:
+        if held + amount <= limit:
+            break
+        send = max(send, at + window)
+        held -= taken
+    return send
+
+
+def window_fits(
+    entries: Sequence[tuple[float, int]], at: float, amount: int, window: float, limit: float
+) -> bool:
+    """Whether `amount` at time `at` keeps every window that holds it within `limit`, with
+    the log's other `entries` (sorted by time, later ones included): the windows ending at
+    `at` and at each entry up to `window` after it, where the sums change.
+    store/lua/window_move.lua does the same, step for step."""
+    for end in [at, *(t for t, _ in entries if at < t < at + window)]:
+        held = sum(taken for t, taken in entries if end - window < t <= end)
+        if held + amount > limit:
+            return False
+    return True
 
 
 def _text(value: object, what: str) -> None:

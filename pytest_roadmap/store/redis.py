@@ -16,10 +16,12 @@ A Redis that restarts without persistence (or fails over, or is flushed) loses t
 run's state: schedules, tickets and limits. The scripts notice because the run's
 ``meta`` key is gone, and then, for ``recovery`` seconds, admit nothing new: rate
 schedules start after the pause (or after the latest send time this process was
-given, if later), waiting tickets cannot acquire, and a live process puts back the
-tickets it knows it has when it renews or polls them, so holders keep counting against
-the limit. Values (counters, batch and dependency state) cannot be rebuilt: a Redis
-that must survive restarts mid-run needs persistence (``appendonly yes``).
+given, if later), a sliding window's first entry waits until the window before the loss
+(and the one after the latest send time this process was given) has passed, waiting
+tickets cannot acquire, and a live process puts back the tickets it knows it has when it
+renews or polls them, so holders keep counting against the limit. Values (counters,
+batch and dependency state) cannot be rebuilt: a Redis that must survive restarts mid-run
+needs persistence (``appendonly yes``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ _PARAMS = {
 SCRIPTS = (
     "init",
     "reserve",
+    "window_reserve",
+    "window_settle",
+    "window_move",
     "set_limit",
     "limit",
     "enqueue",
@@ -181,6 +186,7 @@ class RedisStore(Store):
         # What this process knows, to put back after the server lost the run's state.
         self._known_lock = threading.Lock()
         self._tats: dict[str, float] = {}
+        self._window_sends: dict[str, float] = {}
         self._tickets: dict[tuple[str, int], tuple[str, bool]] = {}
         self._limits: dict[str, int] = {}
 
@@ -414,6 +420,37 @@ class RedisStore(Store):
             for (key, _, _), tat in zip(limits, tats, strict=True):
                 self._tats[key] = max(self._tats.get(key, 0.0), tat)
         return send
+
+    # -- sliding windows -------------------------------------------------------------
+
+    def _window_reserve(
+        self, key: str, amount: int, window: float, limit: float
+    ) -> tuple[int, float]:
+        with self._known_lock:
+            hint = self._window_sends.get(key, 0.0)
+        args: list[str | int | float] = [
+            amount,
+            repr(float(window)),
+            repr(float(limit)),
+            self._op_ttl,
+            repr(hint),
+        ]
+        keys = [self._window_key(key), self._op_key()]
+        entry, send = _as_list(self._run("window_reserve", keys, args))
+        at = float(str(send))
+        with self._known_lock:
+            self._window_sends[key] = max(self._window_sends.get(key, 0.0), at)
+        return _as_int(entry), at
+
+    def _window_settle(self, key: str, entry: int, amount: int) -> bool:
+        return bool(_as_int(self._run("window_settle", [self._window_key(key)], [entry, amount])))
+
+    def _window_move(self, key: str, entry: int, window: float, limit: float) -> bool:
+        args: list[str | int | float] = [entry, repr(float(window)), repr(float(limit))]
+        return bool(_as_int(self._run("window_move", [self._window_key(key)], args)))
+
+    def _window_key(self, key: str) -> str:
+        return f"{self._prefix}window:{key}"
 
     # -- concurrency gate ------------------------------------------------------------
 

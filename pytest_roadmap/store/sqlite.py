@@ -21,9 +21,15 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from pytest_roadmap.errors import SettingError
-from pytest_roadmap.store.base import Store, StoreError, TicketLost
+from pytest_roadmap.store.base import (
+    Store,
+    StoreError,
+    TicketLost,
+    window_fits,
+    window_place,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # How long a process waits for another one's write lock before giving up. Transactions
 # last well under a millisecond, so this only trips when something is badly wrong.
@@ -41,6 +47,13 @@ CREATE TABLE IF NOT EXISTS gate_ticket (
     expires REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gate_ticket_by_key ON gate_ticket (key, ticket);
+CREATE TABLE IF NOT EXISTS window_entry (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    amount INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS window_entry_by_key ON window_entry (key, at);
 CREATE TABLE IF NOT EXISTS value (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
 INSERT OR REPLACE INTO meta (name, value) VALUES ('version', '{SCHEMA_VERSION}');
 """
@@ -197,6 +210,50 @@ class SQLiteStore(Store):
                     (key, max(tat, send) + interval),
                 )
         return send
+
+    # -- sliding windows -------------------------------------------------------------
+
+    def _window_reserve(
+        self, key: str, amount: int, window: float, limit: float
+    ) -> tuple[int, float]:
+        with self._write() as (conn, now):
+            conn.execute("DELETE FROM window_entry WHERE key = ? AND at <= ?", (key, now - window))
+            entries = conn.execute(
+                "SELECT at, amount FROM window_entry WHERE key = ? ORDER BY at, id", (key,)
+            ).fetchall()
+            send = window_place(now, entries, amount, window, limit)
+            row = conn.execute(
+                "INSERT INTO window_entry (key, at, amount) VALUES (?, ?, ?) RETURNING id",
+                (key, send, amount),
+            ).fetchone()
+        return int(row[0]), send
+
+    def _window_settle(self, key: str, entry: int, amount: int) -> bool:
+        with self._write() as (conn, _):
+            cursor = conn.execute(
+                "UPDATE window_entry SET amount = ? WHERE key = ? AND id = ?", (amount, key, entry)
+            )
+        return cursor.rowcount == 1
+
+    def _window_move(self, key: str, entry: int, window: float, limit: float) -> bool:
+        with self._write() as (conn, now):
+            row = conn.execute(
+                "SELECT at, amount FROM window_entry WHERE key = ? AND id = ?", (key, entry)
+            ).fetchone()
+            if row is None:
+                return False
+            at, amount = float(row[0]), int(row[1])
+            if at >= now:
+                return True
+            others = conn.execute(
+                "SELECT at, amount FROM window_entry WHERE key = ? AND id != ? AND at > ?"
+                " ORDER BY at, id",
+                (key, entry, now - window),
+            ).fetchall()
+            if not window_fits(others, now, amount, window, limit):
+                return False
+            conn.execute("UPDATE window_entry SET at = ? WHERE id = ?", (now, entry))
+        return True
 
     # -- concurrency gate ------------------------------------------------------------
 

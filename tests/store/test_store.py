@@ -620,6 +620,7 @@ def use_everything(store: Store) -> None:
     store.put("short", "lived", ttl=30)
     store.incr("count")
     store.reserve("api", 10.0, 1)
+    store.window_reserve("tokens", 10, 60.0, 100)
     store.gate_set_limit("gate", 2)
     ticket = store.gate_enqueue("gate", "gw0", 30.0)
     assert store.gate_try_acquire("gate", ticket, 30.0)
@@ -668,7 +669,8 @@ def test_redis_every_key_expires(redis_url: str) -> None:
         store.incr("count", 0)
         keys = run_keys(store)
     prefix = f"roadmap:{store.run_id}:"
-    assert {prefix + name for name in ("meta", "rate", "limit", "ticket", "gate:gate")} <= set(keys)
+    names = ("meta", "rate", "limit", "ticket", "gate:gate", "window:tokens")
+    assert {prefix + name for name in names} <= set(keys)
     for key, ttl in keys.items():
         assert 0 < ttl <= 600_000, (key, ttl)
     assert keys[prefix + "value:short"] <= 30_001

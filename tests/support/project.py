@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -169,6 +172,26 @@ class Roadmap:
             "0.5",
             *extra,
         )
+
+    @contextlib.contextmanager
+    def running(self, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+        """A roadmap run (`args` as `run` takes them) in a session of its own while the
+        block lasts, then killed with every process it started: for a run that must be
+        watched while it waits (its output goes to run.log in the project)."""
+        with open(self.pytester.path / "run.log", "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", *self.args(*args)],
+                cwd=self.pytester.path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            yield proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
 
     def run_subprocess(self, *args: str, timeout: float = 120) -> pytest.RunResult:
         return self.pytester.runpytest_subprocess(*self.args(*args), timeout=timeout)

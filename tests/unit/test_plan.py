@@ -21,6 +21,7 @@ from pytest_roadmap.plan import (
     planned_tasks,
     read_history,
     shown_seconds,
+    token_wait,
 )
 from pytest_roadmap.protocol import Usage
 from pytest_roadmap.results import PASSED, Attempt, RunRecord, TaskResult
@@ -265,3 +266,11 @@ def test_expected_latency_takes_milliseconds() -> None:
     assert settings(env={"ROADMAP_EXPECTED_LATENCY": "800ms"}).expected_latency == 0.8
     with pytest.raises(SettingError, match="expected latency"):
         settings(env={"ROADMAP_EXPECTED_LATENCY": "0s"})
+
+
+def test_the_token_bound_is_the_sliding_minutes() -> None:
+    # A minute's worth goes at once, the rest as the oldest leave the minute and its margin.
+    assert token_wait([50] * 12, 6000.0) == 0.0
+    assert token_wait([300] * 20, 3000.0) == pytest.approx(61.2)
+    assert token_wait([338] * 20, 3000.0) == pytest.approx(122.4)  # 8 fit a minute, not 9
+    assert token_wait([], 3000.0) == 0.0
