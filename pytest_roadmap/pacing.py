@@ -14,7 +14,9 @@ Users rarely know their API's limits, and the limits move. So every answer teach
 - `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
-  the run so the remaining budget lasts until the reset, and pause it at 0;
+  the run one request short of the limit they say per window (the policy's, else the
+  longest reset said), or, with no limit said, so the remaining budget lasts until the
+  reset; they pause it at 0;
   `x-ratelimit-remaining-tokens` at 0 pauses it until `x-ratelimit-reset-tokens`. A
   gateway's `x-ratelimit-remaining-*` with no reset is a budget per calendar minute;
 - a 429 for a request sent while the server's window was already known spent (after a
