@@ -181,6 +181,32 @@ def test_headers_pace_the_remaining_budget_and_pause_at_zero() -> None:
 LIMIT = "5 requests (RateLimit-Limit)"
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"RateLimit-Limit": "5", "RateLimit-Remaining": "3", "RateLimit-Reset": "1"},
+        {"RateLimit": '"default";r=3;t=1', "RateLimit-Policy": '"default";q=5;w=1'},
+        {
+            "x-ratelimit-limit-requests": "5",
+            "x-ratelimit-remaining-requests": "3",
+            "x-ratelimit-reset-requests": "180ms",
+        },
+    ],
+)
+def test_each_family_says_its_limit_as_a_number(headers: dict[str, str]) -> None:
+    limits = parse_limits(headers)
+    assert limits is not None and limits.quota == 5
+
+
+def test_no_limit_said_no_number() -> None:
+    limits = parse_limits({"RateLimit-Remaining": "3", "RateLimit-Reset": "1"})
+    assert limits == Limits(3, 1.0, "RateLimit-Remaining") and limits.quota == 0
+    # A gateway's budget with no reset keeps its own rule (a budget per calendar minute).
+    gateway = {"x-ratelimit-limit-requests": "20", "x-ratelimit-remaining-requests": "7"}
+    limits = parse_limits(gateway, now=120.0)
+    assert limits is not None and limits.quota == 0
+
+
 def test_a_limit_is_paced_one_short_of_it_over_the_longest_reset_seen() -> None:
     # A reset never exceeds its window: the longest one said is the window, as learned.
     pace = Pace(limit=3, announced=LIMIT)  # announced before: no first window to spread
