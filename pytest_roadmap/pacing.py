@@ -297,11 +297,13 @@ def on_headers(
     steady = steady_rate(pace, limits, learn=not refused)
     if steady:
         pace.policy_rate, pace.policy_until = steady, now + POLICY_HOLD
-        if said and limits.remaining > 1:
+        spread = (limits.remaining - 1) / max(limits.reset, 0.05)
+        if said and spread >= MINUTE_FLOOR:
             # The requests sent before the quota was known, at the configured rate, count in
             # this window: until its reset, what is left of it is spread, one kept in hand.
-            pace.header_rate = (limits.remaining - 1) / max(limits.reset, 0.05)
-            pace.header_until = now + limits.reset
+            # Not thinner than MINUTE_FLOOR, whose sends would wait in the limiter inside
+            # their attempts' timers; a 0 pauses the run in the tasks' setups instead.
+            pace.header_rate, pace.header_until = spread, now + limits.reset
     elif limits.remaining > 0:
         pace.header_rate = max(limits.floor, limits.remaining / max(limits.reset, 0.05))
         pace.header_until = now + limits.reset

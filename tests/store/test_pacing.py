@@ -252,6 +252,12 @@ def test_the_first_window_of_a_limit_spreads_what_is_left_of_it() -> None:
     assert pace.rate(10.0, 101.1) == pytest.approx(4.0)  # then the steady rate
 
 
+def test_the_first_window_is_not_spread_thinner_than_a_send_every_two_seconds() -> None:
+    pace = Pace(limit=3)
+    on_headers(pace, Limits(2, 60.0, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0)
+    assert pace.header_until == 0.0 and pace.rate(10.0, 100.5) == pytest.approx(4 / 60)
+
+
 def test_at_zero_left_the_run_pauses_until_the_reset_as_before() -> None:
     pace = Pace(limit=3, announced=LIMIT, window=1.0)
     assert (
