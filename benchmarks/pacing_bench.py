@@ -38,7 +38,7 @@ The gateway scenarios' bound is the issue's: the calendar minutes the work needs
 ceil(M / rpm) * 60 s (`minutes_bound_s`), judged with 1.3x; `windows_over_rpm` counts the
 calendar minutes in which the sandbox admitted more than rpm (always 0: it refuses).
 
-L is 250 ms in all but nolimits (--latency-ms changes it everywhere, --tasks M).
+L is 250 ms in all but nolimits (--latency-ms changes it everywhere, --tasks M, -n N).
 
     python benchmarks/pacing_bench.py --scenario capacity2 --repeat 3
     python benchmarks/pacing_bench.py --scenario all --repeat 1 --json pacing.json
@@ -58,11 +58,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from command_line import BenchmarkParser, settings_of
+from command_line import BenchmarkParser, settings_of, whole
 from harness import (
     Sandbox,
     emit,
@@ -698,6 +698,13 @@ def main() -> None:
         action="store_true",
         help="the capacity scenarios' 503s carry Retry-After: 1 (each then pauses the whole run)",
     )
+    parser.add_argument(
+        "-n",
+        "--workers",
+        type=whole(1),
+        default=None,
+        help="N, xdist workers, instead of each scenario's own (the issue 24 row: -n 4)",
+    )
     parser.tasks(None, help="M, tasks, instead of each scenario's own")
     parser.latency(None, help="L instead of each scenario's own")
     parser.repeat(3, help="runs of each scenario (median)")
@@ -705,9 +712,12 @@ def main() -> None:
     parser.output()
     options = parser.parse_args()
 
+    scenarios = _scenarios(options)
+    if options.workers is not None:
+        scenarios = [replace(scenario, workers=options.workers) for scenario in scenarios]
     results = {
         scenario.name: run_scenario(scenario, options.repeat, options.timeout)
-        for scenario in _scenarios(options)
+        for scenario in scenarios
     }
     emit(
         {"settings": settings_of(options), "scenarios": results},

@@ -14,7 +14,9 @@ Users rarely know their API's limits, and the limits move. So every answer teach
 - `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
-  the run so the remaining budget lasts until the reset, and pause it at 0;
+  the run one request short of the limit they say per window (the policy's, else the
+  longest reset said), or, with no limit said, so the remaining budget lasts until the
+  reset; they pause it at 0;
   `x-ratelimit-remaining-tokens` at 0 pauses it until `x-ratelimit-reset-tokens`. A
   gateway's `x-ratelimit-remaining-*` with no reset is a budget per calendar minute;
 - a 429 for a request sent while the server's window was already known spent (after a
@@ -118,6 +120,7 @@ class Pace:
     policy_rate: float = 0.0  # the steady rate of a quota the server announced (0: none)
     policy_until: float = 0.0
     announced: str = ""  # the server's announced limit, as it last said it
+    window: float = 0.0  # the longest reset said with that limit: its window, as learned
     until: float = 0.0  # nothing is sent before this
     refused_until: float = 0.0  # the server's window known spent ends then (a 429, a 0 left)
     until_reason: str = ""
@@ -276,29 +279,67 @@ def on_stop(pace: Pace, now: float, reason: str) -> Event | None:
     return Event("stop", now, 0.0, 0.0, reason)
 
 
-def on_headers(pace: Pace, limits: Limits, now: float, ceiling: float) -> list[Event]:
+def on_headers(
+    pace: Pace, limits: Limits, now: float, ceiling: float, *, refused: bool = False
+) -> list[Event]:
     """Pace by what the server says of its budget; pause while none is left.
 
-    A quota per window (a policy says it) is paced at its steady rate, which keeps any
+    A quota per window is paced at its steady rate (`steady_rate`), which keeps any
     window, sliding or fixed, within it; it stands while the server keeps saying it, also
-    after a pause, when no answer has come yet to say it again. Otherwise the budget left
-    is spread over the time to the reset.
+    after a pause, when no answer has come yet to say it again. Without a limit, the
+    budget left is spread over the time to the reset. At 0 left nobody sends until the
+    reset, counted from the answer (the server may have counted from any moment up to it).
+    `refused`: the answer was a 429 or 503, whose reset may be a penalty, not the window.
     """
     old = pace.rate(ceiling, now)
-    if limits.steady:
-        pace.policy_rate, pace.policy_until = limits.steady, now + POLICY_HOLD
+    said = bool(limits.announced) and limits.announced != pace.announced
+    if said:
+        pace.announced, pace.window = limits.announced, 0.0  # another quota: learn again
+    steady = steady_rate(pace, limits, learn=not refused)
+    if steady:
+        pace.policy_rate, pace.policy_until = steady, now + POLICY_HOLD
+        spread = (limits.remaining - 1) / max(limits.reset, 0.05)
+        if said and spread >= MINUTE_FLOOR:
+            # The requests sent before the quota was known, at the configured rate, count in
+            # this window: until its reset, what is left of it is spread, one kept in hand.
+            # Not thinner than MINUTE_FLOOR, whose sends would wait in the limiter inside
+            # their attempts' timers; a 0 pauses the run in the tasks' setups instead.
+            pace.header_rate, pace.header_until = spread, now + limits.reset
     elif limits.remaining > 0:
         pace.header_rate = max(limits.floor, limits.remaining / max(limits.reset, 0.05))
         pace.header_until = now + limits.reset
     events: list[Event] = []
-    if limits.announced and limits.announced != pace.announced:
-        pace.announced = limits.announced
+    if said:
         new = pace.rate(ceiling, now)
         events.append(Event("rate", now, old, new, f"the API announces {limits.announced}"))
     if limits.remaining <= 0:
         on_pause(pace, limits.reset, now, f"{limits.source} 0")  # routine pacing: no line
         pace.refused_until = max(pace.refused_until, now + limits.reset)
     return events
+
+
+def steady_rate(pace: Pace, limits: Limits, *, learn: bool = True) -> float:
+    """The rate at which the quota the server announces lasts for good (0.0: none known).
+
+    The window is the policy's, else the longest reset said with the limit, learned in
+    `Pace.window` (a reset never exceeds its window). One request of each window is kept in
+    hand: at the full quota a server counting a sliding window says 0 left at almost every
+    answer, and each 0 pauses the run until its reset (a whole second, rounded up, in
+    `RateLimit-Reset`), which halved the run's speed. Kept in hand, the budget never
+    reaches 0. A learned window is too short until a reset is seen whole, and the budget
+    then runs out before the reset, which pauses the run until it, as the server says; a
+    server refilling a bucket that says the time until it is full (OpenAI's
+    `x-ratelimit-reset-requests`) says longer resets as it drains, and the rate settles at
+    its refill with the budget just above 0. `learn`: the reset may lengthen the window.
+    """
+    if limits.steady:  # a policy: its quota per its window
+        quota = limits.quota
+        return limits.steady * (quota - 1) / quota if quota > 1 else limits.steady
+    if limits.quota <= 0:
+        return 0.0
+    if learn:
+        pace.window = max(pace.window, limits.reset)
+    return max(1, limits.quota - 1) / pace.window if pace.window > 0 else 0.0
 
 
 # --------------------------------------------------------------------------- headers
@@ -314,6 +355,9 @@ class Limits:
     announced: str = ""  # "5 requests per 1 s" when the server says its quota
     steady: float = 0.0  # requests/s the announced quota allows for good (0: unknown)
     floor: float = 0.0  # the budget is never spread thinner than this (requests/s)
+    # The limit as a number (0: not said), for its steady rate; left out of comparisons:
+    # `announced` says it in words.
+    quota: int = dataclasses.field(default=0, compare=False)
 
 
 _PARAM = re.compile(r";\s*([a-z]+)=(\d+(?:\.\d+)?)")
@@ -350,7 +394,15 @@ def parse_limits(headers: Mapping[str, str], now: float | None = None) -> Limits
                 said = f"{int(float(policy['q']))} requests{window} (RateLimit-Policy)"
                 if float(policy.get("w", 0)) > 0:
                     steady = float(policy["q"]) / float(policy["w"])
-            return Limits(int(float(params["r"])), float(params["t"]), "RateLimit", said, steady)
+            quota = int(float(policy["q"])) if "q" in policy else 0
+            return Limits(
+                int(float(params["r"])),
+                float(params["t"]),
+                "RateLimit",
+                said,
+                steady,
+                quota=quota,
+            )
     return _triple(
         get,
         "x-ratelimit-limit-requests",
@@ -391,7 +443,7 @@ def _triple(
     seconds = duration((raw or "").strip())
     if left is None or seconds is None:
         return None
-    return Limits(left, seconds, remaining, said)
+    return Limits(left, seconds, remaining, said, quota=quota or 0)
 
 
 def parse_token_limits(headers: Mapping[str, str], now: float | None = None) -> Limits | None:
@@ -526,7 +578,7 @@ class Pacer:
                 return
             self._change(lambda p: _listed(on_pause(p, retry_after, now, words)))
         if limits is not None:
-            self._change(lambda p: on_headers(p, limits, now, self.ceiling))
+            self._change(lambda p: on_headers(p, limits, now, self.ceiling, refused=refused))
         tokens = parse_token_limits(headers, now) if status is not None else None
         if tokens is not None and tokens.remaining <= 0:
             # The server's token budget is spent until its reset: nobody sends before (a

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_roadmap.windows import busiest_window
 from tests.support.project import Roadmap, task_toml
 
 API = ("/api/codebase/chat", "/api/health")
@@ -180,6 +181,29 @@ def test_a_server_that_announces_its_limit_is_paced_to_it(roadmap: Roadmap, fami
     assert len(refused) <= 2
     changes = _report(roadmap)["run"]["rate_changes"]
     assert changes and "the API announces" in changes[0]["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ratelimit", "ratelimit-policy", "x-ratelimit"])
+def test_a_server_at_its_announced_limit_never_says_none_left(
+    roadmap: Roadmap, family: str
+) -> None:
+    # 5 in any sliding second, said on every answer (issue 24). Paced at the limit, nearly
+    # every answer said 0 left and the run paused until the reset, a whole second rounded
+    # up; one request of each window kept in hand, the budget never reaches 0.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(20)))
+    roadmap.sandbox.configure(
+        latency=0.05, rate_limit=5, rate_limit_headers=family, rate_limit_retry_after=False
+    )
+    result = roadmap.run("-n", "3", "--reruns", "0")
+    result.assert_outcomes(passed=20)
+    log = _api(roadmap)
+    assert [e["status"] for e in log if e["status"] == 429] == []
+    assert busiest_window([e["arrived"] for e in log])[0] <= 5
+    section = _report(roadmap)["compliance"]
+    assert section["sent_while_paused"] == 0
+    # The first window may reach 0: the run starts at its own 10/s, before any answer.
+    assert len(section["pauses"]) <= 1, section["pauses"]
 
 
 @pytest.mark.slow

@@ -178,6 +178,118 @@ def test_headers_pace_the_remaining_budget_and_pause_at_zero() -> None:
     assert events == [] and pace.until == pytest.approx(103.7)
 
 
+LIMIT = "5 requests (RateLimit-Limit)"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"RateLimit-Limit": "5", "RateLimit-Remaining": "3", "RateLimit-Reset": "1"},
+        {"RateLimit": '"default";r=3;t=1', "RateLimit-Policy": '"default";q=5;w=1'},
+        {
+            "x-ratelimit-limit-requests": "5",
+            "x-ratelimit-remaining-requests": "3",
+            "x-ratelimit-reset-requests": "180ms",
+        },
+    ],
+)
+def test_each_family_says_its_limit_as_a_number(headers: dict[str, str]) -> None:
+    limits = parse_limits(headers)
+    assert limits is not None and limits.quota == 5
+
+
+def test_no_limit_said_no_number() -> None:
+    limits = parse_limits({"RateLimit-Remaining": "3", "RateLimit-Reset": "1"})
+    assert limits == Limits(3, 1.0, "RateLimit-Remaining") and limits.quota == 0
+    # A gateway's budget with no reset keeps its own rule (a budget per calendar minute).
+    gateway = {"x-ratelimit-limit-requests": "20", "x-ratelimit-remaining-requests": "7"}
+    limits = parse_limits(gateway, now=120.0)
+    assert limits is not None and limits.quota == 0
+
+
+def test_a_limit_is_paced_one_short_of_it_over_the_longest_reset_seen() -> None:
+    # A reset never exceeds its window: the longest one said is the window, as learned.
+    pace = Pace(limit=3, announced=LIMIT)  # announced before: no first window to spread
+    on_headers(pace, Limits(3, 0.5, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0)
+    assert pace.window == 0.5 and pace.rate(10.0, 100.1) == pytest.approx(8.0)  # 4 / 0.5 s
+    on_headers(pace, Limits(2, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 100.2, 10.0)
+    assert pace.window == 1.0 and pace.rate(10.0, 100.3) == pytest.approx(4.0)
+    on_headers(pace, Limits(1, 0.2, "RateLimit-Remaining", LIMIT, quota=5), 100.4, 10.0)
+    # A shorter reset later does not shorten the window, nor does the budget left slow the
+    # rate (spread over a reset rounded up, it decayed far below the limit).
+    assert pace.window == 1.0 and pace.rate(10.0, 100.5) == pytest.approx(4.0)
+    assert pace.rate(10.0, 100.4 + pacing.POLICY_HOLD + 1) == 10.0  # no longer said
+
+
+def test_a_refusals_reset_does_not_lengthen_the_window() -> None:
+    pace = Pace(limit=3, announced=LIMIT, window=1.0)
+    penalty = Limits(0, 30.0, "RateLimit-Remaining", LIMIT, quota=5)
+    on_headers(pace, penalty, 100.0, 10.0, refused=True)
+    assert pace.window == 1.0 and pace.until == 130.0  # the pause is obeyed as said
+    assert pace.rate(10.0, 131.0) == pytest.approx(4.0)
+
+
+def test_another_limit_is_learned_afresh() -> None:
+    pace = Pace(limit=3, announced=LIMIT, window=60.0)
+    said = "10 requests (RateLimit-Limit)"
+    events = on_headers(pace, Limits(9, 2.0, "RateLimit-Remaining", said, quota=10), 100.0, 50.0)
+    assert pace.window == 2.0 and [e.reason for e in events] == [f"the API announces {said}"]
+
+
+def test_a_policy_with_its_quota_keeps_one_request_of_each_window_in_hand() -> None:
+    said = "5 requests per 1 s (RateLimit-Policy)"
+    pace = Pace(limit=3, announced=said)
+    on_headers(pace, Limits(3, 1.0, "RateLimit", said, 5.0, quota=5), 100.0, 10.0)
+    assert pace.rate(10.0, 100.5) == pytest.approx(4.0)
+
+
+def test_the_first_window_of_a_limit_spreads_what_is_left_of_it() -> None:
+    # Sent at the configured rate before the limit was known, some of the window is gone.
+    pace = Pace(limit=3)
+    events = on_headers(pace, Limits(3, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0)
+    assert [(e.old, e.new) for e in events] == [(10.0, pytest.approx(2.0))]  # 2 left in hand
+    assert pace.rate(10.0, 100.9) == pytest.approx(2.0)
+    assert pace.rate(10.0, 101.1) == pytest.approx(4.0)  # then the steady rate
+
+
+def test_the_first_window_is_not_spread_thinner_than_a_send_every_two_seconds() -> None:
+    pace = Pace(limit=3)
+    on_headers(pace, Limits(2, 60.0, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0)
+    assert pace.header_until == 0.0 and pace.rate(10.0, 100.5) == pytest.approx(4 / 60)
+
+
+def test_at_zero_left_the_run_pauses_until_the_reset_as_before() -> None:
+    pace = Pace(limit=3, announced=LIMIT, window=1.0)
+    assert (
+        on_headers(pace, Limits(0, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0) == []
+    )
+    assert pace.until == 101.0 and pace.refused_until == 101.0
+    assert pace.rate(10.0, 101.0) == pytest.approx(4.0)
+
+
+def test_a_refilling_bucket_settles_at_its_refill_without_reaching_zero() -> None:
+    # OpenAI's x-ratelimit-reset-requests is the time until the bucket is full again: 60
+    # requests, one more each second. Sent as the rule says, answers come back at once.
+    size, refill, now, level = 60, 1.0, 0.0, 60.0
+    pace, sent, lowest = Pace(limit=3), [], size
+    while now < 300.0:
+        later = max(now + 1.0 / pace.rate(10.0, now), pace.until)
+        level, now = min(size, level + (later - now) * refill) - 1, later
+        assert level >= 0  # never refused
+        lowest = min(lowest, int(level))
+        sent.append(now)
+        headers = {
+            "x-ratelimit-limit-requests": str(size),
+            "x-ratelimit-remaining-requests": str(int(level)),
+            "x-ratelimit-reset-requests": f"{(size - level) / refill:.3f}s",
+        }
+        limits = parse_limits(headers)
+        assert limits is not None
+        on_headers(pace, limits, now, 10.0)
+    assert lowest >= 1 and pace.until == 0.0  # no 0 said, no pause
+    assert len([t for t in sent if t > 240.0]) == pytest.approx(60, abs=3)  # the refill
+
+
 # -- the Pacer over a store --------------------------------------------------------------
 
 
@@ -241,3 +353,16 @@ def test_a_spent_token_budget_pauses_every_worker_until_its_reset(store: Store) 
     store.put(pacing.PACE_KEY, Pace(limit=4).to_json())
     other.answered(Ticket(store.clock(), 0, 4), 200, left)
     assert other.read().until == 0.0
+
+
+def test_every_worker_paces_at_the_window_any_of_them_learned(store: Store) -> None:
+    first, second = _pacer(store), _pacer(store)  # two workers
+    said = {"RateLimit-Limit": "5", "RateLimit-Remaining": "4", "RateLimit-Reset": "1"}
+    first.answered(Ticket(store.clock(), 0, 4), 200, said)
+    second.answered(Ticket(store.clock(), 0, 4), 200, {**said, "RateLimit-Reset": "2"})
+    first.answered(Ticket(store.clock(), 0, 4), 200, {**said, "RateLimit-Remaining": "3"})
+    assert first.read().window == second.read().window == 2.0
+    now = store.clock()
+    # The first window's spread (3 left over 1 s) may still stand; past it, 4 over 2 s.
+    assert first.read().rate(10.0, now + 2.5) == pytest.approx(2.0)
+    assert second.before_send()[1] <= 3.0
