@@ -250,10 +250,14 @@ def test_a_gateway_counting_calendar_minutes_is_paced_to_its_budget(roadmap: Roa
         if entry["status"] == 200:
             minute = int(entry["arrived"] // 60)
             per_minute[minute] = per_minute.get(minute, 0) + 1
-    # Two minutes' work, three calendar minutes when it starts late in one; nearly a whole
-    # minute's budget was used in one of them (the pace spreads the budget to the turn, so
-    # the last send of a minute may fall just past it).
-    assert len(per_minute) <= 3 and max(per_minute.values()) >= 18, per_minute
+    # Two minutes' work: it fits in two calendar minutes when the run starts late in one,
+    # never more than three; a whole calendar minute between the first and the last used
+    # nearly its whole budget (the pace spreads the budget to the turn, so the last send of
+    # a minute may fall just past it). A run starting late in a minute may send less than
+    # the budget before the turn, so the first minute alone proves nothing.
+    assert len(per_minute) <= 3, per_minute
+    minutes = sorted(per_minute)
+    assert all(per_minute[m] >= 18 for m in minutes[1:-1]), per_minute
     # A task's own answers keep the shared health fresh (for one health interval, 5 s,
     # renewed at most every half interval per process): after the first, a probe goes out
     # only when no task was answered for at least half of it (the pause till the turn).
