@@ -31,6 +31,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pytest_roadmap.display import Secrets, escape_controls, shown_url
+from pytest_roadmap.health import Probed
 from pytest_roadmap.protocol import (
     BEAST,
     PROTOCOLS,
@@ -46,7 +47,7 @@ from pytest_roadmap.retry import (
     TaskFailure,
     retry_after_of,
 )
-from pytest_roadmap.settings import MAX_BODY, shown_size
+from pytest_roadmap.settings import API, MAX_BODY, OPENAI_KEY, TOKEN_ENV, shown_size
 
 if TYPE_CHECKING:
     from pytest_roadmap.tokens import Reservation, TokenBudget
@@ -57,6 +58,9 @@ MAX_REDIRECTS = 5
 # there, so a gzip bomb never inflates more than this beyond the cap.
 READ_PIECE = 1 << 14
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# Health answers no wait will change: the path is not there, or the credentials are refused.
+NO_SUCH_PATH = frozenset({404, 405, 410})
+CREDENTIALS_REFUSED = frozenset({401, 403})
 SHOWN_URL = 300  # characters of a URL in a message
 SHOWN_REASON = 80  # characters of the status line's reason phrase
 
@@ -731,16 +735,37 @@ class RoadmapClient:
             return None
         return self.redact(_preview(said)) if said else None
 
-    def probe(self, path: str, timeout: float) -> tuple[bool, str]:
-        """One health probe: (healthy, what it saw) where any 2xx is healthy, and so is a 429:
-        the API answered, and the learned pace deals with its rate."""
+    def probe(self, path: str, timeout: float) -> tuple[Probed, str]:
+        """One health probe: what it found and what it saw. Any 2xx is healthy, and so is a
+        429 (the API answered; the learned pace deals with its rate); a wrong path or refused
+        credentials will not mend by waiting; anything else is down for now."""
         try:
             response = self.get(path, timeout=timeout, probe=True)
         except TaskFailure as failure:
-            return False, failure.reason
+            return Probed.DOWN, failure.reason
         detail = f"GET {self.shown(response.url)} -> {response.status_code}"
         status = response.status_code
-        return 200 <= status < 300 or status == 429, detail
+        if 200 <= status < 300 or status == 429:
+            return Probed.OK, detail
+        if status in NO_SUCH_PATH:
+            return Probed.WRONG, f"{detail}: {self._wrong_path_words()}"
+        if status in CREDENTIALS_REFUSED:
+            token = TOKEN_ENV if self.protocol.name == BEAST else f"{TOKEN_ENV} or {OPENAI_KEY}"
+            return Probed.WRONG, f"{detail}: the API refused the credentials (check {token})"
+        return Probed.DOWN, detail
+
+    def _wrong_path_words(self) -> str:
+        """What to check when the API has no health path: most often the base URL."""
+        base = self.protocol.sandbox_base
+        if base and not urlsplit(self.api).path.rstrip("/").endswith(base):
+            return (
+                f"the {self.protocol.name} protocol's paths are below {base}: did you mean "
+                f"{API.option} {self.api + base} (env {API.env})?"
+            )
+        return (
+            f"no {self.protocol.health_path} here: is {API.option} (env {API.env}) the "
+            f"API's base URL, and --roadmap-protocol {self.protocol.name} its protocol?"
+        )
 
     def _connection_words(self, exc: requests.exceptions.ConnectionError) -> str:
         cause = _root_cause(exc)

@@ -5,11 +5,14 @@ answer (fresh proof of health: while tasks succeed no probe is sent, so probes d
 rate limit the user set to the server's); "down" once a probe failed or a task met an
 outage answer (a 503, or no answer at all), and it stays "down" until a probe says the
 API is back. Every task request checks it right before it is sent, so no worker sends a task
-into an outage another worker has already met.
+into an outage another worker has already met. A probe answered in a way no wait changes
+(no such path, the credentials refused) is "wrong" for the rest of the run: every task fails
+at once with its words.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import threading
 import time
@@ -27,12 +30,25 @@ FAILED = "failed"
 POLL = 0.02  # seconds between looks at the store while another worker's probe is out
 OK = "ok"
 DOWN = "down"
+# The API answered the probe in a way no wait will change (no such path, credentials
+# refused): every task fails at once with the probe's words instead of after `wait` seconds.
+WRONG = "wrong"
 SUSPECT = "a task saw the API fail"
+
+
+class Probed(enum.Enum):
+    """What one probe found: the API up, down for now, or not usable as configured."""
+
+    OK = "ok"
+    DOWN = "down"
+    WRONG = "wrong"
 
 
 def probed_down(shared: str | None) -> bool:
     """Whether the shared answer is a failed probe's (a task's doubt that no probe has judged
     yet is no ill health: after a 503 for capacity the probe says "ok")."""
+    if shared is not None and shared.startswith(WRONG + ": "):
+        return True
     return shared is not None and shared.startswith(DOWN + ": ") and shared != f"{DOWN}: {SUSPECT}"
 
 
@@ -47,7 +63,7 @@ class SharedValues(Protocol):
 
 
 class Prober(Protocol):
-    def probe(self, path: str, timeout: float) -> tuple[bool, str]: ...
+    def probe(self, path: str, timeout: float) -> tuple[Probed, str]: ...
 
 
 class HealthProbe:
@@ -129,6 +145,8 @@ class HealthProbe:
                 shared = self._store.get(HEALTH_KEY)
                 if shared == OK:
                     return None
+                if shared is not None and shared.startswith(WRONG + ": "):
+                    return f"API not usable as configured: {shared[len(WRONG) + 2 :]}"
                 if shared is not None and shared.startswith(DOWN + ": "):
                     detail = shared[len(DOWN) + 2 :]
                 turn = self._store.get(PROBE_KEY)
@@ -138,9 +156,13 @@ class HealthProbe:
                     wait, pause = pause, min(pause * 1.5, 2.0)
                 else:
                     self._store.put(PROBE_KEY, PROBING, ttl=self._timeout + 1.0)
-                    healthy, detail = self._prober.probe(self._path, self._timeout)
+                    found, detail = self._prober.probe(self._path, self._timeout)
                     self._store.incr(PROBES_KEY)
-                    if healthy:
+                    if found is Probed.WRONG:
+                        self._store.put(HEALTH_KEY, f"{WRONG}: {detail}", ttl=None)
+                        self._store.put(PROBE_KEY, OK, ttl=0.001)
+                        return f"API not usable as configured: {detail}"
+                    if found is Probed.OK:
                         self._store.put(HEALTH_KEY, OK, ttl=self._share)
                         self._store.put(PROBE_KEY, OK, ttl=0.001)  # anyone may probe next
                         return None

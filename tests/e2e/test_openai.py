@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -247,3 +250,72 @@ def test_sandbox_token_limit_says_where_the_budget_stands(roadmap: Roadmap) -> N
     assert third.status_code == 429 and int(third.headers["Retry-After"]) >= 59
     assert third.json()["error"]["type"] == "rate_limit_exceeded"
     assert [e["usage"] is not None for e in chats(roadmap)] == [True, True, False]
+
+
+def test_an_api_url_without_v1_fails_at_once_saying_which_url_was_meant(roadmap: Roadmap) -> None:
+    # The most common slip with the OpenAI protocol: the base URL without /v1, so the health
+    # probe meets a 404. No wait mends that: the tasks fail at once, naming the URL meant.
+    roadmap.tasks("month1", task_toml("alpha"), task_toml("beta"))
+    started = time.monotonic()
+    result = roadmap.run("--roadmap-protocol", "openai", "--roadmap-api", roadmap.sandbox.url)
+    assert time.monotonic() - started < 30  # the health wait is 60 s: it was not waited out
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"*API not usable as configured: GET {roadmap.sandbox.url}/models -> 404: the openai "
+            f"protocol's paths are below /v1: did you mean --roadmap-api {roadmap.sandbox.url}/v1"
+            " (env BEAST_MODE_API)?"
+        ]
+    )
+    assert not chats(roadmap)
+    assert "rerun" not in result.stdout.str().splitlines()[-1]
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """An API that refuses every request's credentials, and remembers what it was asked."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(f"GET {self.path}")
+        body = json.dumps({"error": {"message": "Incorrect API key provided"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_refused_credentials_fail_at_once_naming_the_token_setting(
+    roadmap: Roadmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    _Refusing.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        api = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        roadmap.tasks("month1", *(task_toml(f"t{i}") for i in range(4)))
+        started = time.monotonic()
+        result = roadmap.run("--roadmap-protocol", "openai", "--roadmap-api", api, "-n", "2")
+        assert time.monotonic() - started < 30
+    finally:
+        server.shutdown()
+        server.server_close()
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            f"*API not usable as configured: GET {api}/models -> 401: the API refused the "
+            "credentials (check BEAST_MODE_TOKEN or OPENAI_API_KEY)*"
+        ]
+    )
+    assert KEY not in result.stdout.str() + result.stderr.str()
+    # One probe judged it for every worker (the second worker may have probed before the
+    # first answer was shared); no task request was sent.
+    assert 1 <= len(_Refusing.seen) <= 2 and all(s == "GET /v1/models" for s in _Refusing.seen)

@@ -11,6 +11,7 @@ from pytest_roadmap.health import (
     PROBING,
     SUSPECT,
     HealthProbe,
+    Probed,
     probed_down,
 )
 from pytest_roadmap.store.base import Store
@@ -24,9 +25,10 @@ class Prober:
         self.answers = list(answers)
         self.probes = 0
 
-    def probe(self, path: str, timeout: float) -> tuple[bool, str]:
+    def probe(self, path: str, timeout: float) -> tuple[Probed, str]:
         self.probes += 1
-        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        healthy, detail = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return (Probed.OK if healthy else Probed.DOWN), detail
 
 
 class Clock:
@@ -120,3 +122,18 @@ def test_only_a_failed_probe_is_ill_health_for_the_status_line() -> None:
     assert not probed_down(None) and not probed_down(OK)
     assert not probed_down(f"down: {SUSPECT}")  # a 503 for capacity, until probed
     assert probed_down("down: GET /api/health -> 503")
+
+
+def test_a_wrong_answer_fails_every_worker_at_once_without_probing_again(store: Store) -> None:
+    class Wrong(Prober):
+        def probe(self, path: str, timeout: float) -> tuple[Probed, str]:
+            self.probes += 1
+            return Probed.WRONG, "GET /api/health -> 404: no /api/health here"
+
+    prober = Wrong((False, ""))
+    clock = Clock()
+    first = health(store, prober, clock, wait=60.0).wait_healthy()
+    assert first == "API not usable as configured: GET /api/health -> 404: no /api/health here"
+    second = health(store, prober, clock, wait=60.0).wait_healthy()
+    assert second == first and prober.probes == 1 and clock.now == 0.0
+    assert probed_down(store.get(HEALTH_KEY))  # the live line says unhealthy
