@@ -21,9 +21,9 @@ from typing import Protocol
 
 HEALTH_KEY = "health"
 PROBES_KEY = "health_probes"
-# Who probes next: PROBING while one worker's probe is out (the others wait for its answer
-# instead of probing too), FAILED for a moment after a probe failed (the others wait instead
-# of hammering a sick server); unset, the next worker to ask probes.
+# Who probes next: PROBING and the end of its lease while one worker's probe is out (the
+# others wait for its answer instead of probing too), FAILED for a moment after a probe
+# failed (the others wait instead of hammering a sick server); unset, the next to ask.
 PROBE_KEY = "health_probe"
 PROBING = "probing"
 FAILED = "failed"
@@ -60,6 +60,10 @@ class SharedValues(Protocol):
     def get(self, key: str) -> str | None: ...
 
     def incr(self, key: str, amount: int = 1) -> int: ...
+
+    def swap(self, key: str, expected: str | None, value: str) -> bool: ...
+
+    def clock(self) -> float: ...
 
 
 class Prober(Protocol):
@@ -135,6 +139,23 @@ class HealthProbe:
                 return words
             self._sleep(POLL)
 
+    def _take_turn(self) -> str | None:
+        """Claim the next probe, atomically across processes: None when this process
+        probes now, else who holds the turn (PROBING: another probe is out; FAILED: one
+        failed a moment ago). A read then a write let every worker that looked at once
+        probe at once (four probes in the same millisecond after a pause); the claim is a
+        compare-and-set, its lease written in the value since a swap sets no expiry."""
+        turn = self._store.get(PROBE_KEY)
+        now = self._store.clock()
+        if turn is not None and turn.startswith(PROBING):
+            _, _, until = turn.partition(" ")
+            if not until or now < float(until):
+                return PROBING
+        elif turn == FAILED:
+            return FAILED
+        lease = f"{PROBING} {now + self._timeout + 1.0:.3f}"
+        return None if self._store.swap(PROBE_KEY, turn, lease) else PROBING
+
     def wait_healthy(self) -> str | None:
         """Block until the API is healthy; None then, or the failure after `wait` seconds."""
         started = self._clock()
@@ -149,13 +170,12 @@ class HealthProbe:
                     return f"API not usable as configured: {shared[len(WRONG) + 2 :]}"
                 if shared is not None and shared.startswith(DOWN + ": "):
                     detail = shared[len(DOWN) + 2 :]
-                turn = self._store.get(PROBE_KEY)
+                turn = self._take_turn()
                 if turn == PROBING:
                     wait = POLL  # another worker's answer is shared in a moment
                 elif turn == FAILED:
                     wait, pause = pause, min(pause * 1.5, 2.0)
                 else:
-                    self._store.put(PROBE_KEY, PROBING, ttl=self._timeout + 1.0)
                     found, detail = self._prober.probe(self._path, self._timeout)
                     self._store.incr(PROBES_KEY)
                     if found is Probed.WRONG:

@@ -260,12 +260,14 @@ def test_a_gateway_counting_calendar_minutes_is_paced_to_its_budget(roadmap: Roa
     assert all(per_minute[m] >= 18 for m in minutes[1:-1]), per_minute
     # A task's own answers keep the shared health fresh (for one health interval, 5 s,
     # renewed at most every half interval per process): after the first, a probe goes out
-    # only when no task was answered for at least half of it (the pause till the turn).
+    # only after a while with no answer (the pause till the turn), one worker probing for
+    # all (they all wait for the turn, and used to probe in the same millisecond). Sends
+    # here are 2 s apart, so the gap before a probe is judged with a second's slack.
     probes = [e for e in _api(roadmap) if e["path"] == "/api/health"]
     answered = [e["answered"] for e in chats if e["status"] == 200]
     for probe in probes[1:]:
         before = [at for at in answered if at < probe["arrived"]]
-        assert not before or probe["arrived"] - max(before) >= 2.5 - 0.5, probe
-    assert len(probes) <= 4, [e["arrived"] for e in probes]
+        assert not before or probe["arrived"] - max(before) >= 1.0, probe
+    assert len(probes) <= 3, [e["arrived"] for e in probes]
     report = _report(roadmap)
     assert not [c for c in report["run"].get("rate_changes", []) if "429" in c["reason"]]

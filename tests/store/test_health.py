@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 from pytest_roadmap.health import (
@@ -137,3 +139,55 @@ def test_a_wrong_answer_fails_every_worker_at_once_without_probing_again(store: 
     second = health(store, prober, clock, wait=60.0).wait_healthy()
     assert second == first and prober.probes == 1 and clock.now == 0.0
     assert probed_down(store.get(HEALTH_KEY))  # the live line says unhealthy
+
+
+def test_workers_asking_at_once_send_one_probe(store: Store) -> None:
+    # Each HealthProbe stands for a worker process. All of them have looked at whose turn
+    # it is before any takes it (as after a pause, when every worker asks at once): one
+    # probe still answers for all of them.
+    class Slow(Prober):
+        def probe(self, path: str, timeout: float) -> tuple[Probed, str]:
+            with lock:
+                self.probes += 1
+            time.sleep(0.05)
+            return Probed.OK, "GET /api/health -> 200"
+
+    class LookingAtOnce:
+        def __init__(self) -> None:
+            self.looked = threading.Barrier(WORKERS)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def get(self, key: str) -> str | None:
+            value = store.get(key)
+            if key == PROBE_KEY and threading.current_thread() not in looking:
+                looking.add(threading.current_thread())  # each worker's first look only
+                self.looked.wait(timeout=10.0)
+            return value
+
+    WORKERS = 4
+    looking: set[threading.Thread] = set()
+    lock = threading.Lock()
+    prober = Slow((True, ""))
+    shared = LookingAtOnce()
+    answers: list[str | None] = []
+
+    def worker() -> None:
+        probe = HealthProbe(prober, shared, "/api/health", wait=10.0, share=60.0, timeout=5.0)  # type: ignore[arg-type]
+        answers.append(probe.wait_healthy())
+
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answers == [None] * WORKERS and prober.probes == 1
+
+
+def test_a_probe_whose_worker_died_is_taken_over_after_its_lease(store: Store) -> None:
+    # The lease is in the value (a compare-and-set sets no expiry): a stale one is claimed.
+    store.swap(PROBE_KEY, None, f"{PROBING} {store.clock() - 1:.3f}")
+    prober = Prober((True, "GET /api/health -> 200"))
+    assert health(store, prober, Clock()).wait_healthy() is None
+    assert prober.probes == 1
