@@ -223,6 +223,34 @@ def _scenarios(options: argparse.Namespace) -> list[Scenario]:
                 checks=rate4_checks,
             )
         )
+    # nginx's limit_req with no burst: a request less than 1/rate after the last one it
+    # admitted is refused (503 unless limit_req_status says 429), nothing said of why.
+    spacing = {
+        "nginx4-503": (40, 4.0, "503"),
+        "nginx4-429": (40, 4.0, "429"),
+        "nginx7-503": (60, 7.0, "503"),
+        "nginx7-429": (60, 7.0, "429"),
+    }
+    for name, (count, rate, status) in spacing.items():
+        if every or name in wanted or "nginx" in wanted:
+            found.append(
+                Scenario(
+                    name,
+                    tasks(count),
+                    latency(250.0),
+                    workers=3,
+                    server_rate=rate,
+                    sandbox_args=(
+                        "--rate-limit",
+                        f"{rate:g}",
+                        "--rate-limit-spacing",
+                        "--rate-limit-status",
+                        status,
+                        "--no-rate-limit-retry-after",
+                    ),
+                    checks=rate4_checks,
+                )
+            )
     if every or "rate5-headers" in wanted:
         m = tasks(40)
         for family in options.family or HEADER_FAMILIES:
@@ -511,6 +539,17 @@ def figures(
         "wall_minus_startup_over_bound": (run.wall - startup) / bound if bound > 0 else None,
         "changes": [f"{c['from']}->{c['to']}" for c in changes],
         "limit_came_back_up": came_back_up(changes),
+        "rate_changes": [
+            f"{c['from']:.3g}->{c['to']:.3g}: {c['reason']}"
+            for c in (report["run"].get("rate_changes", []) if report else [])
+        ],
+        # Each request's arrival after the first, with its status when not 200 (h: health).
+        "timeline": " ".join(
+            f"{float(e['arrived']) - first:.2f}"
+            + ("" if e["status"] == 200 else f"!{e['status']}")
+            + ("h" if e["path"] == HEALTH_PATH else "")
+            for e in entries
+        ),
     }
     if scenario.rpm is not None:
         admitted: dict[int, int] = {}
@@ -680,6 +719,7 @@ def run_scenario(scenario: Scenario, repeat: int, timeout: float) -> dict[str, A
 def main() -> None:
     names = ["all", "capacity2", "rate4-noheaders", "rate5-headers", "capacity-4-1-4"]
     names += ["quota10", "gateway", "gateway-queue", "gateway-told", "nolimits"]
+    names += ["nginx", "nginx4-503", "nginx4-429", "nginx7-503", "nginx7-429"]
     parser = BenchmarkParser(__doc__)
     parser.add_argument(
         "--scenario", nargs="+", choices=names, default=["all"], help="scenarios to run"

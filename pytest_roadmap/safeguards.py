@@ -16,8 +16,8 @@ from pytest_roadmap.batches import Batch
 from pytest_roadmap.budgets import RunBudgets, Spend
 from pytest_roadmap.compliance import Entry, RequestLog
 from pytest_roadmap.gate import ConcurrencyGate, Slot
-from pytest_roadmap.health import HealthProbe
-from pytest_roadmap.pacing import Pacer, Paused, QuotaExhausted, Ticket
+from pytest_roadmap.health import POLL, HealthProbe
+from pytest_roadmap.pacing import Pace, Pacer, Paused, QuotaExhausted, Ticket
 from pytest_roadmap.protocol import (
     ATTEMPT_HEADER,
     CHECK_HEADER,
@@ -137,40 +137,28 @@ class _Throttles:
 
     def acquire(self, *, probe: bool = False, admit: Callable[[], None] | None = None) -> Ticket:
         with store_failures_are_transient():
-            try:
-                pace, rate = self.pacer.before_send()
-                self.run.set_rate(rate)
-                limiters = [self.run]
-                if self.batch is not None:
-                    limiters.append(self.batch)
-                if self.start is not None:
-                    limiters.append(self.start)
-                    self.start = None
-                if acquire_together(limiters) > 0:
-                    # Another worker may have been told to pause while this one slept: its
-                    # slot came before the pause, so it goes back in line after it.
-                    pace = self.pacer.check()
-                    if pace.until > self.pacer.store.clock():
-                        raise Paused(pace.until, pace.until_reason)
-            except Paused as paused:
-                # Nothing was sent, so nothing ran: the attempt waits in its next setup.
-                raise TaskFailure(
-                    f"not sent: every worker waits ({paused.reason})",
-                    transient=True,
-                    refused=True,
-                ) from None
-            if self.stop is not None:
-                # After the wait, which can be long: an interrupted run sends nothing more.
-                self.stop()
-            if not probe and self.doubt is not None and (down := self.doubt(DOUBT_PATIENCE)):
-                # Another worker met an outage while this one waited: sending would only
-                # meet it too. Nothing was sent; the next setup waits for a healthy probe.
-                raise TaskFailure(
-                    f"not sent: the API looks down ({down}); every worker waits for a "
-                    "health probe to say it is back",
-                    transient=True,
-                    refused=True,
-                )
+            while True:
+                pace = self._reserve()
+                if self.stop is not None:
+                    # After the wait, which can be long: an interrupted run sends nothing more.
+                    self.stop()
+                if probe or self.doubt is None:
+                    break
+                looked = self.pacer.store.clock()
+                if down := self.doubt(DOUBT_PATIENCE):
+                    # Another worker met an outage while this one waited: sending would only
+                    # meet it too. Nothing was sent; the next setup waits for a healthy probe.
+                    raise TaskFailure(
+                        f"not sent: the API looks down ({down}); every worker waits for a "
+                        "health probe to say it is back",
+                        transient=True,
+                        refused=True,
+                    )
+                if self.pacer.store.clock() - looked < POLL:
+                    break
+                # It waited for a probe's verdict, and the probe took the slot after this
+                # one's: sent now, the request would follow the probe closer than the rate
+                # allows (nginx's limit_req refused every such one). It takes a new slot.
             if admit is not None:
                 # Last, after every wait: the request's own word on going now (the token
                 # limit's, for a send held up past its tokens' time).
@@ -178,6 +166,33 @@ class _Throttles:
             ticket = Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
             self.log.sent(ticket, ticket.sent_at)
             return ticket
+
+    def _reserve(self) -> Pace:
+        """Wait for this request's send time under every rate that applies; the pace then.
+        Raises `TaskFailure` (unsent) when the run is paused for longer than a request waits."""
+        try:
+            pace, rate = self.pacer.before_send()
+            self.run.set_rate(rate)
+            limiters = [self.run]
+            if self.batch is not None:
+                limiters.append(self.batch)
+            if self.start is not None:
+                limiters.append(self.start)
+                self.start = None
+            if acquire_together(limiters) > 0:
+                # Another worker may have been told to pause while this one slept: its
+                # slot came before the pause, so it goes back in line after it.
+                pace = self.pacer.check()
+                if pace.until > self.pacer.store.clock():
+                    raise Paused(pace.until, pace.until_reason)
+        except Paused as paused:
+            # Nothing was sent, so nothing ran: the attempt waits in its next setup.
+            raise TaskFailure(
+                f"not sent: every worker waits ({paused.reason})",
+                transient=True,
+                refused=True,
+            ) from None
+        return pace
 
     def settle(
         self,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from pytest_roadmap.retry import parse_retry_after
-from pytest_roadmap.sandbox import max_in_window
+from pytest_roadmap.sandbox import Rule, max_in_window
 from tests.support.project import Roadmap, task_toml
 from tests.support.waiting import wait_for
 
@@ -216,6 +216,28 @@ def test_a_503_for_capacity_costs_one_probe_and_the_run_goes_on(roadmap: Roadmap
     # No request was held back on the way out: each refusal is one the server made.
     report = json.loads((roadmap.pytester.path / "roadmap-report/report.json").read_text())
     assert sum(t["refusals"] for t in report["tasks"]) == len(refused)
+
+
+def test_a_request_that_waited_for_a_probe_keeps_the_rate_after_it(roadmap: Roadmap) -> None:
+    # After a 503 every task waits for the probe that judges it; the probe takes the next
+    # send slot. A task that had its slot before went out right behind the probe (10 ms
+    # after it, where the rate asks 250): a server spacing requests (nginx's limit_req)
+    # refused each of them, and a sliding second could hold one request over the limit.
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
+    roadmap.sandbox.configure(
+        latency=0.25,
+        rules=[Rule(match=f"do t{i:02d}", status=503, times=1) for i in (1, 5, 9)],
+    )
+    result = roadmap.run("-n", "3", "--reruns", "0", "--roadmap-rate-limit", "4")
+    result.assert_outcomes(passed=12)
+    log = roadmap.sandbox.log()
+    assert [e for e in log if e["status"] == 503], "nothing refused: this run proves nothing"
+    arrived = sorted(e["arrived"] for e in log)
+    assert max_in_window(log, 1.0) <= 4, arrived
+    # Sends go out a few ms after their slots: a gap well under 250 ms is a send that
+    # skipped its slot.
+    gaps = [b - a for a, b in itertools.pairwise(arrived)]
+    assert min(gaps) >= 0.2, [round(g, 3) for g in gaps]
 
 
 def test_unhealthy_too_long_fails_with_the_reason(roadmap: Roadmap) -> None:
