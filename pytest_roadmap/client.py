@@ -755,7 +755,8 @@ class RoadmapClient:
         return Probed.DOWN, detail
 
     def _wrong_path_words(self) -> str:
-        """What to check when the API has no health path: most often the base URL."""
+        """What to check when the API has no health path: most often the base URL, without
+        the prefix the protocol's servers put their paths under (the sandbox's too: /v1)."""
         base = self.protocol.sandbox_base
         if base and not urlsplit(self.api).path.rstrip("/").endswith(base):
             return (

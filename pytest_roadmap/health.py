@@ -33,6 +33,7 @@ DOWN = "down"
 # The API answered the probe in a way no wait will change (no such path, credentials
 # refused): every task fails at once with the probe's words instead of after `wait` seconds.
 WRONG = "wrong"
+UNUSABLE = "API not usable as configured: "
 SUSPECT = "a task saw the API fail"
 
 
@@ -47,9 +48,9 @@ class Probed(enum.Enum):
 def probed_down(shared: str | None) -> bool:
     """Whether the shared answer is a failed probe's (a task's doubt that no probe has judged
     yet is no ill health: after a 503 for capacity the probe says "ok")."""
-    if shared is not None and shared.startswith(WRONG + ": "):
-        return True
-    return shared is not None and shared.startswith(DOWN + ": ") and shared != f"{DOWN}: {SUSPECT}"
+    if shared is None or shared == f"{DOWN}: {SUSPECT}":
+        return False
+    return shared.startswith((DOWN + ": ", WRONG + ": "))
 
 
 class SharedValues(Protocol):
@@ -129,15 +130,22 @@ class HealthProbe:
         attempts probe at once) is waited on for up to `patience` seconds: after a 503 for
         capacity the probe says "ok" in a moment, and the request need not end unsent.
         """
+        return self.judge(patience)[0]
+
+    def judge(self, patience: float) -> tuple[str | None, bool]:
+        """`doubt`, and whether it waited for a probe's verdict: the probe then took a send
+        slot after the caller's, so a request judged fit to go must take a new one."""
         end = self._clock() + patience
+        waited = False
         while True:
             shared = self._store.get(HEALTH_KEY)
             if shared is None or not shared.startswith(DOWN + ": "):
-                return None
+                return None, waited
             words = shared[len(DOWN) + 2 :]
             if words != SUSPECT or self._clock() >= end:
-                return words
+                return words, waited
             self._sleep(POLL)
+            waited = True
 
     def _take_turn(self) -> str | None:
         """Claim the next probe, atomically across processes: None when this process
@@ -167,7 +175,7 @@ class HealthProbe:
                 if shared == OK:
                     return None
                 if shared is not None and shared.startswith(WRONG + ": "):
-                    return f"API not usable as configured: {shared[len(WRONG) + 2 :]}"
+                    return UNUSABLE + shared[len(WRONG) + 2 :]
                 if shared is not None and shared.startswith(DOWN + ": "):
                     detail = shared[len(DOWN) + 2 :]
                 turn = self._take_turn()
@@ -181,7 +189,7 @@ class HealthProbe:
                     if found is Probed.WRONG:
                         self._store.put(HEALTH_KEY, f"{WRONG}: {detail}", ttl=None)
                         self._store.put(PROBE_KEY, OK, ttl=0.001)
-                        return f"API not usable as configured: {detail}"
+                        return UNUSABLE + detail
                     if found is Probed.OK:
                         self._store.put(HEALTH_KEY, OK, ttl=self._share)
                         self._store.put(PROBE_KEY, OK, ttl=0.001)  # anyone may probe next

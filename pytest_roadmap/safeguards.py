@@ -16,7 +16,7 @@ from pytest_roadmap.batches import Batch
 from pytest_roadmap.budgets import RunBudgets, Spend
 from pytest_roadmap.compliance import Entry, RequestLog
 from pytest_roadmap.gate import ConcurrencyGate, Slot
-from pytest_roadmap.health import POLL, HealthProbe
+from pytest_roadmap.health import HealthProbe
 from pytest_roadmap.pacing import Pace, Pacer, Paused, QuotaExhausted, Ticket
 from pytest_roadmap.protocol import (
     ATTEMPT_HEADER,
@@ -99,7 +99,7 @@ class _Throttles:
 
     A task's first request in a batch with `betweenTasks` is also a start, so it reserves
     the start spacing in the same atomic reservation (see `Store.reserve_all`). `doubt`
-    says why the API looks down (`HealthProbe.doubt`); only health probes go out then.
+    says why the API looks down (`HealthProbe.judge`); only health probes go out then.
 
     The batch and the start are the sending thread's own: with --roadmap-inflight a worker
     sends its tasks' requests from several threads, each for its own task.
@@ -112,7 +112,7 @@ class _Throttles:
         self.pacer = pacer
         self._local = threading.local()
         self.stop = stop
-        self.doubt: Callable[[float], str | None] | None = None
+        self.doubt: Callable[[float], tuple[str | None, bool]] | None = None
         self.log = RequestLog()  # what was sent and answered, for the compliance section
 
     @property
@@ -144,8 +144,8 @@ class _Throttles:
                     self.stop()
                 if probe or self.doubt is None:
                     break
-                looked = self.pacer.store.clock()
-                if down := self.doubt(DOUBT_PATIENCE):
+                down, waited = self.doubt(DOUBT_PATIENCE)
+                if down:
                     # Another worker met an outage while this one waited: sending would only
                     # meet it too. Nothing was sent; the next setup waits for a healthy probe.
                     raise TaskFailure(
@@ -154,7 +154,7 @@ class _Throttles:
                         transient=True,
                         refused=True,
                     )
-                if self.pacer.store.clock() - looked < POLL:
+                if not waited:
                     break
                 # It waited for a probe's verdict, and the probe took the slot after this
                 # one's: sent now, the request would follow the probe closer than the rate
@@ -297,7 +297,7 @@ class Safeguards:
             share=settings.health_interval,
             timeout=settings.timeout,
         )
-        self._throttles.doubt = self.health.doubt
+        self._throttles.doubt = self.health.judge
         self.backoff = Backoff(settings.retry_delay, settings.backoff, settings.max_delay)
         self.budgets = budgets_of(settings, store, sleep=sleep)
 
