@@ -69,12 +69,17 @@ class RequestLog:
         headers: Mapping[str, str],
         retry_after: float | None,
         at: float,
+        own_wait: float | None = None,
     ) -> None:
+        """`own_wait`: the answer said 0 left, and the run's own sends filled the window
+        (`Pacer.own_wait`); the pause it asked lasts until the oldest of them leaves it."""
         with self._lock:
             entry = self._open.pop(id(ticket), None)
         if entry is None:
             return
         wait, words = asked_wait(status, headers, retry_after, at)
+        if own_wait is not None and wait > own_wait:
+            wait, words = own_wait, f"{words}: the run's own requests fill the window"
         entry[1:] = [status, at, wait, words]
 
     def take(self) -> list[Entry]:

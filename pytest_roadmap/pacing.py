@@ -14,9 +14,10 @@ Users rarely know their API's limits, and the limits move. So every answer teach
 - `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
-  the run one request short of the limit they say per window (the policy's, else the
-  longest reset said), or, with no limit said, so the remaining budget lasts until the
-  reset; they pause it at 0;
+  the run at the limit they say per window (the policy's, else the longest reset said):
+  the whole of it in a window of up to `OWN_WINDOW`, else one request short; with no limit
+  said, so the remaining budget lasts until the reset. They pause it at 0, until the reset,
+  or, when the run's own sends fill the window, until the oldest of them leaves it;
   `x-ratelimit-remaining-tokens` at 0 pauses it until `x-ratelimit-reset-tokens`. A
   gateway's `x-ratelimit-remaining-*` with no reset is a budget per calendar minute;
 - a 429 for a request sent while the server's window was already known spent (after a
@@ -86,6 +87,14 @@ MINUTE_FLOOR = 0.5
 # Pauses this short are waited out inside a request; longer ones end the attempt unsent,
 # and the task waits in its next setup, holding no slot.
 INLINE_PAUSE = 1.0
+# A quota per window this short is paced at the whole quota: the run's own accepted sends
+# (ACCEPTED_KEY, one read per 50 ms of the window) tell whether a 0 left is its own doing.
+# Over longer windows that would take too many reads, and one request is kept in hand.
+OWN_WINDOW = 2.0
+# Paced at the whole quota, each window is stretched by this much: a send that leaves late
+# (two shared cores, four workers) and the next on time must not put one more than the
+# quota in the server's window.
+SEND_MARGIN = 0.05
 
 MODES = ("aimd", "seed", "off")
 
@@ -121,6 +130,7 @@ class Pace:
     policy_until: float = 0.0
     announced: str = ""  # the server's announced limit, as it last said it
     window: float = 0.0  # the longest reset said with that limit: its window, as learned
+    in_hand: bool = False  # a refusal came while paced at the whole quota: keep one in hand
     until: float = 0.0  # nothing is sent before this
     refused_until: float = 0.0  # the server's window known spent ends then (a 429, a 0 left)
     until_reason: str = ""
@@ -280,7 +290,13 @@ def on_stop(pace: Pace, now: float, reason: str) -> Event | None:
 
 
 def on_headers(
-    pace: Pace, limits: Limits, now: float, ceiling: float, *, refused: bool = False
+    pace: Pace,
+    limits: Limits,
+    now: float,
+    ceiling: float,
+    *,
+    refused: bool = False,
+    own_wait: float | None = None,
 ) -> list[Event]:
     """Pace by what the server says of its budget; pause while none is left.
 
@@ -288,13 +304,18 @@ def on_headers(
     window, sliding or fixed, within it; it stands while the server keeps saying it, also
     after a pause, when no answer has come yet to say it again. Without a limit, the
     budget left is spread over the time to the reset. At 0 left nobody sends until the
-    reset, counted from the answer (the server may have counted from any moment up to it).
-    `refused`: the answer was a 429 or 503, whose reset may be a penalty, not the window.
+    reset, counted from the answer (the server may have counted from any moment up to it),
+    unless the run's own sends fill the window (`own_wait`: then until the oldest of them
+    leaves it). `refused`: the answer was a 429 or 503, whose reset may be a penalty, not
+    the window; paced at the whole quota, the run keeps one request in hand from then on.
     """
     old = pace.rate(ceiling, now)
     said = bool(limits.announced) and limits.announced != pace.announced
     if said:
-        pace.announced, pace.window = limits.announced, 0.0  # another quota: learn again
+        # Another quota: learn again.
+        pace.announced, pace.window, pace.in_hand = limits.announced, 0.0, False
+    if refused and limits.quota > 0:
+        pace.in_hand = True
     steady = steady_rate(pace, limits, learn=not refused)
     if steady:
         pace.policy_rate, pace.policy_until = steady, now + POLICY_HOLD
@@ -313,8 +334,10 @@ def on_headers(
         new = pace.rate(ceiling, now)
         events.append(Event("rate", now, old, new, f"the API announces {limits.announced}"))
     if limits.remaining <= 0:
-        on_pause(pace, limits.reset, now, f"{limits.source} 0")  # routine pacing: no line
-        pace.refused_until = max(pace.refused_until, now + limits.reset)
+        wait = limits.reset if own_wait is None or refused else own_wait
+        if wait > 0:
+            on_pause(pace, wait, now, f"{limits.source} 0")  # routine pacing: no line
+            pace.refused_until = max(pace.refused_until, now + wait)
     return events
 
 
@@ -322,24 +345,34 @@ def steady_rate(pace: Pace, limits: Limits, *, learn: bool = True) -> float:
     """The rate at which the quota the server announces lasts for good (0.0: none known).
 
     The window is the policy's, else the longest reset said with the limit, learned in
-    `Pace.window` (a reset never exceeds its window). One request of each window is kept in
-    hand: at the full quota a server counting a sliding window says 0 left at almost every
-    answer, and each 0 pauses the run until its reset (a whole second, rounded up, in
-    `RateLimit-Reset`), which halved the run's speed. Kept in hand, the budget never
-    reaches 0. A learned window is too short until a reset is seen whole, and the budget
-    then runs out before the reset, which pauses the run until it, as the server says; a
-    server refilling a bucket that says the time until it is full (OpenAI's
-    `x-ratelimit-reset-requests`) says longer resets as it drains, and the rate settles at
-    its refill with the budget just above 0. `learn`: the reset may lengthen the window.
+    `Pace.window` (a reset never exceeds its window). A window of at most `OWN_WINDOW` is
+    paced at the whole quota, each window stretched by `SEND_MARGIN`: at the whole quota a
+    server counting a sliding window says 0 left at almost every answer, and the run tells
+    from its own sends that the 0 is its own (`Pacer.own_wait`) instead of pausing until
+    the reset (a whole second, rounded up, in `RateLimit-Reset`, which halved its speed).
+    Longer windows, and any after a refusal (`Pace.in_hand`), keep one request of each
+    window in hand, so the budget never reaches 0. A learned window is too short until a
+    reset is seen whole, and the budget then runs out before the reset, which pauses the
+    run until it, as the server says; a server refilling a bucket that says the time until
+    it is full (OpenAI's `x-ratelimit-reset-requests`) says longer resets as it drains, and
+    the rate settles at its refill with the budget just above 0. `learn`: the reset may
+    lengthen the window.
     """
     if limits.steady:  # a policy: its quota per its window
         quota = limits.quota
-        return limits.steady * (quota - 1) / quota if quota > 1 else limits.steady
-    if limits.quota <= 0:
+        window = quota / limits.steady if quota > 0 else 0.0
+    elif limits.quota <= 0:
         return 0.0
-    if learn:
-        pace.window = max(pace.window, limits.reset)
-    return max(1, limits.quota - 1) / pace.window if pace.window > 0 else 0.0
+    else:
+        quota = limits.quota
+        if learn:
+            pace.window = max(pace.window, limits.reset)
+        window = pace.window
+    if window <= 0:
+        return limits.steady
+    if window <= OWN_WINDOW and not pace.in_hand:
+        return quota / (window + SEND_MARGIN)
+    return max(1, quota - 1) / window
 
 
 # --------------------------------------------------------------------------- headers
@@ -556,18 +589,22 @@ class Pacer:
         *,
         overload: str | None = None,
         retry_after: float | None = None,
-    ) -> None:
+    ) -> float | None:
         """Learn from one answer: `status` None with `overload` for a network failure that
-        smells of load (its words), else the HTTP status and headers."""
+        smells of load (its words), else the HTTP status and headers. Returns the wait an
+        answer at 0 left came to when the run's own sends explain the 0 (`own_wait`)."""
         now = self.store.clock()
         limits = parse_limits(headers, now) if status is not None else None
         refused = status in (429, 503)
         if refused:
             self.store.incr(REFUSED_KEY)
             self.store.incr(f"{REFUSED_KEY}:{status}")
-        elif status is not None and self.mode == "aimd":
+        elif status is not None and (self.mode == "aimd" or limits is not None):
             # Counted once answered, off the path from admission to send.
             self.store.incr(f"{ACCEPTED_KEY}:{int(ticket.sent_at / BUCKET)}")
+        own_wait = None
+        if limits is not None and limits.remaining <= 0 and not refused:
+            own_wait = self.own_wait(limits, ticket.sent_at, now)
         if retry_after is not None and refused:
             words = f"Retry-After {retry_after:g} s on a {status}"
             if retry_after > self.max_wait:
@@ -575,10 +612,14 @@ class Pacer:
                     f"API quota exhausted: Retry-After {retry_after:g} s "
                     f"(longer than --roadmap-max-wait {self.max_wait:g} s)"
                 )
-                return
+                return None
             self._change(lambda p: _listed(on_pause(p, retry_after, now, words)))
         if limits is not None:
-            self._change(lambda p: on_headers(p, limits, now, self.ceiling, refused=refused))
+            self._change(
+                lambda p: on_headers(
+                    p, limits, now, self.ceiling, refused=refused, own_wait=own_wait
+                )
+            )
         tokens = parse_token_limits(headers, now) if status is not None else None
         if tokens is not None and tokens.remaining <= 0:
             # The server's token budget is spent until its reset: nobody sends before (a
@@ -613,19 +654,50 @@ class Pacer:
 
             self._change(cut)
         if self.mode != "aimd":
-            return
+            return own_wait
         if status == 503 or overload is not None:
             if self.lower:
                 what = "503 from the API" if status == 503 else overload or "overload"
                 self._change(lambda p: _listed(on_overload(p, ticket.epoch, now, what)))
         elif status is not None and not refused and self.higher:
             if ticket.limit >= self.maximum:
-                return  # the common case: the limit was at its ceiling when this was sent
+                return own_wait  # the common case: the limit was at its ceiling when sent
             pace = self.read()
             if pace.limit >= self.maximum or ticket.epoch != pace.epoch:
-                return
+                return own_wait
             in_use = self.store.gate_state(self.gate_key)[1] > 0
             self._change(lambda p: _listed(on_success(p, ticket.epoch, in_use, now, self.maximum)))
+        return own_wait
+
+    def own_wait(self, limits: Limits, sent_at: float, now: float) -> float | None:
+        """At 0 left: if the run's own accepted sends fill the server's window up to the
+        request sent at `sent_at`, the seconds from `now` until enough of them have left it
+        for one more (0.0: already); None if they do not (someone else spends the same
+        budget, answers are still out, or the window is unknown or longer than
+        `OWN_WINDOW`): then the server's reset stands.
+
+        Counted from 50 ms buckets of send times: the bucket the window begins in counts
+        whole (left out, a run that had just sped up lost its oldest send and paused for the
+        server's whole reset), and a send leaves the window at its bucket's end, never
+        before it leaves the server's."""
+        quota = limits.quota
+        if limits.steady and quota > 0:
+            window = quota / limits.steady
+        else:
+            pace = self.read()
+            window = pace.window if limits.announced == pace.announced else 0.0
+        if quota <= 0 or not 0 < window <= OWN_WINDOW:
+            return None
+        keys = range(int((sent_at - window) / BUCKET), int(sent_at / BUCKET) + 1)
+        counts = [int(self.store.get(f"{ACCEPTED_KEY}:{key}") or 0) for key in keys]
+        over = sum(counts) - quota  # this many must leave the window before one more fits
+        if over < 0:
+            return None
+        for key, count in zip(keys, counts, strict=True):
+            over -= count
+            if over < 0:
+                return max(0.0, (key + 1) * BUCKET + window - now)
+        return None  # pragma: no cover - the loop ends once `over` sends have been passed
 
     def stop(self, reason: str) -> None:
         now = self.store.clock()

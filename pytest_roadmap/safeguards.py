@@ -205,12 +205,16 @@ class _Throttles:
     ) -> None:
         if isinstance(ticket, Ticket):
             with store_failures_are_transient():
-                self.log.answered(ticket, status, headers, retry_after, self.pacer.store.clock())
-                if status is None and overload is None:
-                    return  # no answer, and nothing that says why: nothing to learn
-                self.pacer.answered(
-                    ticket, status, headers, overload=overload, retry_after=retry_after
-                )
+                at = self.pacer.store.clock()
+                own_wait = None
+                try:
+                    if status is None and overload is None:
+                        return  # no answer, and nothing that says why: nothing to learn
+                    own_wait = self.pacer.answered(
+                        ticket, status, headers, overload=overload, retry_after=retry_after
+                    )
+                finally:
+                    self.log.answered(ticket, status, headers, retry_after, at, own_wait)
 
 
 class Slots:

@@ -207,18 +207,45 @@ def test_no_limit_said_no_number() -> None:
     assert limits is not None and limits.quota == 0
 
 
-def test_a_limit_is_paced_one_short_of_it_over_the_longest_reset_seen() -> None:
+WHOLE = 5 / (1.0 + pacing.SEND_MARGIN)  # 5 a second, each second stretched by the margin
+
+
+def test_a_short_window_is_paced_at_its_whole_quota_over_the_longest_reset_seen() -> None:
     # A reset never exceeds its window: the longest one said is the window, as learned.
     pace = Pace(limit=3, announced=LIMIT)  # announced before: no first window to spread
     on_headers(pace, Limits(3, 0.5, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0)
-    assert pace.window == 0.5 and pace.rate(10.0, 100.1) == pytest.approx(8.0)  # 4 / 0.5 s
+    assert pace.window == 0.5 and pace.rate(10.0, 100.1) == pytest.approx(5 / 0.55)
     on_headers(pace, Limits(2, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 100.2, 10.0)
-    assert pace.window == 1.0 and pace.rate(10.0, 100.3) == pytest.approx(4.0)
+    assert pace.window == 1.0 and pace.rate(10.0, 100.3) == pytest.approx(WHOLE)
     on_headers(pace, Limits(1, 0.2, "RateLimit-Remaining", LIMIT, quota=5), 100.4, 10.0)
     # A shorter reset later does not shorten the window, nor does the budget left slow the
     # rate (spread over a reset rounded up, it decayed far below the limit).
-    assert pace.window == 1.0 and pace.rate(10.0, 100.5) == pytest.approx(4.0)
+    assert pace.window == 1.0 and pace.rate(10.0, 100.5) == pytest.approx(WHOLE)
     assert pace.rate(10.0, 100.4 + pacing.POLICY_HOLD + 1) == 10.0  # no longer said
+
+
+def test_a_long_window_keeps_one_request_in_hand() -> None:
+    # Past OWN_WINDOW the run cannot tell its own 0 from the server's: the budget must not
+    # reach 0 (a minute's window: 60 left over 60 s paced at 59).
+    pace = Pace(limit=3, announced="60 requests (RateLimit-Limit)")
+    limits = Limits(30, 60.0, "RateLimit-Remaining", "60 requests (RateLimit-Limit)", quota=60)
+    on_headers(pace, limits, 100.0, 10.0)
+    assert pace.rate(10.0, 100.5) == pytest.approx(59 / 60)
+
+
+def test_a_refusal_at_the_whole_quota_keeps_one_in_hand_from_then_on() -> None:
+    pace = Pace(limit=3, announced=LIMIT, window=1.0)
+    on_headers(pace, Limits(2, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0)
+    assert pace.rate(10.0, 100.1) == pytest.approx(WHOLE)
+    refused = Limits(0, 1.0, "RateLimit-Remaining", LIMIT, quota=5)
+    on_headers(pace, refused, 100.2, 10.0, refused=True, own_wait=0.0)
+    assert pace.until == 101.2  # a refusal's reset is obeyed whole, whoever filled the window
+    on_headers(pace, Limits(2, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 101.5, 10.0)
+    assert pace.in_hand and pace.rate(10.0, 101.6) == pytest.approx(4.0)
+    # Another quota is learned afresh, at its whole quota again.
+    other = "6 requests (RateLimit-Limit)"
+    on_headers(pace, Limits(5, 1.0, "RateLimit-Remaining", other, quota=6), 102.0, 10.0)
+    assert not pace.in_hand
 
 
 def test_a_refusals_reset_does_not_lengthen_the_window() -> None:
@@ -226,7 +253,7 @@ def test_a_refusals_reset_does_not_lengthen_the_window() -> None:
     penalty = Limits(0, 30.0, "RateLimit-Remaining", LIMIT, quota=5)
     on_headers(pace, penalty, 100.0, 10.0, refused=True)
     assert pace.window == 1.0 and pace.until == 130.0  # the pause is obeyed as said
-    assert pace.rate(10.0, 131.0) == pytest.approx(4.0)
+    assert pace.rate(10.0, 131.0) == pytest.approx(4.0)  # and one is kept in hand after it
 
 
 def test_another_limit_is_learned_afresh() -> None:
@@ -236,11 +263,14 @@ def test_another_limit_is_learned_afresh() -> None:
     assert pace.window == 2.0 and [e.reason for e in events] == [f"the API announces {said}"]
 
 
-def test_a_policy_with_its_quota_keeps_one_request_of_each_window_in_hand() -> None:
+def test_a_policy_with_a_short_window_is_paced_at_its_whole_quota() -> None:
     said = "5 requests per 1 s (RateLimit-Policy)"
     pace = Pace(limit=3, announced=said)
     on_headers(pace, Limits(3, 1.0, "RateLimit", said, 5.0, quota=5), 100.0, 10.0)
-    assert pace.rate(10.0, 100.5) == pytest.approx(4.0)
+    assert pace.rate(10.0, 100.5) == pytest.approx(WHOLE)
+    said = "100 requests per 60 s (RateLimit-Policy)"
+    on_headers(pace, Limits(99, 60.0, "RateLimit", said, 100 / 60, quota=100), 101.0, 10.0)
+    assert pace.policy_rate == pytest.approx(99 / 60)  # a long one: one in hand
 
 
 def test_the_first_window_of_a_limit_spreads_what_is_left_of_it() -> None:
@@ -249,7 +279,7 @@ def test_the_first_window_of_a_limit_spreads_what_is_left_of_it() -> None:
     events = on_headers(pace, Limits(3, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0)
     assert [(e.old, e.new) for e in events] == [(10.0, pytest.approx(2.0))]  # 2 left in hand
     assert pace.rate(10.0, 100.9) == pytest.approx(2.0)
-    assert pace.rate(10.0, 101.1) == pytest.approx(4.0)  # then the steady rate
+    assert pace.rate(10.0, 101.1) == pytest.approx(WHOLE)  # then the steady rate
 
 
 def test_the_first_window_is_not_spread_thinner_than_a_send_every_two_seconds() -> None:
@@ -258,13 +288,17 @@ def test_the_first_window_is_not_spread_thinner_than_a_send_every_two_seconds() 
     assert pace.header_until == 0.0 and pace.rate(10.0, 100.5) == pytest.approx(4 / 60)
 
 
-def test_at_zero_left_the_run_pauses_until_the_reset_as_before() -> None:
+def test_at_zero_left_the_run_pauses_until_the_reset_unless_the_zero_is_its_own() -> None:
     pace = Pace(limit=3, announced=LIMIT, window=1.0)
-    assert (
-        on_headers(pace, Limits(0, 1.0, "RateLimit-Remaining", LIMIT, quota=5), 100.0, 10.0) == []
-    )
+    zero = Limits(0, 1.0, "RateLimit-Remaining", LIMIT, quota=5)
+    assert on_headers(pace, zero, 100.0, 10.0) == []
     assert pace.until == 101.0 and pace.refused_until == 101.0
-    assert pace.rate(10.0, 101.0) == pytest.approx(4.0)
+    assert pace.rate(10.0, 101.0) == pytest.approx(WHOLE)
+    # The run's own sends fill the window: until the oldest of them leaves it.
+    on_headers(pace, zero, 102.0, 10.0, own_wait=0.2)
+    assert pace.until == pytest.approx(102.2) and pace.refused_until == pytest.approx(102.2)
+    on_headers(pace, zero, 103.0, 10.0, own_wait=0.0)
+    assert pace.until == pytest.approx(102.2)  # it has left: no pause
 
 
 def test_a_refilling_bucket_settles_at_its_refill_without_reaching_zero() -> None:
@@ -329,6 +363,38 @@ def test_pacer_stops_the_run_when_the_quota_is_gone(store: Store) -> None:
     assert [e.kind for e in pacer.events_since(0)[1]] == ["stop"]
 
 
+def _said(left: int) -> dict[str, str]:
+    return {"RateLimit-Limit": "5", "RateLimit-Remaining": str(left), "RateLimit-Reset": "1"}
+
+
+@pytest.mark.parametrize("mode", ["aimd", "off"])
+def test_a_zero_left_that_the_runs_own_sends_explain_waits_only_for_the_oldest(
+    store: Store, mode: str
+) -> None:
+    store.gate_set_limit("gate", 4)
+    pacer = Pacer(store, gate_key="gate", maximum=4, ceiling=10.0, max_wait=300.0, mode=mode)
+    now = store.clock()
+    # Five sends in the last second, the fifth answered now with 0 left (reset: 1 s).
+    times = [now - 0.9, now - 0.7, now - 0.5, now - 0.3, now - 0.1]
+    waits = [pacer.answered(Ticket(t, 0, 4), 200, _said(4 - i)) for i, t in enumerate(times)]
+    assert waits[:4] == [None] * 4
+    own = waits[4]
+    # The oldest leaves the window at most a bucket after now - 0.9 + 1: a pause that short,
+    # not the server's whole second.
+    assert own is not None and 0.0 < own <= 0.1 + pacing.BUCKET + 0.05
+    assert pacer.read().until <= store.clock() + 0.2
+
+
+def test_a_zero_left_the_run_did_not_fill_pauses_until_the_servers_reset(store: Store) -> None:
+    pacer = _pacer(store)
+    now = store.clock()
+    for i, sent in enumerate([now - 0.5, now - 0.3]):
+        pacer.answered(Ticket(sent, 0, 4), 200, _said(4 - i))
+    # Someone else spends the same budget: 0 left after two of the run's own.
+    assert pacer.answered(Ticket(now - 0.1, 0, 4), 200, _said(0)) is None
+    assert pacer.read().until >= now + 1.0
+
+
 def test_pacer_in_off_mode_keeps_limit_and_rate(store: Store) -> None:
     store.gate_set_limit("gate", 4)
     pacer = Pacer(store, gate_key="gate", maximum=4, ceiling=10.0, max_wait=300.0, mode="off")
@@ -363,6 +429,6 @@ def test_every_worker_paces_at_the_window_any_of_them_learned(store: Store) -> N
     first.answered(Ticket(store.clock(), 0, 4), 200, {**said, "RateLimit-Remaining": "3"})
     assert first.read().window == second.read().window == 2.0
     now = store.clock()
-    # The first window's spread (3 left over 1 s) may still stand; past it, 4 over 2 s.
-    assert first.read().rate(10.0, now + 2.5) == pytest.approx(2.0)
+    # The first window's spread (3 left over 1 s) may still stand; past it, 5 over 2 s.
+    assert first.read().rate(10.0, now + 2.5) == pytest.approx(5 / (2 + pacing.SEND_MARGIN))
     assert second.before_send()[1] <= 3.0
