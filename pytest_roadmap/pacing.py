@@ -10,7 +10,8 @@ Users rarely know their API's limits, and the limits move. So every answer teach
   `PROBE_WAIT` seconds after the last change, twice as long after each failed probe;
 - a 429 says the send rate is above the server's: the shared rate drops to what the server
   was accepting, and grows back along a CUBIC curve (as the AWS SDKs' adaptive retry
-  mode does), flat near that rate for several seconds, then faster;
+  mode does), flat near that rate for several seconds, then faster; judged on a single
+  answer, it doubles every second instead until the next refusal (once a run);
 - `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
@@ -64,6 +65,16 @@ BETA = 0.95
 CUBIC_SCALE = 0.0004
 CUBIC_K = float(((1 - BETA) / CUBIC_SCALE) ** (1 / 3))  # math.cbrt is 3.11+
 MIN_RATE = 0.05
+# A server spacing requests with no burst (nginx's limit_req) refuses the run's second
+# request: "it accepted 1 in the second before" is no measure of its rate, and paced at
+# 0.95/s the run spent 25 s on CUBIC's plateau where 4/s were allowed. A cut judged on at
+# most one answered request ramps instead: the rate doubles every RAMP_DOUBLING seconds
+# after the hold, as TCP's slow start does, until the next refusal. That refusal judges the
+# rate by the send it refused: it came RAMP_KEEP / gap after the last one accepted. A
+# server counting requests per second accepts the run's first few at its full speed, so it
+# never ramps. Once per run: a server allowing one a second would be ramped past forever.
+RAMP_DOUBLING = 1.0
+RAMP_KEEP = 0.9
 # A 429 without Retry-After: the server's window is full now, so nothing goes out for this
 # long (and refusals of requests sent within it are the same burst).
 RATE_HOLD = 1.0
@@ -124,6 +135,8 @@ class Pace:
     acked: int = 0  # answers of this epoch while the limit was in use
     peak: float = 0.0  # CUBIC's W_max: the rate accepted at the last 429 (0: not learned)
     cut_at: float = 0.0
+    ramp: bool = False  # the peak was judged on one answer: it doubles until refused
+    ramped: bool = False  # a ramp has run in this run (it runs once)
     header_rate: float = 0.0  # the pace the server's rate-limit headers ask for (0: none)
     header_until: float = 0.0
     policy_rate: float = 0.0  # the steady rate of a quota the server announced (0: none)
@@ -152,7 +165,10 @@ class Pace:
     def rate(self, ceiling: float, now: float) -> float:
         """The send rate in force: the configured ceiling, the learned curve, the headers."""
         rate = ceiling
-        if self.peak > 0:
+        if self.peak > 0 and self.ramp:
+            doublings = max(0.0, now - self.cut_at - RATE_HOLD) / RAMP_DOUBLING
+            rate = min(rate, BETA * self.peak * math.pow(2.0, min(doublings, 30.0)))
+        elif self.peak > 0:
             rate = min(rate, cubic(self.peak, now - self.cut_at))
         if self.header_rate > 0 and now < self.header_until:
             rate = min(rate, self.header_rate)
@@ -244,12 +260,17 @@ def on_throttled(
     ceiling: float,
     hold: float = RATE_HOLD,
     what: str = "429",
+    *,
+    thin: bool = False,
+    gap: float | None = None,
 ) -> Event | None:
     """A 429: the send rate is above the server's. Cut to what it was accepting, once per
     burst (requests sent within `RATE_HOLD` of the last cut are the same burst), and never
     for a request sent while the server's window was already known spent: it refused
     because the window is full, which the run knew. `hold`: how long this refusal's
-    window lasts (its Retry-After, else `RATE_HOLD`)."""
+    window lasts (its Retry-After, else `RATE_HOLD`). `thin`: the server had answered at
+    most one request in the second before (the cut ramps, once a run); `gap`: seconds
+    from the last send it accepted to this one."""
     if sent_at < pace.refused_until:
         return None
     if pace.peak > 0 and sent_at < pace.cut_at + RATE_HOLD:
@@ -259,6 +280,12 @@ def on_throttled(
     if 0 < pace.peak < old:
         # A probe past the learned rate failed: that rate held, the server did not change.
         peak = max(peak, pace.peak)
+    if pace.ramp and gap is not None and gap > 0:
+        # The ramp is refused: the sends before ramped up through the second, so what was
+        # accepted in it is low; the send refused is the rate the server no longer takes.
+        peak = max(peak, RAMP_KEEP / gap)
+    pace.ramp = thin and not pace.ramped
+    pace.ramped = pace.ramped or pace.ramp
     pace.peak = max(MIN_RATE, min(old, peak))
     pace.cut_at = now
     pace.refused_until = max(pace.refused_until, now + hold)
@@ -268,6 +295,8 @@ def on_throttled(
         if accepted
         else "it accepted none in the second before"
     )
+    if pace.ramp:
+        words += ": too few to judge, doubling until refused"
     return Event("rate", now, old, new, f"{what} from the API ({words})")
 
 
@@ -635,9 +664,13 @@ class Pacer:
         # default). Cutting the concurrency can do nothing more, and without a cut of the
         # rate the next request (and the health probe before it) came as fast as the last,
         # to be refused again, for as long as the run lasted.
-        by_rate = status == 429 or (status == 503 and ticket.limit <= 1)
+        # While the rate ramps, a 503 is its overshoot whatever the concurrency.
+        by_rate = status == 429 or (status == 503 and (ticket.limit <= 1 or self.read().ramp))
         if by_rate and self.mode == "aimd" and limits is None and tokens is None:
-            accepted = self.accepted_rate(ticket.sent_at)
+            answered, last = self.answered_before(ticket.sent_at)
+            waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
+            accepted = float(answered + waiting)
+            gap = ticket.sent_at - last if last is not None else None
 
             def cut(pace: Pace) -> list[Event]:
                 # Far over the server's rate, its window is full: nobody sends until it has
@@ -646,7 +679,15 @@ class Pacer:
                 hold = RATE_HOLD if retry_after is None else max(RATE_HOLD, retry_after)
                 what = "429" if status == 429 else f"{status} at one request in flight"
                 event = on_throttled(
-                    pace, ticket.sent_at, now, accepted, self.ceiling, hold, what=what
+                    pace,
+                    ticket.sent_at,
+                    now,
+                    accepted,
+                    self.ceiling,
+                    hold,
+                    what=what,
+                    thin=answered <= 1,
+                    gap=gap,
                 )
                 if event is None or probe or retry_after is not None:
                     return _listed(event)
@@ -703,16 +744,15 @@ class Pacer:
         now = self.store.clock()
         self._change(lambda p: _listed(on_stop(p, now, reason)))
 
-    def accepted_rate(self, sent_at: float) -> float:
-        """Requests sent in the second up to `sent_at` that the API accepted: a server
-        counting requests in one-second windows refused at that many. Those still waiting for
-        their answer (the tasks holding a slot, but this one) count as accepted: a refusal
-        comes back at once, an answer takes the API's time."""
+    def answered_before(self, sent_at: float) -> tuple[int, float | None]:
+        """Requests sent in the second up to `sent_at` that the API answered and accepted,
+        and when the last of them was sent (its 50 ms bucket's start: the gap from it is
+        never shorter than it was; None: none)."""
         last = int(sent_at / BUCKET)
         keys = range(last - round(1.0 / BUCKET) + 1, last + 1)
-        answered = sum(int(self.store.get(f"{ACCEPTED_KEY}:{key}") or 0) for key in keys)
-        waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
-        return float(answered + waiting)
+        counts = [int(self.store.get(f"{ACCEPTED_KEY}:{key}") or 0) for key in keys]
+        latest = max((key for key, count in zip(keys, counts, strict=True) if count), default=None)
+        return sum(counts), None if latest is None else latest * BUCKET
 
     def _change(self, rule: Callable[[Pace], list[Event]]) -> list[Event]:
         """Apply `rule` to the shared document by compare-and-set; publish its events."""

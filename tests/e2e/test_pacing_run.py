@@ -137,6 +137,33 @@ def test_a_server_refusing_by_rate_with_503s_is_paced_not_hammered(roadmap: Road
 
 
 @pytest.mark.slow
+def test_a_server_spacing_requests_is_found_at_its_rate_not_at_the_first_refusal(
+    roadmap: Roadmap,
+) -> None:
+    """nginx's limit_req at 4/s with no burst refuses the run's second request. "It accepted
+    1 in the second before" paced the run at 0.95/s, then CUBIC's plateau held it near that
+    for 25 s (issue 24: 3x the bound). Judged on one answer, the cut ramps until refused."""
+    roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(24)))
+    roadmap.sandbox.configure(
+        latency=0.25,
+        rate_limit=4,
+        rate_limit_spacing=True,
+        rate_limit_status=429,
+        rate_limit_retry_after=False,
+    )
+    result = roadmap.run("-n", "3", "--reruns", "0")
+    result.assert_outcomes(passed=24)
+    chats = roadmap.chats()
+    assert len([e for e in chats if e["status"] == 429]) <= 5
+    changes = _report(roadmap)["run"]["rate_changes"]
+    assert "doubling until refused" in changes[0]["reason"], changes
+    # The last half of the tasks went out near the server's rate: CUBIC from 0.95/s was
+    # still under 1.5/s there.
+    accepted = sorted(e["arrived"] for e in chats if e["status"] == 200)[-12:]
+    assert (len(accepted) - 1) / (accepted[-1] - accepted[0]) > 2.4
+
+
+@pytest.mark.slow
 def test_an_exhausted_quota_ends_the_run_and_resume_sends_the_rest(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(12)))
     # After 5 answers every request, health probes included, gets 429 with Retry-After 3600.

@@ -106,6 +106,48 @@ def test_a_failed_probe_keeps_the_learned_rate_a_lower_limit_lowers_it() -> None
     assert pace.peak == 2.0
 
 
+def test_a_cut_judged_on_one_answer_ramps_until_refused_then_keeps_the_refused_rate() -> None:
+    # nginx's limit_req at 4/s with no burst: the health probe accepted, the next send refused.
+    pace = Pace(limit=3)
+    event = on_throttled(pace, 0.1, 0.1, 1.0, 10.0, thin=True)
+    assert event is not None and "doubling until refused" in event.reason
+    assert pace.ramp and pace.rate(10.0, 0.5) == pytest.approx(BETA)  # the hold: no growth
+    hold_end = 0.1 + pacing.RATE_HOLD
+    assert pace.rate(10.0, hold_end + 1.0) == pytest.approx(2 * BETA)
+    assert pace.rate(10.0, hold_end + 2.0) == pytest.approx(4 * BETA)
+    assert pace.rate(10.0, hold_end + 10.0) == 10.0  # never above the configured rate
+    # Refused 0.3 s after the last send accepted, 2 accepted in the second while the run
+    # ramped up through it: the refused send's rate says more (never above the ramp's).
+    on_throttled(pace, 3.0, 3.0, 2.0, 10.0, gap=0.3, thin=True)
+    assert not pace.ramp and pace.peak == pytest.approx(pacing.RAMP_KEEP / 0.3)
+    # A ramp runs once: a server allowing one a second is not ramped past again and again.
+    on_throttled(pace, 20.0, 20.0, 1.0, 10.0, thin=True)
+    assert not pace.ramp and pace.rate(10.0, 22.0) < 1.1 * pace.peak
+
+
+def test_a_cut_judged_on_a_whole_second_does_not_ramp() -> None:
+    pace = Pace(limit=3)
+    on_throttled(pace, 0.4, 0.4, 4.0, 10.0, gap=0.1)
+    assert not pace.ramp and pace.peak == 4.0  # the gap is read only to end a ramp
+
+
+def test_the_pacer_ramps_when_the_server_had_answered_one_request(store: Store) -> None:
+    pacer = _pacer(store)
+    now = store.clock()
+    pacer.answered(Ticket(now - 0.1, 0, 4), 200, {})  # the health probe
+    pacer.answered(Ticket(now, 0, 4), 429, {})
+    pace = pacer.read()
+    assert pace.ramp and pace.ramped and pace.peak == 1.0
+    # A server counting requests per second takes the first few at full speed: no ramp.
+    other = _pacer(store, maximum=4)
+    store.put(pacing.PACE_KEY, Pace(limit=4).to_json())
+    later = now + 5.0
+    for sent in (later - 0.3, later - 0.2, later - 0.1):
+        other.answered(Ticket(sent, 0, 4), 200, {})
+    other.answered(Ticket(later, 0, 4), 429, {})
+    assert not other.read().ramp and other.read().peak == 3.0
+
+
 def test_cubic_starts_at_beta_and_passes_its_peak_at_k() -> None:
     assert cubic(5.0, 0.0) == pytest.approx(BETA * 5.0)
     assert cubic(5.0, CUBIC_K) == pytest.approx(5.0)
