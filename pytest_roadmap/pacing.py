@@ -346,6 +346,7 @@ def on_headers(
     if refused and limits.quota > 0:
         pace.in_hand = True
     steady = steady_rate(pace, limits, learn=not refused)
+    first_window = False
     if steady:
         pace.policy_rate, pace.policy_until = steady, now + POLICY_HOLD
         spread = (limits.remaining - 1) / max(limits.reset, 0.05)
@@ -355,13 +356,19 @@ def on_headers(
             # Not thinner than MINUTE_FLOOR, whose sends would wait in the limiter inside
             # their attempts' timers; a 0 pauses the run in the tasks' setups instead.
             pace.header_rate, pace.header_until = spread, now + limits.reset
+            first_window = True
     elif limits.remaining > 0:
         pace.header_rate = max(limits.floor, limits.remaining / max(limits.reset, 0.05))
         pace.header_until = now + limits.reset
     events: list[Event] = []
     if said:
         new = pace.rate(ceiling, now)
-        events.append(Event("rate", now, old, new, f"the API announces {limits.announced}"))
+        words = f"the API announces {limits.announced}"
+        steady_then = pace.rate(ceiling, pace.header_until)
+        if first_window and steady_then > new:
+            # The summary shows this change alone: say where the pace goes after the spread.
+            words += f"; {steady_then:.3g}/s once what is left of its first window is spread"
+        events.append(Event("rate", now, old, new, words))
     if limits.remaining <= 0:
         wait = limits.reset if own_wait is None or refused else own_wait
         if wait > 0:

@@ -110,6 +110,18 @@ def test_a_429_without_retry_after_lowers_the_shared_rate(roadmap: Roadmap) -> N
     assert after[-1] - after[0] >= (len(after) - 1) / changes[0]["to"] - 0.15
 
 
+def _like_nginx(roadmap: Roadmap, status: int) -> None:
+    """nginx's limit_req at 4/s with no burst and nothing said of why: a request less than
+    0.25 s after the last one admitted is refused with `status`."""
+    roadmap.sandbox.configure(
+        latency=0.25,
+        rate_limit=4,
+        rate_limit_spacing=True,
+        rate_limit_status=status,
+        rate_limit_retry_after=False,
+    )
+
+
 @pytest.mark.slow
 def test_a_server_refusing_by_rate_with_503s_is_paced_not_hammered(roadmap: Roadmap) -> None:
     """nginx's limit_req answers 503 by default and has no burst: a 503 is then a rate, not
@@ -117,13 +129,7 @@ def test_a_server_refusing_by_rate_with_503s_is_paced_not_hammered(roadmap: Road
     nothing, and every health probe took the server's next turn from the task sent right
     after it: probe 200, task 503, for as long as the run lasted."""
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(16)))
-    roadmap.sandbox.configure(
-        latency=0.25,
-        rate_limit=4,
-        rate_limit_spacing=True,
-        rate_limit_status=503,
-        rate_limit_retry_after=False,
-    )
+    _like_nginx(roadmap, status=503)
     # The client's own default rate (10/s), above the server's.
     result = roadmap.run_subprocess("-n", "3", "--roadmap-rate-limit", "10", timeout=240)
     result.assert_outcomes(passed=16)
@@ -144,13 +150,7 @@ def test_a_server_spacing_requests_is_found_at_its_rate_not_at_the_first_refusal
     1 in the second before" paced the run at 0.95/s, then CUBIC's plateau held it near that
     for 25 s (issue 24: 3x the bound). Judged on one answer, the cut ramps until refused."""
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(24)))
-    roadmap.sandbox.configure(
-        latency=0.25,
-        rate_limit=4,
-        rate_limit_spacing=True,
-        rate_limit_status=429,
-        rate_limit_retry_after=False,
-    )
+    _like_nginx(roadmap, status=429)
     result = roadmap.run("-n", "3", "--reruns", "0")
     result.assert_outcomes(passed=24)
     chats = roadmap.chats()

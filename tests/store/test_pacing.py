@@ -302,7 +302,12 @@ def test_another_limit_is_learned_afresh() -> None:
     pace = Pace(limit=3, announced=LIMIT, window=60.0)
     said = "10 requests (RateLimit-Limit)"
     events = on_headers(pace, Limits(9, 2.0, "RateLimit-Remaining", said, quota=10), 100.0, 50.0)
-    assert pace.window == 2.0 and [e.reason for e in events] == [f"the API announces {said}"]
+    assert pace.window == 2.0 and len(events) == 1
+    # The first window's spread (8 left over 2 s), then the whole quota: the line says both.
+    assert events[0].new == pytest.approx(4.0)
+    assert events[0].reason == (
+        f"the API announces {said}; 4.88/s once what is left of its first window is spread"
+    )
 
 
 def test_a_policy_with_a_short_window_is_paced_at_its_whole_quota() -> None:
