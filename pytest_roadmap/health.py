@@ -123,18 +123,15 @@ class HealthProbe:
         """A task met an outage answer: no task goes out until a probe says the API is up."""
         self._store.put(HEALTH_KEY, f"{DOWN}: {SUSPECT}", ttl=None)
 
-    def doubt(self, patience: float = 0.0) -> str | None:
-        """Why no task may be sent now (the shared answer says "down"), or None.
+    def judge(self, patience: float = 0.0) -> tuple[str | None, bool]:
+        """Why no task may be sent now (the shared answer says "down"), or None; and
+        whether it waited for a probe's verdict: the probe then took a send slot after the
+        caller's, so a request judged fit to go must take a new one.
 
         A doubt no probe has judged yet (a task saw the API fail; the setups of the next
         attempts probe at once) is waited on for up to `patience` seconds: after a 503 for
         capacity the probe says "ok" in a moment, and the request need not end unsent.
         """
-        return self.judge(patience)[0]
-
-    def judge(self, patience: float) -> tuple[str | None, bool]:
-        """`doubt`, and whether it waited for a probe's verdict: the probe then took a send
-        slot after the caller's, so a request judged fit to go must take a new one."""
         end = self._clock() + patience
         waited = False
         while True:

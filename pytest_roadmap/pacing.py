@@ -736,16 +736,15 @@ class Pacer:
             window = pace.window if limits.announced == pace.announced else 0.0
         if quota <= 0 or not 0 < window <= OWN_WINDOW:
             return None
-        keys = range(int((sent_at - window) / BUCKET), int(sent_at / BUCKET) + 1)
-        counts = [int(self.store.get(f"{ACCEPTED_KEY}:{key}") or 0) for key in keys]
-        over = sum(counts) - quota  # this many must leave the window before one more fits
+        buckets = self._accepted(int((sent_at - window) / BUCKET), int(sent_at / BUCKET))
+        over = sum(count for _, count in buckets) - quota  # to leave before one more fits
         if over < 0:
             return None
-        for key, count in zip(keys, counts, strict=True):
+        for key, count in buckets:  # the oldest first; `over` goes below 0 by the last
             over -= count
             if over < 0:
                 return max(0.0, (key + 1) * BUCKET + window - now)
-        return None  # pragma: no cover - the loop ends once `over` sends have been passed
+        return None  # pragma: no cover - the counts add up to quota + over
 
     def stop(self, reason: str) -> None:
         now = self.store.clock()
@@ -756,10 +755,15 @@ class Pacer:
         and when the last of them was sent (its 50 ms bucket's start: the gap from it is
         never shorter than it was; None: none)."""
         last = int(sent_at / BUCKET)
-        keys = range(last - round(1.0 / BUCKET) + 1, last + 1)
-        counts = [int(self.store.get(f"{ACCEPTED_KEY}:{key}") or 0) for key in keys]
-        latest = max((key for key, count in zip(keys, counts, strict=True) if count), default=None)
-        return sum(counts), None if latest is None else latest * BUCKET
+        buckets = self._accepted(last - round(1.0 / BUCKET) + 1, last)
+        latest = max((key for key, count in buckets if count), default=None)
+        return sum(count for _, count in buckets), None if latest is None else latest * BUCKET
+
+    def _accepted(self, first: int, last: int) -> list[tuple[int, int]]:
+        """(bucket, answers accepted) of the 50 ms buckets `first` to `last`, the oldest
+        first: one store read each."""
+        keys = range(first, last + 1)
+        return [(key, int(self.store.get(f"{ACCEPTED_KEY}:{key}") or 0)) for key in keys]
 
     def _change(self, rule: Callable[[Pace], list[Event]]) -> list[Event]:
         """Apply `rule` to the shared document by compare-and-set; publish its events."""

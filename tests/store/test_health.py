@@ -66,13 +66,13 @@ def test_a_task_that_saw_the_api_fail_holds_every_send_until_a_probe_says_ok(
 ) -> None:
     prober = Prober((True, "GET /api/health -> 200"))
     probe = health(store, prober, Clock())
-    assert probe.wait_healthy() is None and probe.doubt() is None
+    assert probe.wait_healthy() is None and probe.judge()[0] is None
     probe.invalidate()
-    assert probe.doubt() == SUSPECT
+    assert probe.judge()[0] == SUSPECT
     wait_past(store, store.clock() + 0.01)  # no expiry: it holds until a probe
-    assert probe.doubt() == SUSPECT
+    assert probe.judge()[0] == SUSPECT
     assert probe.wait_healthy() is None
-    assert prober.probes == 2 and probe.doubt() is None
+    assert prober.probes == 2 and probe.judge()[0] is None
 
 
 def test_a_failed_probe_keeps_the_api_down_after_the_next_probe_is_due(store: Store) -> None:
@@ -81,10 +81,10 @@ def test_a_failed_probe_keeps_the_api_down_after_the_next_probe_is_due(store: St
     assert probe.wait_healthy() == "API unhealthy for 0 s: GET /api/health -> 503"
     # The next probe is due after 0.2 s; until one says "ok", no task goes out.
     wait_past(store, store.clock() + 0.3)
-    assert probe.doubt() == "GET /api/health -> 503"
+    assert probe.judge()[0] == "GET /api/health -> 503"
     prober.answers = [(True, "GET /api/health -> 200")]
     assert health(store, prober, Clock()).wait_healthy() is None
-    assert probe.doubt() is None
+    assert probe.judge()[0] is None
 
 
 def test_while_another_worker_probes_the_others_wait_for_its_answer(store: Store) -> None:
@@ -107,16 +107,16 @@ def test_a_send_waits_a_moment_for_the_probe_that_judges_a_doubt(store: Store) -
     store.put(HEALTH_KEY, f"down: {SUSPECT}", ttl=None)
     # Judged "ok" while it waits: a 503 for capacity, the request goes.
     clock = Clock(lambda: store.put(HEALTH_KEY, OK, ttl=60.0))
-    assert health(store, Prober((True, "")), clock).doubt(1.0) is None
+    assert health(store, Prober((True, "")), clock).judge(1.0)[0] is None
     # Judged "down": it ends unsent at once.
     store.put(HEALTH_KEY, f"down: {SUSPECT}", ttl=None)
     clock = Clock(lambda: store.put(HEALTH_KEY, "down: GET /api/health -> 503", ttl=None))
-    assert health(store, Prober((True, "")), clock).doubt(1.0) == "GET /api/health -> 503"
+    assert health(store, Prober((True, "")), clock).judge(1.0)[0] == "GET /api/health -> 503"
     assert clock.now < 0.1
     # Not judged in time: unsent, after the patience.
     store.put(HEALTH_KEY, f"down: {SUSPECT}", ttl=None)
     clock = Clock()
-    assert health(store, Prober((True, "")), clock).doubt(1.0) == SUSPECT
+    assert health(store, Prober((True, "")), clock).judge(1.0)[0] == SUSPECT
     assert 1.0 <= clock.now < 1.1
 
 
