@@ -78,6 +78,9 @@ RAMP_KEEP = 0.9
 # A 429 without Retry-After: the server's window is full now, so nothing goes out for this
 # long (and refusals of requests sent within it are the same burst).
 RATE_HOLD = 1.0
+# A refused send that followed the last accepted one at under 1/CLOSER of their mean
+# spacing was refused for its spacing, not for the count (`Pacer.answered`): it ramps.
+CLOSER = 2.0
 # A quota the server announced stands this long after the last answer that said it.
 POLICY_HOLD = 60.0
 # A budget said with no reset (a LiteLLM proxy's `x-ratelimit-remaining-requests`) is one
@@ -98,6 +101,12 @@ MINUTE_FLOOR = 0.5
 # Pauses this short are waited out inside a request; longer ones end the attempt unsent,
 # and the task waits in its next setup, holding no slot.
 INLINE_PAUSE = 1.0
+# A rate that grows with time is handed to a reservation as steps of RISE_STEP seconds
+# over the next RISE_STEPS of them (`Pacer.rising`), each at least RISING times the last:
+# enough to cover the queue of a few workers at a ramp's slow start.
+RISE_STEP = 0.1
+RISE_STEPS = 30
+RISING = 1.01
 # A quota per window this short is paced at the whole quota: the run's own accepted sends
 # (ACCEPTED_KEY, one read per 50 ms of the window) tell whether a 0 left is its own doing.
 # Over longer windows that would take too many reads, and one request is kept in hand.
@@ -263,14 +272,16 @@ def on_throttled(
     *,
     thin: bool = False,
     gap: float | None = None,
+    why: str = "too few to judge",
 ) -> Event | None:
     """A 429: the send rate is above the server's. Cut to what it was accepting, once per
     burst (requests sent within `RATE_HOLD` of the last cut are the same burst), and never
     for a request sent while the server's window was already known spent: it refused
     because the window is full, which the run knew. `hold`: how long this refusal's
-    window lasts (its Retry-After, else `RATE_HOLD`). `thin`: the server had answered at
-    most one request in the second before (the cut ramps, once a run); `gap`: seconds
-    from the last send it accepted to this one."""
+    window lasts (its Retry-After, else `RATE_HOLD`). `thin`: what the server accepted in
+    the second before does not measure its rate (`why`: too few, or sent further apart
+    than the refused one): the cut ramps, once a run; `gap`: seconds from the last send
+    it accepted to this one."""
     if sent_at < pace.refused_until:
         return None
     if pace.peak > 0 and sent_at < pace.cut_at + RATE_HOLD:
@@ -296,7 +307,7 @@ def on_throttled(
         else "it accepted none in the second before"
     )
     if pace.ramp:
-        words += ": too few to judge, doubling until refused"
+        words += f": {why}, doubling until refused"
     return Event("rate", now, old, new, f"{what} from the API ({words})")
 
 
@@ -615,6 +626,26 @@ class Pacer:
             now = self.store.clock()
         return pace, pace.rate(self.ceiling, now)
 
+    def rising(self, pace: Pace) -> tuple[tuple[float, float], ...]:
+        """While the learned rate rises with time (the ramp, CUBIC away from its plateau):
+        `(from, rate)` steps of the next RISE_STEPS * RISE_STEP seconds, for a slot that
+        comes later to be spaced at the rate in force then (`Spacing.later`); empty while
+        the rate is flat. Each worker reserves its slot when it asks, up to a slot per
+        worker ahead: spaced at the rate of the asking, the sends trailed a doubling rate
+        by seconds."""
+        now = self.store.clock()
+        last = pace.rate(self.ceiling, now)
+        if pace.rate(self.ceiling, now + RISE_STEPS * RISE_STEP) <= last * RISING:
+            return ()
+        steps: list[tuple[float, float]] = []
+        for k in range(1, RISE_STEPS + 1):
+            at = now + k * RISE_STEP
+            rate = pace.rate(self.ceiling, at)
+            if rate > last * RISING:
+                steps.append((at, rate))
+                last = rate
+        return tuple(steps)
+
     # -- learning
 
     def answered(
@@ -674,10 +705,22 @@ class Pacer:
         # While the rate ramps, a 503 is its overshoot whatever the concurrency.
         by_rate = status == 429 or (status == 503 and (ticket.limit <= 1 or self.read().ramp))
         if by_rate and self.mode == "aimd" and limits is None and tokens is None:
-            answered, last = self.answered_before(ticket.sent_at)
+            answered, first, last = self.answered_before(ticket.sent_at)
             waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
             accepted = float(answered + waiting)
             gap = ticket.sent_at - last if last is not None else None
+            # Too few answers to judge the server's rate by, or the refused send came much
+            # closer to the last accepted one than those came to each other: against
+            # nginx's limit_req, the health probes between 503s are accepted and the send
+            # 0.1 s after each is refused, so "3 accepted" measured the probes' pace.
+            closer = (
+                answered >= 2
+                and first is not None
+                and last is not None
+                and gap is not None
+                and gap * CLOSER < (last - first) / (answered - 1)
+            )
+            why = "too few to judge" if answered <= 1 else "sent closer than those it accepted"
 
             def cut(pace: Pace) -> list[Event]:
                 # Far over the server's rate, its window is full: nobody sends until it has
@@ -693,8 +736,9 @@ class Pacer:
                     self.ceiling,
                     hold,
                     what=what,
-                    thin=answered <= 1,
+                    thin=answered <= 1 or closer,
                     gap=gap,
+                    why=why,
                 )
                 if event is None or probe or retry_after is not None:
                     return _listed(event)
@@ -750,14 +794,18 @@ class Pacer:
         now = self.store.clock()
         self._change(lambda p: _listed(on_stop(p, now, reason)))
 
-    def answered_before(self, sent_at: float) -> tuple[int, float | None]:
+    def answered_before(self, sent_at: float) -> tuple[int, float | None, float | None]:
         """Requests sent in the second up to `sent_at` that the API answered and accepted,
-        and when the last of them was sent (its 50 ms bucket's start: the gap from it is
-        never shorter than it was; None: none)."""
+        and when the first and the last of them were sent (their 50 ms buckets' starts:
+        the gap from the last is never shorter than it was; None: none)."""
         last = int(sent_at / BUCKET)
         buckets = self._accepted(last - round(1.0 / BUCKET) + 1, last)
-        latest = max((key for key, count in buckets if count), default=None)
-        return sum(count for _, count in buckets), None if latest is None else latest * BUCKET
+        seen = [key * BUCKET for key, count in buckets if count]
+        return (
+            sum(count for _, count in buckets),
+            seen[0] if seen else None,
+            seen[-1] if seen else None,
+        )
 
     def _accepted(self, first: int, last: int) -> list[tuple[int, int]]:
         """(bucket, answers accepted) of the 50 ms buckets `first` to `last`, the oldest

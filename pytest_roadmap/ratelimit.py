@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from pytest_roadmap.store.base import Store
+from pytest_roadmap.store.base import Spacing, Store
 
 # Spacing is stretched by this fraction so that small differences in how late each
 # request really goes out cannot push more than `rate` of them into one second. 1% let a
@@ -56,15 +56,19 @@ class RateLimiter:
         self.key = key
         self._margin = margin
         self.interval = (1.0 + margin) / rate
+        self.later: tuple[tuple[float, float], ...] = ()
         # Lateness up to this is left to the margin; beyond it, it is charged to the store.
         self.tolerance = margin / 2
         self._sleep = sleep
 
-    def set_rate(self, rate: float) -> None:
-        """Space the next reservations for `rate` (the learned pace moves it)."""
+    def set_rate(self, rate: float, later: Sequence[tuple[float, float]] = ()) -> None:
+        """Space the next reservations for `rate` (the learned pace moves it), and for the
+        `(from, rate)` steps of `later` where a send falls at or after one (a rate that
+        rises with time: `Spacing.later`)."""
         if rate != self.rate:
             self.rate = rate
             self.interval = (1.0 + self._margin) / rate
+        self.later = tuple((at, (1.0 + self._margin) / step) for at, step in later)
 
     def acquire(self) -> float:
         """Wait for this process's turn to send one request; return the seconds slept."""
@@ -77,7 +81,9 @@ class RateLimiter:
 def acquire_together(limiters: Sequence[RateLimiter]) -> float:
     """Wait until one send is allowed by every limiter (all on one store); seconds slept."""
     store = limiters[0].store
-    send_at = store.reserve_all([(lim.key, lim.interval, lim.burst) for lim in limiters])
+    send_at = store.reserve_all(
+        [Spacing(lim.key, lim.interval, lim.burst, lim.later) for lim in limiters]
+    )
     wait = send_at - store.clock()
     if wait > 0:
         limiters[0]._sleep(wait)

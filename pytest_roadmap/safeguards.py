@@ -172,7 +172,7 @@ class _Throttles:
         Raises `TaskFailure` (unsent) when the run is paused for longer than a request waits."""
         try:
             pace, rate = self.pacer.before_send()
-            self.run.set_rate(rate)
+            self.run.set_rate(rate, self.pacer.rising(pace))
             limiters = [self.run]
             if self.batch is not None:
                 limiters.append(self.batch)

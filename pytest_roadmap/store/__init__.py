@@ -6,9 +6,9 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from pytest_roadmap.errors import SettingError
-from pytest_roadmap.store.base import Store, StoreError, TicketLost
+from pytest_roadmap.store.base import Spacing, Store, StoreError, TicketLost
 
-__all__ = ["SCHEMES", "Store", "StoreError", "TicketLost", "open_store"]
+__all__ = ["SCHEMES", "Spacing", "Store", "StoreError", "TicketLost", "open_store"]
 
 Opener = Callable[[str, bool], Store]
 

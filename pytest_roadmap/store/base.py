@@ -12,7 +12,7 @@ import abc
 import math
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pytest_roadmap.errors import shown
 from pytest_roadmap.validation import Range
@@ -32,6 +32,23 @@ WINDOW = Range(0, low_open=True, unit="seconds")
 WINDOW_LIMIT = Range(0, low_open=True)
 WINDOW_AMOUNT = Range(0, integer=True)
 ENTRY = Range(integer=True)
+CLOCK = Range(unit="seconds")
+
+
+class Spacing(NamedTuple):
+    """One GCRA key of a reservation (`Store.reserve_all`).
+
+    `interval` is the emission interval (1/rate) and `burst` how many sends may go back to
+    back after an idle spell. `later` holds `(from, interval)` steps, in time order, for a
+    rate that rises with time: a send that falls at or after a step's time moves the
+    schedule by that step's interval instead (each step is the rate at its start, so never
+    more than the rate in force).
+    """
+
+    key: str
+    interval: float
+    burst: int = 1
+    later: tuple[tuple[float, float], ...] = ()
 
 
 class StoreError(Exception):
@@ -82,23 +99,29 @@ class Store(abc.ABC):
         """
         return self.reserve_all([(key, interval, burst)])
 
-    def reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+    def reserve_all(self, limits: Sequence[tuple[str, float, int] | Spacing]) -> float:
         """Reserve one send that must respect several GCRA keys at once, atomically.
 
-        Each entry is `(key, interval, burst)`. The send time is the earliest that every
-        key allows, and every key's schedule moves past it, in one transaction: a task's
-        first request in a spaced batch is both a request (the rate limits) and a start
-        (the spacing), and reserving those apart would let queues compress one of them.
+        Each entry is a `Spacing` or its first three fields. The send time is the earliest
+        that every key allows, and every key's schedule moves past it, in one transaction:
+        a task's first request in a spaced batch is both a request (the rate limits) and a
+        start (the spacing), and reserving those apart would let queues compress one of
+        them.
         """
-        limits = list(limits)
-        for key, interval, burst in limits:
+        checked = [Spacing(*limit) for limit in limits]
+        for key, interval, burst, later in checked:
             _text(key, "key")
             INTERVAL.check(interval, f"interval of {key!r}")
             BURST.check(burst, f"burst of {key!r}")
-        return self._reserve_all(limits)
+            for at, step in later:
+                CLOCK.check(at, f"step time of {key!r}")
+                INTERVAL.check(step, f"step interval of {key!r}")
+            if [at for at, _ in later] != sorted(at for at, _ in later):
+                raise ValueError(f"the steps of {key!r} are not in time order")
+        return self._reserve_all(checked)
 
     @abc.abstractmethod
-    def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+    def _reserve_all(self, limits: Sequence[Spacing]) -> float:
         """`reserve_all`, its arguments checked."""
 
     # -- sliding windows -------------------------------------------------------------

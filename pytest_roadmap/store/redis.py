@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pytest_roadmap.errors import SettingError
-from pytest_roadmap.store.base import Store, StoreError, TicketLost
+from pytest_roadmap.store.base import Spacing, Store, StoreError, TicketLost
 from pytest_roadmap.validation import Range
 
 if TYPE_CHECKING:
@@ -408,16 +408,17 @@ class RedisStore(Store):
 
     # -- rate limiting ---------------------------------------------------------------
 
-    def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+    def _reserve_all(self, limits: Sequence[Spacing]) -> float:
         args: list[str | int | float] = []
         with self._known_lock:
-            for key, interval, burst in limits:
-                args += [key, repr(float(interval)), burst, repr(self._tats.get(key, 0.0))]
+            for key, interval, burst, later in limits:
+                steps = " ".join(repr(float(x)) for step in later for x in step)
+                args += [key, repr(float(interval)), burst, repr(self._tats.get(key, 0.0)), steps]
         send, *tats = (
             float(str(value)) for value in _as_list(self._run("reserve", [self._rate], args))
         )
         with self._known_lock:
-            for (key, _, _), tat in zip(limits, tats, strict=True):
+            for (key, *_), tat in zip(limits, tats, strict=True):
                 self._tats[key] = max(self._tats.get(key, 0.0), tat)
         return send
 

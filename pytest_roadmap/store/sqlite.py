@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pytest_roadmap.errors import SettingError
 from pytest_roadmap.store.base import (
+    Spacing,
     Store,
     StoreError,
     TicketLost,
@@ -192,18 +193,21 @@ class SQLiteStore(Store):
 
     # -- rate limiting ---------------------------------------------------------------
 
-    def _reserve_all(self, limits: Sequence[tuple[str, float, int]]) -> float:
+    def _reserve_all(self, limits: Sequence[Spacing]) -> float:
         with self._write() as (conn, now):
-            state: list[tuple[str, float, float]] = []
+            tats: list[float] = []
             send = now
-            for key, interval, burst in limits:
+            for key, interval, burst, _ in limits:
                 row = conn.execute("SELECT tat FROM rate WHERE key = ?", (key,)).fetchone()
                 # GCRA: `tat` is when the bucket would be empty again; a send may go once
                 # it is no more than (burst - 1) intervals ahead of now.
                 tat = max(float(row[0]), now) if row else now
                 send = max(send, tat - (burst - 1) * interval)
-                state.append((key, interval, tat))
-            for key, interval, tat in state:
+                tats.append(tat)
+            for (key, interval, _, later), tat in zip(limits, tats, strict=True):
+                for at, step in later:
+                    if send >= at:
+                        interval = step
                 conn.execute(
                     "INSERT INTO rate (key, tat) VALUES (?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",

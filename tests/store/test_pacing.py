@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import threading
+
 import pytest
 
 from pytest_roadmap import pacing
@@ -21,7 +24,8 @@ from pytest_roadmap.pacing import (
     on_throttled,
     parse_limits,
 )
-from pytest_roadmap.store import Store
+from pytest_roadmap.ratelimit import MARGIN, RateLimiter
+from pytest_roadmap.store import Spacing, Store
 
 # -- concurrency -------------------------------------------------------------------------
 
@@ -374,6 +378,35 @@ def test_a_refilling_bucket_settles_at_its_refill_without_reaching_zero() -> Non
 # -- the Pacer over a store --------------------------------------------------------------
 
 
+def test_a_send_refused_closer_than_the_accepted_ones_ramps(store: Store) -> None:
+    # nginx's limit_req answering 503: the health probes between refusals are accepted, 0.35
+    # s apart, and the task sent 0.1 s after each is refused. "3 accepted" is their pace.
+    pacer = _pacer(store)
+    now = store.clock()
+    for sent in (now - 0.8, now - 0.45, now - 0.1):
+        pacer.answered(Ticket(sent, 0, 1), 200, {})
+    pacer.answered(Ticket(now, 0, 1), 503, {})
+    pace = pacer.read()
+    assert pace.ramp and pace.peak == 3.0
+    # Sent as far apart as the accepted ones: the count is the server's, no ramp.
+    other = _pacer(store)
+    store.put(pacing.PACE_KEY, Pace(limit=1).to_json())
+    later = now + 5.0
+    for sent in (later - 0.75, later - 0.5, later - 0.25):
+        other.answered(Ticket(sent, 0, 1), 200, {})
+    other.answered(Ticket(later, 0, 1), 503, {})
+    assert not other.read().ramp and other.read().peak == 3.0
+
+
+def test_the_ramps_words_say_why_the_count_was_no_measure() -> None:
+    pace = Pace(limit=1)
+    event = on_throttled(
+        pace, 1.0, 1.0, 3.0, 10.0, thin=True, why="sent closer than those it accepted"
+    )
+    assert event is not None
+    assert event.reason.endswith("sent closer than those it accepted, doubling until refused)")
+
+
 def _pacer(store: Store, maximum: int = 4, max_wait: float = 300.0) -> Pacer:
     store.gate_set_limit("gate", maximum)
     return Pacer(store, gate_key="gate", maximum=maximum, ceiling=10.0, max_wait=max_wait)
@@ -479,3 +512,70 @@ def test_every_worker_paces_at_the_window_any_of_them_learned(store: Store) -> N
     # The first window's spread (3 left over 1 s) may still stand; past it, 5 over 2 s.
     assert first.read().rate(10.0, now + 2.5) == pytest.approx(5 / (2 + pacing.SEND_MARGIN))
     assert second.before_send()[1] <= 3.0
+
+
+def _ramping(store: Store, rate_now: float) -> Pace:
+    """A pace ramping from `rate_now` this moment, doubling every RAMP_DOUBLING."""
+    now = store.clock()
+    pace = Pace(limit=4, peak=rate_now / BETA, cut_at=now - pacing.RATE_HOLD, ramp=True)
+    store.put(pacing.PACE_KEY, pace.to_json())
+    return pace
+
+
+def test_a_rising_rate_comes_with_its_steps_a_flat_one_without(store: Store) -> None:
+    pacer = _pacer(store)
+    pace = _ramping(store, 1.0)
+    now = store.clock()
+    steps = pacer.rising(pace)
+    assert steps and all(now < at <= now + 3.1 for at, _ in steps)
+    assert [at for at, _ in steps] == sorted(at for at, _ in steps)
+    for at, rate in steps:
+        assert rate == pytest.approx(pace.rate(10.0, at))
+    assert steps[-1][1] == pytest.approx(8.0, rel=0.1)  # doubled three times in 3 s
+    assert pacer.rising(Pace(limit=4)) == ()  # the configured rate: flat
+    plateau = Pace(limit=4, peak=5.0, cut_at=now - pacing.CUBIC_K + 1.0)
+    assert pacer.rising(plateau) == ()  # CUBIC at its plateau
+
+
+def test_a_step_spaces_the_send_that_falls_at_or_after_it(store: Store) -> None:
+    now = store.clock()
+    first = store.reserve_all([Spacing("r", 1.0, 1, ((now + 0.5, 0.25),))])
+    assert first == pytest.approx(now, abs=0.05)  # before the step: 1 s to the next
+    second = store.reserve_all([Spacing("r", 1.0, 1, ((now + 0.5, 0.25),))])
+    third = store.reserve("r", 1.0, 1)
+    assert second - first == pytest.approx(1.0)
+    assert third - second == pytest.approx(0.25)  # the send fell after the step
+    with pytest.raises(ValueError, match="time order"):
+        store.reserve_all([Spacing("r", 1.0, 1, ((now + 2, 0.5), (now + 1, 0.25)))])
+
+
+def test_workers_asking_ahead_follow_a_doubling_rate(store: Store) -> None:
+    # Three workers, each reserving its next slot as soon as its last request went out (as
+    # a worker does between tasks). At the rate of the asking, each slot was spaced at the
+    # rate of about three slots before, and the sends trailed the ramp by a second or more.
+    pacer = _pacer(store)
+    pace = _ramping(store, 1.0)
+    start = store.clock()
+    horizon = 3.0
+    sent: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        limiter = RateLimiter(store, rate=1.0)
+        while store.clock() < start + horizon:
+            pace, rate = pacer.before_send()
+            limiter.set_rate(rate, pacer.rising(pace))
+            limiter.acquire()
+            with lock:
+                sent.append(store.clock())
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    within = sorted(t for t in sent if t < start + horizon)
+    # What the rate allows in the first `horizon` seconds: the integral of 2^t from 0.
+    allowed = (2**horizon - 1) / math.log(2) / (1 + MARGIN)
+    assert pace.rate(10.0, start + horizon) == pytest.approx(8.0, rel=0.05)
+    assert 0.8 * allowed <= len(within) <= allowed + 2, (len(within), allowed)
