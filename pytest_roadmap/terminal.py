@@ -133,5 +133,6 @@ def summary_lines(record: RunRecord, batches: Sequence[str] = (), left_out: int 
         months.setdefault(result.task.month, []).append(result.outcome == PASSED)
     for month in sorted(months):
         done = months[month]
-        lines.append(f"Month {month}: {sum(done)}/{len(done)} tasks complete")
+        # Only this run's: under -k or --lf the month has more tasks (`roadmap status`).
+        lines.append(f"Month {month}: {sum(done)}/{len(done)} tasks of this run complete")
     return lines

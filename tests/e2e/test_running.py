@@ -28,7 +28,7 @@ def test_tasks_pass_and_the_server_saw_each_prompt(roadmap: Roadmap) -> None:
             "timeout=30s",
             "*roadmap summary*",
             "roadmap: 2 tasks: 2 completed, 0 failed, 0 skipped; success rate 100%",
-            "Month 1: 2/2 tasks complete",
+            "Month 1: 2/2 tasks of this run complete",
         ]
     )
 
