@@ -135,21 +135,36 @@ def test_a_cut_judged_on_a_whole_second_does_not_ramp() -> None:
     assert not pace.ramp and pace.peak == 4.0  # the gap is read only to end a ramp
 
 
-def test_the_pacer_ramps_when_the_server_had_answered_one_request(store: Store) -> None:
+def _refused_after(store: Store, accepted: tuple[float, ...], status: int, at: float) -> Pace:
+    """A fresh pace at concurrency 1; sends `accepted` seconds before the one sent `at` were
+    answered 200, and that one `status`. Each call on a store takes its own `at` (the
+    accepted counts are kept by send time)."""
     pacer = _pacer(store)
+    store.put(pacing.PACE_KEY, Pace(limit=1).to_json())
+    for before in accepted:
+        pacer.answered(Ticket(at - before, 0, 1), 200, {})
+    pacer.answered(Ticket(at, 0, 1), status, {})
+    return pacer.read()
+
+
+def test_the_pacer_ramps_when_the_server_had_answered_one_request(store: Store) -> None:
     now = store.clock()
-    pacer.answered(Ticket(now - 0.1, 0, 4), 200, {})  # the health probe
-    pacer.answered(Ticket(now, 0, 4), 429, {})
-    pace = pacer.read()
+    pace = _refused_after(store, (0.1,), 429, now)  # the health probe, then a task
     assert pace.ramp and pace.ramped and pace.peak == 1.0
     # A server counting requests per second takes the first few at full speed: no ramp.
-    other = _pacer(store, maximum=4)
-    store.put(pacing.PACE_KEY, Pace(limit=4).to_json())
-    later = now + 5.0
-    for sent in (later - 0.3, later - 0.2, later - 0.1):
-        other.answered(Ticket(sent, 0, 4), 200, {})
-    other.answered(Ticket(later, 0, 4), 429, {})
-    assert not other.read().ramp and other.read().peak == 3.0
+    pace = _refused_after(store, (0.3, 0.2, 0.1), 429, now + 5.0)
+    assert not pace.ramp and pace.peak == 3.0
+
+
+def test_a_send_refused_closer_than_the_accepted_ones_ramps(store: Store) -> None:
+    # nginx's limit_req answering 503: the health probes between refusals are accepted, 0.35
+    # s apart, and the task sent 0.1 s after each is refused. "3 accepted" is their pace.
+    now = store.clock()
+    pace = _refused_after(store, (0.8, 0.45, 0.1), 503, now)
+    assert pace.ramp and pace.peak == 3.0
+    # Sent as far apart as the accepted ones: the count is the server's, no ramp.
+    pace = _refused_after(store, (0.75, 0.5, 0.25), 503, now + 5.0)
+    assert not pace.ramp and pace.peak == 3.0
 
 
 def test_cubic_starts_at_beta_and_passes_its_peak_at_k() -> None:
@@ -376,26 +391,6 @@ def test_a_refilling_bucket_settles_at_its_refill_without_reaching_zero() -> Non
 
 
 # -- the Pacer over a store --------------------------------------------------------------
-
-
-def test_a_send_refused_closer_than_the_accepted_ones_ramps(store: Store) -> None:
-    # nginx's limit_req answering 503: the health probes between refusals are accepted, 0.35
-    # s apart, and the task sent 0.1 s after each is refused. "3 accepted" is their pace.
-    pacer = _pacer(store)
-    now = store.clock()
-    for sent in (now - 0.8, now - 0.45, now - 0.1):
-        pacer.answered(Ticket(sent, 0, 1), 200, {})
-    pacer.answered(Ticket(now, 0, 1), 503, {})
-    pace = pacer.read()
-    assert pace.ramp and pace.peak == 3.0
-    # Sent as far apart as the accepted ones: the count is the server's, no ramp.
-    other = _pacer(store)
-    store.put(pacing.PACE_KEY, Pace(limit=1).to_json())
-    later = now + 5.0
-    for sent in (later - 0.75, later - 0.5, later - 0.25):
-        other.answered(Ticket(sent, 0, 1), 200, {})
-    other.answered(Ticket(later, 0, 1), 503, {})
-    assert not other.read().ramp and other.read().peak == 3.0
 
 
 def test_the_ramps_words_say_why_the_count_was_no_measure() -> None:
