@@ -11,7 +11,9 @@ Users rarely know their API's limits, and the limits move. So every answer teach
 - a 429 says the send rate is above the server's: the shared rate drops to what the server
   was accepting, and grows back along a CUBIC curve (as the AWS SDKs' adaptive retry
   mode does), flat near that rate for several seconds, then faster; judged on a single
-  answer, it doubles every second instead until the next refusal (once a run);
+  answer, or on answers sent further apart than the refused request, it doubles every
+  second instead until the next refusal (once a run); while the rate rises, each send is
+  spaced at the rate in force when it goes out (`Pacer.rising`);
 - `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
