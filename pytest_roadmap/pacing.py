@@ -12,8 +12,11 @@ Users rarely know their API's limits, and the limits move. So every answer teach
   was accepting, and grows back along a CUBIC curve (as the AWS SDKs' adaptive retry
   mode does), flat near that rate for several seconds, then faster; judged on a single
   answer, or on answers sent further apart than the refused request, it doubles every
-  second instead until the next refusal (once a run); while the rate rises, each send is
-  spaced at the rate in force when it goes out (`Pacer.rising`);
+  second instead until the next refusal (once a run), which is judged by the closest two
+  sends the ramp had accepted, again as its last sends are answered; while the rate
+  rises, each send is spaced at the rate in force when it goes out (`Pacer.rising`). A
+  503 is such a refusal too when it came at one request in flight, during the ramp, or
+  much closer to the last accepted send than those came to each other;
 - `Retry-After` pauses the whole run ("nothing before T"); one longer than the longest
   wait allowed means the quota is gone, and the run stops starting tasks;
 - `RateLimit-*`, `RateLimit`/`RateLimit-Policy` and `x-ratelimit-*-requests` headers pace
@@ -36,6 +39,7 @@ controller's monitor prints and records.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -77,6 +81,9 @@ MIN_RATE = 0.05
 # never ramps. Once per run: a server allowing one a second would be ramped past forever.
 RAMP_DOUBLING = 1.0
 RAMP_KEEP = 0.9
+# The ramp's accepted sends kept to judge its end by (`proven_rate`): more than its last
+# second holds at the rates it ends at.
+RAMP_SENDS = 16
 # A 429 without Retry-After: the server's window is full now, so nothing goes out for this
 # long (and refusals of requests sent within it are the same burst).
 RATE_HOLD = 1.0
@@ -148,6 +155,9 @@ class Pace:
     cut_at: float = 0.0
     ramp: bool = False  # the peak was judged on one answer: it doubles until refused
     ramped: bool = False  # a ramp has run in this run (it runs once)
+    ramp_sends: list[float] = dataclasses.field(default_factory=list)  # its accepted sends
+    ended_by: float = 0.0  # the send that ended the ramp (0: none to judge by later answers)
+    ended_at: float = 0.0  # the rate in force when it was refused
     header_rate: float = 0.0  # the pace the server's rate-limit headers ask for (0: none)
     header_until: float = 0.0
     policy_rate: float = 0.0  # the steady rate of a quota the server announced (0: none)
@@ -293,10 +303,18 @@ def on_throttled(
     if 0 < pace.peak < old:
         # A probe past the learned rate failed: that rate held, the server did not change.
         peak = max(peak, pace.peak)
-    if pace.ramp and gap is not None and gap > 0:
+    if pace.ramp:
         # The ramp is refused: the sends before ramped up through the second, so what was
-        # accepted in it is low; the send refused is the rate the server no longer takes.
-        peak = max(peak, RAMP_KEEP / gap)
+        # accepted in it is low; the send refused is the rate the server no longer takes,
+        # and the closest two sends it accepted are a rate it takes. Sends still out now
+        # judge it again once answered (`on_ramp_accept`).
+        if gap is not None and gap > 0:
+            peak = max(peak, RAMP_KEEP / gap)
+        peak = max(peak, proven_rate(pace.ramp_sends, sent_at))
+        pace.ended_by, pace.ended_at = sent_at, old
+    else:
+        pace.ended_by = pace.ended_at = 0.0
+        pace.ramp_sends = []
     pace.ramp = thin and not pace.ramped
     pace.ramped = pace.ramped or pace.ramp
     pace.peak = max(MIN_RATE, min(old, peak))
@@ -311,6 +329,44 @@ def on_throttled(
     if pace.ramp:
         words += f": {why}, doubling until refused"
     return Event("rate", now, old, new, f"{what} from the API ({words})")
+
+
+def proven_rate(sends: list[float], before: float) -> float:
+    """The rate of the closest two consecutive `sends` made before `before`: a rate the
+    server accepted (0.0: fewer than two). A server spacing requests admits none closer
+    than its interval, so this never exceeds its rate; a send between two of them still out
+    only makes the gap longer."""
+    times = sorted(t for t in sends if t < before)
+    gaps = [later - sooner for sooner, later in itertools.pairwise(times) if later > sooner]
+    return 1.0 / min(gaps) if gaps else 0.0
+
+
+def on_ramp_accept(pace: Pace, sent_at: float, now: float, ceiling: float) -> Event | None:
+    """A send made at `sent_at` while the rate ramped was accepted. While it ramps, it is
+    kept (`ramp_sends`); answered after the send that ended the ramp was judged, it may
+    show the server took more than that judgement knew: the cut sees only the answers in by
+    then, and behind nginx at 7 r/s with 250 ms answers the send just before the refused
+    one is still out (the run learned 5.7/s). Raises the learned rate to `proven_rate`,
+    never past the rate in force at the refusal."""
+    if pace.ramp:
+        pace.ramp_sends = sorted([*pace.ramp_sends, sent_at])[-RAMP_SENDS:]
+        return None
+    if sent_at >= pace.ended_by or pace.peak <= 0:
+        return None
+    pace.ramp_sends = sorted([*pace.ramp_sends, sent_at])[-RAMP_SENDS:]
+    peak = min(pace.ended_at, proven_rate(pace.ramp_sends, pace.ended_by))
+    if peak <= pace.peak:
+        return None
+    old = pace.rate(ceiling, now)
+    pace.peak = peak
+    new = pace.rate(ceiling, now)
+    return Event(
+        "rate",
+        now,
+        old,
+        new,
+        f"sends of the ramp answered after its end were accepted {1 / peak:.2g} s apart",
+    )
 
 
 def on_pause(pace: Pace, seconds: float, now: float, reason: str) -> Event | None:
@@ -557,6 +613,7 @@ class Ticket:
     sent_at: float
     epoch: int
     limit: int  # the concurrency limit when it was sent
+    ramp: bool = False  # sent while the rate ramped: its answer may judge the ramp's end
 
 
 class Pacer:
@@ -704,12 +761,16 @@ class Pacer:
         # default). Cutting the concurrency can do nothing more, and without a cut of the
         # rate the next request (and the health probe before it) came as fast as the last,
         # to be refused again, for as long as the run lasted.
-        # While the rate ramps, a 503 is its overshoot whatever the concurrency.
+        # While the rate ramps, a 503 is its overshoot whatever the concurrency. So is one
+        # sent much closer to the last request the server accepted than those came to each
+        # other (`closer`, below): behind nginx answering 503, the run's health probes are
+        # accepted and the task 0.1 s after each refused; read as load, the concurrency came
+        # down 3 -> 2 -> 1 (a refusal and a probe each) before the rate was cut at all.
         by_rate = status == 429 or (status == 503 and (ticket.limit <= 1 or self.read().ramp))
-        if by_rate and self.mode == "aimd" and limits is None and tokens is None:
+        spaced = False
+        learn = self.mode == "aimd" and limits is None and tokens is None
+        if refused and learn:
             answered, first, last = self.answered_before(ticket.sent_at)
-            waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
-            accepted = float(answered + waiting)
             gap = ticket.sent_at - last if last is not None else None
             # Too few answers to judge the server's rate by, or the refused send came much
             # closer to the last accepted one than those came to each other: against
@@ -722,6 +783,11 @@ class Pacer:
                 and gap is not None
                 and gap * CLOSER < (last - first) / (answered - 1)
             )
+            spaced = status == 503 and not by_rate and closer
+            by_rate = by_rate or spaced
+        if by_rate and learn:
+            waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
+            accepted = float(answered + waiting)
             why = "too few to judge" if answered <= 1 else "sent closer than those it accepted"
 
             def cut(pace: Pace) -> list[Event]:
@@ -730,6 +796,8 @@ class Pacer:
                 probe = 0 < pace.peak < pace.rate(self.ceiling, now)
                 hold = RATE_HOLD if retry_after is None else max(RATE_HOLD, retry_after)
                 what = "429" if status == 429 else f"{status} at one request in flight"
+                if spaced:
+                    what = f"{status} for a send closer than those accepted"
                 event = on_throttled(
                     pace,
                     ticket.sent_at,
@@ -747,9 +815,12 @@ class Pacer:
                 return _listed(event, on_pause(pace, RATE_HOLD, now, str(status)))
 
             self._change(cut)
+        if ticket.ramp and status is not None and not refused and self.mode == "aimd":
+            # Sends of the ramp only: a few seconds' worth, once a run.
+            self._change(lambda p: _listed(on_ramp_accept(p, ticket.sent_at, now, self.ceiling)))
         if self.mode != "aimd":
             return own_wait
-        if status == 503 or overload is not None:
+        if (status == 503 and not spaced) or overload is not None:
             if self.lower:
                 what = "503 from the API" if status == 503 else overload or "overload"
                 self._change(lambda p: _listed(on_overload(p, ticket.epoch, now, what)))

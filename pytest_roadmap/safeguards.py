@@ -163,7 +163,7 @@ class _Throttles:
                 # Last, after every wait: the request's own word on going now (the token
                 # limit's, for a send held up past its tokens' time).
                 admit()
-            ticket = Ticket(self.pacer.store.clock(), pace.epoch, pace.limit)
+            ticket = Ticket(self.pacer.store.clock(), pace.epoch, pace.limit, pace.ramp)
             self.log.sent(ticket, ticket.sent_at)
             return ticket
 

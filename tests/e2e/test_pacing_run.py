@@ -139,7 +139,9 @@ def test_a_server_refusing_by_rate_with_503s_is_paced_not_hammered(roadmap: Road
     # Before the fix: 97 refusals and no answer at all in two minutes.
     assert len(refused) <= 8, [(e["path"], round(e["arrived"], 2)) for e in refused]
     changes = _report(roadmap)["run"]["rate_changes"]
-    assert changes and "503 at one request in flight" in changes[0]["reason"]
+    # Learned at one request in flight, or sooner, by the refused send's spacing.
+    reason = changes[0]["reason"] if changes else ""
+    assert "503 at one request in flight" in reason or "503 for a send closer" in reason
 
 
 @pytest.mark.slow

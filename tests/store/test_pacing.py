@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -20,6 +21,7 @@ from pytest_roadmap.pacing import (
     cubic,
     on_headers,
     on_overload,
+    on_ramp_accept,
     on_success,
     on_throttled,
     parse_limits,
@@ -129,6 +131,34 @@ def test_a_cut_judged_on_one_answer_ramps_until_refused_then_keeps_the_refused_r
     assert not pace.ramp and pace.rate(10.0, 22.0) < 1.1 * pace.peak
 
 
+def test_a_ramps_end_is_judged_by_the_closest_two_sends_it_accepted() -> None:
+    # nginx at 7 r/s, 250 ms answers: the ramp's sends, accepted no closer than 1/7 s.
+    pace = Pace(limit=3)
+    on_throttled(pace, 0.1, 0.1, 1.0, 10.0, thin=True)
+    refused_at = 0.1 + pacing.RATE_HOLD + 3.0  # the ramp is at 8 * BETA then
+    for sent in (refused_at - 0.62, refused_at - 0.44, refused_at - 0.28):
+        assert on_ramp_accept(pace, sent, sent + 0.25, 10.0) is None  # kept while it ramps
+    # Refused 0.12 s after a send still out; the cut sees the three answered.
+    on_throttled(pace, refused_at, refused_at, 2.0, 10.0, gap=0.3, thin=True)
+    assert not pace.ramp and pace.peak == pytest.approx(1 / 0.16)
+    assert pace.ended_at == pytest.approx(8 * BETA)
+    # The send still out is answered: accepted 0.15 s after the one before it.
+    event = on_ramp_accept(pace, refused_at - 0.13, refused_at + 0.12, 10.0)
+    assert event is not None and "accepted 0.15 s apart" in event.reason
+    assert pace.peak == pytest.approx(1 / 0.15)
+    # Sends after the refused one say nothing; a closer pair never lifts it past the rate
+    # in force at the refusal.
+    assert on_ramp_accept(pace, refused_at + 0.05, refused_at + 0.3, 10.0) is None
+    on_ramp_accept(pace, refused_at - 0.05, refused_at + 0.3, 10.0)
+    assert pace.peak == pytest.approx(pace.ended_at)
+    # A later cut is judged afresh: the ramp's sends have nothing more to say.
+    on_throttled(pace, refused_at + 20.0, refused_at + 20.0, 5.0, 10.0)
+    assert pace.ended_by == 0.0 and pace.ramp_sends == []
+    peak = pace.peak
+    assert on_ramp_accept(pace, refused_at + 19.9, refused_at + 20.1, 10.0) is None
+    assert pace.peak == peak
+
+
 def test_a_cut_judged_on_a_whole_second_does_not_ramp() -> None:
     pace = Pace(limit=3)
     on_throttled(pace, 0.4, 0.4, 4.0, 10.0, gap=0.1)
@@ -165,6 +195,53 @@ def test_a_send_refused_closer_than_the_accepted_ones_ramps(store: Store) -> Non
     # Sent as far apart as the accepted ones: the count is the server's, no ramp.
     pace = _refused_after(store, (0.75, 0.5, 0.25), 503, now + 5.0)
     assert not pace.ramp and pace.peak == 3.0
+
+
+def test_the_pacer_judges_a_ramps_end_again_by_the_sends_answered_after_it(store: Store) -> None:
+    pacer = _pacer(store)
+    now = store.clock()
+    # Ramping for 3 s after its hold: at 8 * BETA now.
+    cut_at = now - pacing.RATE_HOLD - 3.0
+    ramping = Pace(limit=3, peak=1.0, cut_at=cut_at, ramp=True, ramped=True)
+    store.put(pacing.PACE_KEY, ramping.to_json())
+    # The ramp's last sends, 0.3 s apart, then 0.16 s: only the first two are answered
+    # when the send after them is refused.
+    for sent in (now - 0.6, now - 0.3):
+        pacer.answered(Ticket(sent, 0, 3, ramp=True), 200, {})
+    pacer.answered(Ticket(now, 0, 3, ramp=True), 429, {})
+    judged = pacer.read().peak
+    assert judged < 1 / 0.3 + 0.01
+    pacer.answered(Ticket(now - 0.14, 0, 3, ramp=True), 200, {})
+    pace = pacer.read()
+    assert not pace.ramp and pace.peak == pytest.approx(1 / 0.16)
+    # A send of no ramp is never kept or read against it.
+    store.put(pacing.PACE_KEY, dataclasses.replace(pace, peak=judged).to_json())
+    pacer.answered(Ticket(now - 0.05, 0, 3), 200, {})
+    assert pacer.read().peak == judged
+
+
+def test_a_503_sent_closer_than_the_accepted_ones_is_a_rate_whatever_the_concurrency(
+    store: Store,
+) -> None:
+    # nginx's limit_req answering 503 at three in flight: the health probes 0.35 s apart
+    # accepted, the task 0.1 s after the last refused. Read as load, the concurrency came
+    # down to 1 (a refusal and a probe each) before the rate was cut.
+    pacer = _pacer(store, maximum=3)
+    now = store.clock()
+    store.put(pacing.PACE_KEY, Pace(limit=3).to_json())
+    for before in (0.8, 0.45, 0.1):
+        pacer.answered(Ticket(now - before, 0, 3), 200, {})
+    pacer.answered(Ticket(now, 0, 3), 503, {})
+    pace = pacer.read()
+    assert pace.limit == 3 and pace.peak == 3.0 and pace.ramp
+    # A 503 at the spacing the server accepted is load: the concurrency is cut, not the rate.
+    later = now + 5.0
+    store.put(pacing.PACE_KEY, Pace(limit=3).to_json())
+    for before in (0.3, 0.2, 0.1):
+        pacer.answered(Ticket(later - before, 0, 3), 200, {})
+    pacer.answered(Ticket(later, 0, 3), 503, {})
+    pace = pacer.read()
+    assert pace.limit == 2 and pace.peak == 0.0
 
 
 def test_cubic_starts_at_beta_and_passes_its_peak_at_k() -> None:
