@@ -303,6 +303,13 @@ def on_throttled(
     if 0 < pace.peak < old:
         # A probe past the learned rate failed: that rate held, the server did not change.
         peak = max(peak, pace.peak)
+    elif pace.ended_by > 0 and old >= BETA * pace.peak:
+        # Refused on CUBIC's plateau, just under the rate a ramp's end was judged at: that
+        # was a little high (a send's time is taken before it leaves, so two sends the
+        # server accepted 0.25 s apart can look 0.23 s apart). One step down, once, not to
+        # the count of a second, which at one request in flight was 1 and left the run at
+        # 0.95/s against 4/s. Refused again, the server's limit went down: the count.
+        peak = max(peak, BETA * pace.peak)
     if pace.ramp:
         # The ramp is refused: the sends before ramped up through the second, so what was
         # accepted in it is low; the send refused is the rate the server no longer takes,

@@ -159,6 +159,25 @@ def test_a_ramps_end_is_judged_by_the_closest_two_sends_it_accepted() -> None:
     assert pace.peak == peak
 
 
+def test_refused_just_under_a_ramps_judgement_steps_down_once_then_follows_the_count() -> None:
+    # The ramp's end judged 4.4/s behind a server allowing 4/s (two accepted sends looked
+    # closer than they arrived). Refused on CUBIC's plateau with "1 accepted in the second
+    # before", the run fell to 0.95/s and took 3.5x its bound.
+    pace = Pace(limit=1)
+    on_throttled(pace, 0.1, 0.1, 1.0, 10.0, thin=True)
+    ended = 0.1 + pacing.RATE_HOLD + 3.0
+    on_throttled(pace, ended, ended, 2.0, 10.0, gap=0.9 / 4.4, thin=True)
+    assert pace.peak == pytest.approx(4.4) and pace.ended_by == ended
+    plateau = ended + 3.0
+    assert BETA * 4.4 <= pace.rate(10.0, plateau) < 4.4
+    on_throttled(pace, plateau, plateau, 1.0, 10.0)
+    assert pace.peak == pytest.approx(BETA * 4.4) and pace.ended_by == 0.0
+    # Refused again under it: the server's limit went down, and the rate follows the count.
+    again = plateau + 3.0
+    on_throttled(pace, again, again, 2.0, 10.0)
+    assert pace.peak == 2.0
+
+
 def test_a_cut_judged_on_a_whole_second_does_not_ramp() -> None:
     pace = Pace(limit=3)
     on_throttled(pace, 0.4, 0.4, 4.0, 10.0, gap=0.1)
