@@ -46,6 +46,11 @@ START_CUSHION = 0.02  # seconds added to a batch's betweenTasks
 # Seconds a request ready to go waits for the probe that judges another task's 503 or lost
 # connection (a 503 for capacity is judged "ok" in milliseconds) before it ends unsent.
 DOUBT_PATIENCE = 1.0
+# Refusals of one task in a row that are retried at once; later ones back off. The second is
+# most often of the same burst as the first: its slot was reserved before the learned pace
+# moved (behind nginx at 4 r/s, a CUBIC probe's refusal near the end of a run, then its
+# retry 0.25 s after the last send, and the run's last task 2 s late).
+REFUSALS_AT_ONCE = 2
 
 
 def batch_gate_key(batch: Batch) -> str:
@@ -339,14 +344,14 @@ class Safeguards:
         healthy API.
 
         After `refusals` refusals in a row (the API refused for load; the task did not
-        run), the first is retried at once (the learned pace has already moved) and later
-        ones back off as failures do, spending no retry. Returns None when the attempt may
+        run), the first `REFUSALS_AT_ONCE` are retried at once (the learned pace has
+        already moved) and later ones back off as failures do, spending no retry. Returns None when the attempt may
         go ahead, or why the API is not usable; raises `QuotaExhausted` once the quota is gone.
         The caller holds no concurrency slot yet, so sleeping here blocks no one.
         """
         refused = isinstance(last, TaskFailure) and last.refused
-        if refused and refusals > 1:
-            self._sleep(self.backoff.wait(refusals - 1))
+        if refused and refusals > REFUSALS_AT_ONCE:
+            self._sleep(self.backoff.wait(refusals - REFUSALS_AT_ONCE))
         elif failed_attempts and not refused:
             retry_after = last.retry_after if isinstance(last, TaskFailure) else None
             self._sleep(self.backoff.wait(failed_attempts, retry_after))

@@ -302,6 +302,25 @@ def test_seed_rule_backs_off_under_overload(roadmap: Roadmap) -> None:
 
 
 @pytest.mark.slow
+def test_a_task_refused_twice_in_a_row_goes_again_at_once_then_backs_off(
+    roadmap: Roadmap,
+) -> None:
+    """The second refusal of a task in a row is most often of the first one's burst: its
+    slot was reserved before the learned pace moved. Backing off from it left the last task
+    of a run 2 s late. From the third refusal in a row the task backs off as failures do."""
+    roadmap.tasks("month1", task_toml("t1"))
+    roadmap.sandbox.configure(rules=[{"match": "do t1 ", "status": 429, "times": 3}])
+    # The learned pace off: no pause of the run's own between the attempts, only the task's.
+    result = roadmap.run("--roadmap-retry-delay", "1500", "--no-roadmap-adaptive")
+    result.assert_outcomes(passed=1)
+    sent = [e["arrived"] for e in roadmap.chats("t1")]
+    assert [e["status"] for e in roadmap.chats("t1")] == [429, 429, 429, 200]
+    gaps = [later - sooner for sooner, later in itertools.pairwise(sent)]
+    assert gaps[0] < 1.0 and gaps[1] < 1.0, gaps  # before: 1.5 s or more before the third
+    assert gaps[2] >= 1.5, gaps
+
+
+@pytest.mark.slow
 def test_fixed_concurrency_never_changes(roadmap: Roadmap) -> None:
     roadmap.tasks("month1", *(task_toml(f"t{i:02d}") for i in range(5)))
     roadmap.sandbox.configure(latency=0.2, capacity=1)
