@@ -792,36 +792,36 @@ class Pacer:
             )
             spaced = status == 503 and not by_rate and closer
             by_rate = by_rate or spaced
-        if by_rate and learn:
-            waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
-            accepted = float(answered + waiting)
-            why = "too few to judge" if answered <= 1 else "sent closer than those it accepted"
+            if by_rate:
+                waiting = max(0, self.store.gate_state(self.gate_key)[0] - 1)
+                accepted = float(answered + waiting)
+                why = "too few to judge" if answered <= 1 else "sent closer than those it accepted"
 
-            def cut(pace: Pace) -> list[Event]:
-                # Far over the server's rate, its window is full: nobody sends until it has
-                # drained. A probe just past the learned rate overshot by a request or so.
-                probe = 0 < pace.peak < pace.rate(self.ceiling, now)
-                hold = RATE_HOLD if retry_after is None else max(RATE_HOLD, retry_after)
-                what = "429" if status == 429 else f"{status} at one request in flight"
-                if spaced:
-                    what = f"{status} for a send closer than those accepted"
-                event = on_throttled(
-                    pace,
-                    ticket.sent_at,
-                    now,
-                    accepted,
-                    self.ceiling,
-                    hold,
-                    what=what,
-                    thin=answered <= 1 or closer,
-                    gap=gap,
-                    why=why,
-                )
-                if event is None or probe or retry_after is not None:
-                    return _listed(event)
-                return _listed(event, on_pause(pace, RATE_HOLD, now, str(status)))
+                def cut(pace: Pace) -> list[Event]:
+                    # Far over the server's rate, its window is full: nobody sends until it has
+                    # drained. A probe just past the learned rate overshot by a request or so.
+                    probe = 0 < pace.peak < pace.rate(self.ceiling, now)
+                    hold = RATE_HOLD if retry_after is None else max(RATE_HOLD, retry_after)
+                    what = "429" if status == 429 else f"{status} at one request in flight"
+                    if spaced:
+                        what = f"{status} for a send closer than those accepted"
+                    event = on_throttled(
+                        pace,
+                        ticket.sent_at,
+                        now,
+                        accepted,
+                        self.ceiling,
+                        hold,
+                        what=what,
+                        thin=answered <= 1 or closer,
+                        gap=gap,
+                        why=why,
+                    )
+                    if event is None or probe or retry_after is not None:
+                        return _listed(event)
+                    return _listed(event, on_pause(pace, RATE_HOLD, now, str(status)))
 
-            self._change(cut)
+                self._change(cut)
         if ticket.ramp and status is not None and not refused and self.mode == "aimd":
             # Sends of the ramp only: a few seconds' worth, once a run.
             self._change(lambda p: _listed(on_ramp_accept(p, ticket.sent_at, now, self.ceiling)))

@@ -345,8 +345,9 @@ class Safeguards:
 
         After `refusals` refusals in a row (the API refused for load; the task did not
         run), the first `REFUSALS_AT_ONCE` are retried at once (the learned pace has
-        already moved) and later ones back off as failures do, spending no retry. Returns None when the attempt may
-        go ahead, or why the API is not usable; raises `QuotaExhausted` once the quota is gone.
+        already moved) and later ones back off as failures do, spending no retry. Returns
+        None when the attempt may go ahead, or why the API is not usable; raises
+        `QuotaExhausted` once the quota is gone.
         The caller holds no concurrency slot yet, so sleeping here blocks no one.
         """
         refused = isinstance(last, TaskFailure) and last.refused
