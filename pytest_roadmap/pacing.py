@@ -157,7 +157,7 @@ class Pace:
     ramped: bool = False  # a ramp has run in this run (it runs once)
     ramp_sends: list[float] = dataclasses.field(default_factory=list)  # its accepted sends
     ended_by: float = 0.0  # the send that ended the ramp (0: none to judge by later answers)
-    ended_at: float = 0.0  # the rate in force when it was refused
+    ended_rate: float = 0.0  # the rate in force when it was refused
     header_rate: float = 0.0  # the pace the server's rate-limit headers ask for (0: none)
     header_until: float = 0.0
     policy_rate: float = 0.0  # the steady rate of a quota the server announced (0: none)
@@ -318,9 +318,9 @@ def on_throttled(
         if gap is not None and gap > 0:
             peak = max(peak, RAMP_KEEP / gap)
         peak = max(peak, proven_rate(pace.ramp_sends, sent_at))
-        pace.ended_by, pace.ended_at = sent_at, old
+        pace.ended_by, pace.ended_rate = sent_at, old
     else:
-        pace.ended_by = pace.ended_at = 0.0
+        pace.ended_by = pace.ended_rate = 0.0
         pace.ramp_sends = []
     pace.ramp = thin and not pace.ramped
     pace.ramped = pace.ramped or pace.ramp
@@ -355,13 +355,12 @@ def on_ramp_accept(pace: Pace, sent_at: float, now: float, ceiling: float) -> Ev
     then, and behind nginx at 7 r/s with 250 ms answers the send just before the refused
     one is still out (the run learned 5.7/s). Raises the learned rate to `proven_rate`,
     never past the rate in force at the refusal."""
-    if pace.ramp:
-        pace.ramp_sends = sorted([*pace.ramp_sends, sent_at])[-RAMP_SENDS:]
-        return None
-    if sent_at >= pace.ended_by or pace.peak <= 0:
-        return None
+    if not pace.ramp and (sent_at >= pace.ended_by or pace.peak <= 0):
+        return None  # sent after the ramp's end, or no ramp to judge
     pace.ramp_sends = sorted([*pace.ramp_sends, sent_at])[-RAMP_SENDS:]
-    peak = min(pace.ended_at, proven_rate(pace.ramp_sends, pace.ended_by))
+    if pace.ramp:
+        return None
+    peak = min(pace.ended_rate, proven_rate(pace.ramp_sends, pace.ended_by))
     if peak <= pace.peak:
         return None
     old = pace.rate(ceiling, now)

@@ -141,7 +141,7 @@ def test_a_ramps_end_is_judged_by_the_closest_two_sends_it_accepted() -> None:
     # Refused 0.12 s after a send still out; the cut sees the three answered.
     on_throttled(pace, refused_at, refused_at, 2.0, 10.0, gap=0.3, thin=True)
     assert not pace.ramp and pace.peak == pytest.approx(1 / 0.16)
-    assert pace.ended_at == pytest.approx(8 * BETA)
+    assert pace.ended_rate == pytest.approx(8 * BETA)
     # The send still out is answered: accepted 0.15 s after the one before it.
     event = on_ramp_accept(pace, refused_at - 0.13, refused_at + 0.12, 10.0)
     assert event is not None and "accepted 0.15 s apart" in event.reason
@@ -150,7 +150,7 @@ def test_a_ramps_end_is_judged_by_the_closest_two_sends_it_accepted() -> None:
     # in force at the refusal.
     assert on_ramp_accept(pace, refused_at + 0.05, refused_at + 0.3, 10.0) is None
     on_ramp_accept(pace, refused_at - 0.05, refused_at + 0.3, 10.0)
-    assert pace.peak == pytest.approx(pace.ended_at)
+    assert pace.peak == pytest.approx(pace.ended_rate)
     # A later cut is judged afresh: the ramp's sends have nothing more to say.
     on_throttled(pace, refused_at + 20.0, refused_at + 20.0, 5.0, 10.0)
     assert pace.ended_by == 0.0 and pace.ramp_sends == []
